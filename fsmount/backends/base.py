@@ -1,0 +1,144 @@
+"""The one interface every service implements, and the values that cross it.
+
+A backend speaks in paths made of its own names (``("INBOX", "2024-05-01 Hello [42].eml")``);
+it never sees an inode or a handle. The root of an account is the empty tuple.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from ..errors import NoData, Unsupported
+
+Path = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What a listing says about one object.
+
+    ``identity`` changes whenever the bytes may have changed, and is the content-cache key:
+    FTP ``(size, mtime)``, IMAP ``(uidvalidity, uid)``, POP3 ``(uidl,)``, NNTP ``(message_id,)``.
+    ``size_exact`` is False where the server's size is a hint (POP3 LIST, NNTP overview); the
+    cache layer corrects it once the object has been downloaded.
+    """
+
+    name: str
+    is_dir: bool
+    size: int | None = None
+    mtime: float | None = None
+    identity: tuple = ()
+    mode: int | None = None  # permission bits (0o7777), when the server tells them
+    symlink: str | None = None  # link target, for servers that show symlinks
+    size_exact: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend can do; the VFS branches on these, never on which backend it is."""
+
+    ranged_read: bool = False  # read() is cheap for any range; else download() whole objects
+    write: bool = False  # commit() creates files
+    overwrite: bool = False  # commit() may replace an existing file (else files are immutable)
+    mkdir: bool = False
+    remove: bool = False
+    rename: bool = False
+    set_mode: bool = False
+    set_mtime: bool = False
+    immutable: bool = False  # an identity's bytes never change: let the kernel cache them
+    xattrs: bool = False
+    metadata_ttl: float | None = None  # overrides the account's listing TTL (e.g. push-driven)
+    extra: frozenset[str] = field(default_factory=frozenset)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    capabilities: Capabilities
+
+    async def list(self, path: Path) -> list[Entry]:
+        """The directory's entries in one round trip (no ``.`` or ``..``)."""
+
+    async def stat(self, path: Path) -> Entry:
+        """One object; raise ``NotFound``. The root returns a directory entry named ``""``."""
+
+    async def read(self, path: Path, offset: int, size: int) -> bytes:
+        """Bytes ``[offset, offset+size)``; shorter only at end of file.
+
+        Consecutive calls that continue where the last one stopped must be cheap (a backend
+        keeps a transfer open), since the cache layer reads ahead in such a sequence.
+        """
+
+    async def download(self, path: Path, into: str) -> Entry:
+        """Write the whole object to the file named ``into``; return its (exact) entry."""
+
+    async def commit(self, path: Path, spool: str, replacing: Entry | None) -> Entry:
+        """Store the spool file's bytes as ``path``: upload, append, post or enqueue.
+
+        Must never leave a partial object under the final name. ``replacing`` is the entry
+        the writer started from (``None`` for a new file).
+        """
+
+    async def remove(self, path: Path) -> None: ...
+
+    async def rename(self, old: Path, new: Path) -> Entry | None:
+        """Move an object; may return the entry it now has (names can change)."""
+
+    async def mkdir(self, path: Path) -> None: ...
+
+    async def rmdir(self, path: Path) -> None: ...
+
+    async def set_mode(self, path: Path, mode: int) -> None: ...
+
+    async def set_mtime(self, path: Path, mtime: float) -> None: ...
+
+    async def get_xattrs(self, path: Path) -> dict[str, bytes]:
+        """Extended attributes (names without the ``user.`` prefix)."""
+
+    async def set_xattr(self, path: Path, name: str, value: bytes) -> None: ...
+
+    async def changed(self, path: Path) -> bool:
+        """Whether a directory may have changed since it was last listed (cheap check)."""
+
+    async def aclose(self) -> None: ...
+
+
+class BackendBase:
+    """Defaults for the optional parts of ``Backend``: everything unsupported."""
+
+    capabilities = Capabilities()
+
+    async def read(self, path: Path, offset: int, size: int) -> bytes:
+        raise Unsupported("ranged reads")
+
+    async def commit(self, path: Path, spool: str, replacing: Entry | None) -> Entry:
+        raise Unsupported("writing")
+
+    async def remove(self, path: Path) -> None:
+        raise Unsupported("removing")
+
+    async def rename(self, old: Path, new: Path) -> Entry | None:
+        raise Unsupported("renaming")
+
+    async def mkdir(self, path: Path) -> None:
+        raise Unsupported("creating folders")
+
+    async def rmdir(self, path: Path) -> None:
+        raise Unsupported("removing folders")
+
+    async def set_mode(self, path: Path, mode: int) -> None:
+        raise Unsupported("changing permissions")
+
+    async def set_mtime(self, path: Path, mtime: float) -> None:
+        raise Unsupported("changing times")
+
+    async def get_xattrs(self, path: Path) -> dict[str, bytes]:
+        return {}
+
+    async def set_xattr(self, path: Path, name: str, value: bytes) -> None:
+        raise NoData(name)
+
+    async def changed(self, path: Path) -> bool:
+        return True
+
+    async def aclose(self) -> None:
+        return None

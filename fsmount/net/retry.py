@@ -1,0 +1,34 @@
+"""The one place that retries: only ``Transient`` failures, with backoff, within a deadline."""
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import trio
+
+from ..errors import Transient
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def backoff(attempt: int, first: float = 0.05, cap: float = 2.0) -> float:
+    """Exponential with jitter, so parallel retries do not hit a recovering server at once."""
+    return min(cap, first * 2**attempt) * (0.5 + random.random() / 2)
+
+
+async def retrying(call: Callable[[], Awaitable[T]], *, deadline: float, what: str) -> T:
+    """Run ``call`` until it succeeds, fails permanently, or ``deadline`` (trio time) passes."""
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except Transient as e:
+            delay = backoff(attempt)
+            if trio.current_time() + delay >= deadline:
+                raise
+            log.info("%s failed (%s); retrying", what, e)
+            attempt += 1
+            await trio.sleep(delay)
