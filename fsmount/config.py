@@ -111,6 +111,7 @@ class Account:
 @dataclass(frozen=True)
 class Config:
     accounts: Mapping[str, Account]
+    tables: Mapping[str, Mapping[str, Any]]  # as written, for -o overrides
     settings: Mapping[str, Any]
     path: str | None
 
@@ -207,7 +208,7 @@ def load(path: str | os.PathLike[str] | None, *, required: bool) -> Config:
     except FileNotFoundError:
         if required:
             raise ConfigError(f"{file}: no such config file") from None
-        return Config({}, MappingProxyType(_globals({}, str(file))), None)
+        return Config({}, {}, MappingProxyType(_globals({}, str(file))), None)
     except OSError as e:
         raise ConfigError(f"{file}: cannot read: {e.strerror}") from None
     try:
@@ -230,7 +231,7 @@ def load(path: str | os.PathLike[str] | None, *, required: bool) -> Config:
                 f"{where}: holds a password but {file} is readable by others; chmod 600 {file}"
             )
         accounts[name] = make_account(name, table, where=where)
-    return Config(MappingProxyType(accounts), MappingProxyType(settings), str(file))
+    return Config(MappingProxyType(accounts), accounts_table, MappingProxyType(settings), str(file))
 
 
 def _globals(data: Mapping[str, Any], where: str) -> dict[str, Any]:

@@ -1,0 +1,336 @@
+"""CachedBackend: the Backend interface again, with listings in memory and bytes on disk.
+
+Data flows down on a miss and up on a hit. Concurrent misses on the same listing or object
+wait on one fetch. Sequential readers get a read-ahead window that doubles up to
+``MAX_WINDOW``, fetched by one background task per object so the backend's transfer stays open.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import trio
+
+from ..backends.base import Backend, Entry, Path
+from ..errors import FsError, NotADirectory, NotFound
+from .content import BLOCK, CachedObject, ContentStore, object_key
+from .metadata import MetadataCache
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+FIRST_WINDOW = 1 << 20
+MAX_WINDOW = 16 << 20
+CHUNK = 1 << 20  # one backend read while streaming ahead
+
+
+class CachedBackend:
+    """Wraps one account's backend. All state lives on the trio thread."""
+
+    def __init__(self, backend: Backend, account: str, store: ContentStore, ttl: float) -> None:
+        self.backend = backend
+        self.account = account
+        self.store = store
+        self.capabilities = backend.capabilities
+        self.meta = MetadataCache(backend.capabilities.metadata_ttl or ttl)
+        self._inflight: dict[Any, _Flight] = {}
+        self._pending: dict[Path, Entry] = {}  # created locally, not committed yet
+        self._exact_sizes: dict[str, int] = {}  # object key → size learned from a download
+        self.nursery: trio.Nursery | None = None  # set by the mount; runs read-ahead tasks
+
+    # -- metadata ------------------------------------------------------------------------
+
+    async def list(self, path: Path) -> list[Entry]:
+        listing = self.meta.get(path)
+        if listing is not None:
+            if not self.meta.fresh(listing) and not await self.backend.changed(path):
+                listing.checked = time.monotonic()
+            if self.meta.fresh(listing):
+                return self._with_pending(path, listing.entries)
+        entries = await self._once(("list", path), lambda: self._fetch_list(path))
+        return self._with_pending(path, entries)
+
+    async def _fetch_list(self, path: Path) -> dict[str, Entry]:
+        generation = self.meta.generation(path)
+        entries = [self._corrected(path + (e.name,), e) for e in await self.backend.list(path)]
+        return self.meta.store(path, entries, generation)
+
+    def _with_pending(self, path: Path, entries: dict[str, Entry]) -> list[Entry]:
+        extra = [e for p, e in self._pending.items() if p[:-1] == path and p[-1] not in entries]
+        return [*entries.values(), *extra]
+
+    async def stat(self, path: Path) -> Entry:
+        if path in self._pending:
+            return self._pending[path]
+        if not path:
+            entry = self.meta.entry(path)
+            if entry is None:
+                entry = await self._once(("stat", path), lambda: self.backend.stat(path))
+                self.meta.store_stat(path, entry)
+            return entry
+        parent = await self.stat(path[:-1]) if len(path) > 1 else None
+        if parent is not None and not parent.is_dir:
+            raise NotADirectory("/".join(path[:-1]))
+        await self.list(path[:-1])
+        entry = self.meta.entry(path)
+        if entry is None:
+            raise NotFound("/".join(path))
+        return entry
+
+    def _corrected(self, path: Path, entry: Entry) -> Entry:
+        """Apply a size learned from a download to an entry whose size was a hint."""
+        if entry.size_exact or entry.is_dir:
+            return entry
+        size = self._exact_sizes.get(self._key(path, entry))
+        return dataclasses.replace(entry, size=size, size_exact=True) if size is not None else entry
+
+    async def changed(self, path: Path) -> bool:
+        return await self.backend.changed(path)
+
+    # -- content -------------------------------------------------------------------------
+
+    def _key(self, path: Path, entry: Entry) -> str:
+        return object_key(self.account, path, entry.identity)
+
+    def open_reader(self, path: Path, entry: Entry) -> Reader:
+        return Reader(self, path, entry)
+
+    async def read(self, path: Path, offset: int, size: int) -> bytes:
+        reader = self.open_reader(path, await self.stat(path))
+        try:
+            return await reader.read(offset, size)
+        finally:
+            reader.close()
+
+    async def download(self, path: Path, into: str) -> Entry:
+        return await self.backend.download(path, into)
+
+    async def _download_whole(self, path: Path, entry: Entry, obj: CachedObject) -> None:
+        async def fetch() -> None:
+            tmp = str(self.store.directory / f"{obj.key}.dl.part")
+            try:
+                exact = await self.backend.download(path, tmp)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(_unlink, tmp)
+                raise
+            if not obj.complete:
+                obj.fill_from(tmp)
+            if not entry.size_exact and exact.size is not None:
+                self._learn_size(path, entry, exact.size)
+
+        if not obj.complete:
+            await self._once(("download", obj.key), fetch)
+
+    def _learn_size(self, path: Path, entry: Entry, size: int) -> None:
+        self._exact_sizes[self._key(path, entry)] = size
+        if self.meta.entry(path) == entry:
+            self.meta.store_stat(path, dataclasses.replace(entry, size=size, size_exact=True))
+
+    # -- changes -------------------------------------------------------------------------
+
+    def add_pending(self, path: Path, entry: Entry) -> None:
+        self._pending[path] = entry
+
+    def drop_pending(self, path: Path) -> None:
+        self._pending.pop(path, None)
+
+    async def commit(self, path: Path, spool: str, replacing: Entry | None) -> Entry:
+        return await self._change(path[:-1], self.backend.commit(path, spool, replacing), path)
+
+    async def remove(self, path: Path) -> None:
+        await self._change(path[:-1], self.backend.remove(path), path)
+
+    async def rmdir(self, path: Path) -> None:
+        await self._change(path[:-1], self.backend.rmdir(path), path)
+
+    async def mkdir(self, path: Path) -> None:
+        await self._change(path[:-1], self.backend.mkdir(path), None)
+
+    async def rename(self, old: Path, new: Path) -> Entry | None:
+        self.meta.changed(new[:-1])
+        result = await self._change(old[:-1], self.backend.rename(old, new), old)
+        self.meta.drop(new)
+        self.meta.forget(new[:-1])
+        return result
+
+    async def set_mode(self, path: Path, mode: int) -> None:
+        await self._change(path[:-1], self.backend.set_mode(path, mode), None)
+
+    async def set_mtime(self, path: Path, mtime: float) -> None:
+        await self._change(path[:-1], self.backend.set_mtime(path, mtime), None)
+
+    async def _change(self, directory: Path, call: Awaitable[T], gone: Path | None) -> T:
+        """Run a change; listings of ``directory`` started before it ends are void."""
+        self.meta.changed(directory)
+        try:
+            result = await call
+        finally:
+            self.meta.changed(directory)
+            if gone is not None:
+                self.meta.drop(gone)
+                self._pending.pop(gone, None)
+            self.meta.forget(directory)
+        if isinstance(result, Entry):
+            self.meta.put(directory + (result.name,), result)
+        return result
+
+    async def get_xattrs(self, path: Path) -> dict[str, bytes]:
+        return await self.backend.get_xattrs(path)
+
+    async def set_xattr(self, path: Path, name: str, value: bytes) -> None:
+        await self._change(path[:-1], self.backend.set_xattr(path, name, value), None)
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+    # -- single flight -------------------------------------------------------------------
+
+    async def _once(self, key: Any, fetch: Callable[[], Awaitable[T]]) -> T:
+        """Concurrent callers with the same key share one fetch (and its error)."""
+        flight = self._inflight.get(key)
+        if flight is not None:
+            await flight.done.wait()
+            if isinstance(flight.result, BaseException):
+                raise flight.result
+            return flight.result
+        flight = self._inflight[key] = _Flight()
+        try:
+            flight.result = await fetch()
+            return flight.result
+        except FsError as e:
+            flight.result = e
+            raise
+        except BaseException as e:
+            flight.result = FsError(f"interrupted: {e!r}")
+            raise
+        finally:
+            del self._inflight[key]
+            flight.done.set()
+
+
+class _Flight:
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.result: Any = None
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class Reader:
+    """One open file's view of the content cache; keeps the object (and its blocks) alive."""
+
+    def __init__(self, layer: CachedBackend, path: Path, entry: Entry) -> None:
+        self.layer = layer
+        self.path = path
+        self.entry = entry
+        size = entry.size if entry.size_exact else None
+        self.obj = layer.store.open(layer._key(path, entry), size)
+        self.next_offset = 0
+        self.window = FIRST_WINDOW
+        self.ahead: _Stream | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.obj.complete
+
+    async def read(self, offset: int, size: int) -> bytes:
+        obj = self.obj
+        if not obj.complete and not self.layer.capabilities.ranged_read:
+            await self.layer._download_whole(self.path, self.entry, obj)
+        elif not obj.has(offset, size):
+            await self._fetch(offset, size)
+        return obj.read(offset, size)
+
+    async def _fetch(self, offset: int, size: int) -> None:
+        sequential = offset == self.next_offset and offset > 0 or offset == 0 == self.next_offset
+        self.next_offset = offset + size
+        if sequential:
+            self.window = min(self.window * 2, MAX_WINDOW)
+            target = offset + size + self.window
+            if self.ahead is None or self.ahead.done:
+                self.ahead = _Stream(self, offset - offset % BLOCK, target)
+                self.layer.nursery.start_soon(self.ahead.run)  # type: ignore[union-attr]
+            else:
+                self.ahead.target = max(self.ahead.target, target)
+            await self.ahead.wait_for(offset, size)
+            return
+        self.window = FIRST_WINDOW
+        for start, count in _runs(self.obj.missing(offset, size)):
+            data = await self.layer.backend.read(self.path, start * BLOCK, count * BLOCK)
+            self.obj.write(start * BLOCK, data, len(data) < count * BLOCK)
+
+    def close(self) -> None:
+        if self.ahead is not None:
+            self.ahead.cancel()
+        self.layer.store.release(self.obj)
+
+
+class _Stream:
+    """Reads an object ahead of a sequential reader, in order, on one backend transfer."""
+
+    def __init__(self, reader: Reader, start: int, target: int) -> None:
+        self.reader = reader
+        self.pos = start
+        self.target = target
+        self.done = False
+        self.error: BaseException | None = None
+        self.scope = trio.CancelScope()
+
+    async def run(self) -> None:
+        obj, backend, path = self.reader.obj, self.reader.layer.backend, self.reader.path
+        with self.scope:
+            try:
+                while self.pos < self.target and not obj.complete:
+                    if obj.size is not None and self.pos >= obj.size:
+                        break
+                    if self.pos // BLOCK in obj.blocks:
+                        self.pos += BLOCK
+                        continue
+                    want = CHUNK
+                    data = await backend.read(path, self.pos, want)
+                    obj.write(self.pos, data, len(data) < want)
+                    self.pos += len(data)
+                    if len(data) < want:
+                        break
+            except FsError as e:
+                self.error = e
+            except Exception as e:  # a bug: keep the mount alive, fail the read
+                log.exception("read-ahead of %s failed", "/".join(path))
+                self.error = FsError(str(e))
+        self.done = True
+        obj._wake()
+
+    async def wait_for(self, offset: int, size: int) -> None:
+        obj = self.reader.obj
+        while not obj.has(offset, size):
+            if self.done:
+                if self.error is not None:
+                    raise self.error
+                if obj.size is not None and offset >= obj.size:
+                    return
+                raise FsError("read-ahead stopped early")
+            await obj.arrived.wait()
+
+    def cancel(self) -> None:
+        self.scope.cancel()
+
+
+def _runs(blocks: list[int]) -> list[tuple[int, int]]:
+    """Consecutive block numbers as (first, count) runs."""
+    runs: list[tuple[int, int]] = []
+    for b in blocks:
+        if runs and runs[-1][0] + runs[-1][1] == b:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((b, 1))
+    return runs

@@ -1,0 +1,483 @@
+"""The pyfuse3 adapter: thin handlers over the Tree, one error wrapper around each.
+
+pyfuse3 turns only ``FUSEError`` into an error reply; any other exception would end
+``pyfuse3.main()`` and the whole mount. So every handler maps ``FsError`` to its errno, lets
+``trio.Cancelled`` pass, and logs anything else once with its traceback as ``EIO``.
+"""
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pyfuse3
+import trio
+
+from ..backends.base import Entry, Path
+from ..cache.spool import Spool
+from ..errors import (
+    AlreadyExists, FsError, InvalidArgument, IsADirectory, NoData, NotFound, NotPermitted,
+    ReadOnly, Unsupported,
+)
+from . import attrs, names
+from .handles import DirHandle, FileHandle, HandleTable
+from .inodes import InodeTable, Node
+from .tree import Tree
+
+log = logging.getLogger(__name__)
+XATTR_PREFIX = "user."
+
+
+def fs_op(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    async def wrapper(self: Operations, *args: Any) -> Any:
+        try:
+            return await method(self, *args)
+        except pyfuse3.FUSEError:
+            raise
+        except FsError as e:
+            log.debug("%s%r: %s (%s)", method.__name__, args[:2], type(e).__name__, e)
+            raise pyfuse3.FUSEError(e.errno) from None
+        except trio.Cancelled:
+            raise
+        except OSError as e:  # local spool/cache I/O
+            log.warning("%s: local I/O error: %s", method.__name__, e)
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+        except Exception:
+            log.exception("unexpected error in %s%r", method.__name__, args[:2])
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+class Operations(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, tree: Tree, spool: Spool, owner: attrs.Owner) -> None:
+        super().__init__()
+        self.tree = tree
+        self.spool = spool
+        self.owner = owner
+        self.inodes = InodeTable(Entry("", True, mtime=time.time()))
+        self.handles = HandleTable()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _node(self, inode: int) -> Node:
+        node = self.inodes.get(inode)
+        if node is None:
+            raise NotFound(f"inode {inode}")
+        return node
+
+    def _attrs(self, node: Node) -> pyfuse3.EntryAttributes:
+        return attrs.make(node.inode, node.entry, self.tree.capabilities(node.vpath), self.owner)
+
+    async def _child(self, parent: Node, name: str) -> tuple[Path, Entry]:
+        """The remote path and entry behind the local ``name`` in ``parent``."""
+        vpath = parent.vpath + (name,)
+        try:
+            return vpath, await self.tree.stat(vpath)
+        except NotFound:
+            if not names.may_be_escaped(name):
+                raise
+        for entry in await self.tree.list(parent.vpath):
+            if names.local_name(entry.name) == name:
+                return parent.vpath + (entry.name,), entry
+        raise NotFound(name)
+
+    def _writable(self, vpath: Path, what: str) -> None:
+        caps = self.tree.capabilities(vpath)
+        if self.owner.readonly:
+            raise ReadOnly("mounted read-only")
+        if not caps.write:
+            raise ReadOnly(f"{what}: this folder is read-only")
+
+    # -- names ---------------------------------------------------------------------------
+
+    @fs_op
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        parent = self._node(parent_inode)
+        local = names.from_fs(name)
+        if local in (".", ".."):
+            raise NotFound(local)
+        vpath, entry = await self._child(parent, local)
+        return self._attrs(self.inodes.ref(vpath, entry))
+
+    @fs_op
+    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+        for inode, count in inode_list:
+            self.inodes.forget(inode, count)
+
+    @fs_op
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        node = self._node(inode)
+        writers = self.handles.writers(node)
+        if writers:
+            return self._attrs_with_size(node, writers[0].size())
+        if node.entry.identity != ("pending",):
+            node.entry = await self.tree.stat(node.vpath)
+        return self._attrs(node)
+
+    def _attrs_with_size(self, node: Node, size: int) -> pyfuse3.EntryAttributes:
+        a = self._attrs(node)
+        a.st_size = size
+        a.st_blocks = (size + 511) // 512
+        a.attr_timeout = 0
+        return a
+
+    @fs_op
+    async def readlink(self, inode: int, ctx: Any = None) -> bytes:
+        target = self._node(inode).entry.symlink
+        if target is None:
+            raise InvalidArgument("not a symlink")
+        return names.to_fs(target)
+
+    # -- directories ---------------------------------------------------------------------
+
+    @fs_op
+    async def opendir(self, inode: int, ctx: Any = None) -> int:
+        node = self._node(inode)
+        return self.handles.add(DirHandle(node))
+
+    @fs_op
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        handle = self.handles[fh]
+        assert isinstance(handle, DirHandle)
+        if handle.names is None or start_id == 0:
+            entries = await self.tree.list(handle.node.vpath)
+            seen: set[str] = set()
+            handle.names = []
+            for entry in sorted(entries, key=lambda e: e.name):
+                local = names.local_name(entry.name)
+                if local not in seen:
+                    seen.add(local)
+                    handle.names.append((local, entry))
+        base = handle.node.vpath
+        for i in range(start_id, len(handle.names)):
+            local, entry = handle.names[i]
+            vpath = base + (entry.name,)
+            known = self.inodes.at(vpath)
+            writers = self.handles.writers(known) if known is not None else []
+            node = self.inodes.ref(vpath, known.entry if writers else entry)  # type: ignore[union-attr]
+            a = self._attrs_with_size(node, writers[0].size()) if writers else self._attrs(node)
+            if not pyfuse3.readdir_reply(token, names.to_fs(local), a, i + 1):
+                self.inodes.forget(node.inode, 1)
+                break
+
+    @fs_op
+    async def releasedir(self, fh: int) -> None:
+        self.inodes.release(self.handles.pop(fh).node)
+
+    @fs_op
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        parent = self._node(parent_inode)
+        vpath = parent.vpath + (names.from_fs(name),)
+        backend, path = self.tree.route(vpath)
+        if self.owner.readonly or not backend.capabilities.mkdir:
+            raise ReadOnly("cannot create folders here")
+        await backend.mkdir(path)
+        entry = await self.tree.stat(vpath)
+        return self._attrs(self.inodes.ref(vpath, entry))
+
+    @fs_op
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        vpath, entry = await self._child(self._node(parent_inode), names.from_fs(name))
+        backend, path = self.tree.route(vpath)
+        if self.owner.readonly or not backend.capabilities.mkdir:
+            raise ReadOnly("cannot remove folders here")
+        await backend.rmdir(path)
+        self.inodes.unlink(vpath)
+
+    @fs_op
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        vpath, entry = await self._child(self._node(parent_inode), names.from_fs(name))
+        backend, path = self.tree.route(vpath)
+        if self.owner.readonly:
+            raise ReadOnly("mounted read-only")
+        if not backend.capabilities.remove:
+            raise (NotPermitted if backend.capabilities.write else ReadOnly)("cannot remove here")
+        await backend.remove(path)
+        self.inodes.unlink(vpath)
+
+    @fs_op
+    async def rename(self, parent_old: int, name_old: bytes, parent_new: int, name_new: bytes,
+                     flags: int, ctx: Any) -> None:
+        old, _ = await self._child(self._node(parent_old), names.from_fs(name_old))
+        new = self._node(parent_new).vpath + (names.from_fs(name_new),)
+        self.tree.same_account(old, new)
+        if flags & ~pyfuse3.RENAME_NOREPLACE:
+            raise InvalidArgument("rename flags not supported")
+        if flags & pyfuse3.RENAME_NOREPLACE:
+            try:
+                await self.tree.stat(new)
+            except NotFound:
+                pass
+            else:
+                raise AlreadyExists(new[-1])
+        backend, path = self.tree.route(old)
+        if self.owner.readonly:
+            raise ReadOnly("mounted read-only")
+        if not backend.capabilities.rename:
+            raise (NotPermitted if backend.capabilities.write else ReadOnly)("cannot rename here")
+        for handle in self._writers_below(old):
+            await self._commit(handle)
+        await backend.rename(path, self.tree.route(new)[1])
+        self.inodes.move(old, new)
+
+    def _writers_below(self, vpath: Path) -> list[FileHandle]:
+        n = len(vpath)
+        return [h for h in self.handles.all_files() if h.writable and h.node.vpath[:n] == vpath]
+
+    # -- files ---------------------------------------------------------------------------
+
+    @fs_op
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        node = self._node(inode)
+        if node.entry.is_dir:
+            raise IsADirectory(node.vpath[-1] if node.vpath else "/")
+        backend, path = self.tree.route(node.vpath)
+        handle = FileHandle(node)
+        if flags & (os.O_WRONLY | os.O_RDWR):
+            self._writable(node.vpath, "writing")
+            if not backend.capabilities.overwrite:
+                raise NotPermitted("files here cannot be changed once written")
+            await self._start_spool(handle, truncate=bool(flags & os.O_TRUNC))
+            info = pyfuse3.FileInfo(fh=self.handles.add(handle), direct_io=False, keep_cache=False)
+            node.cached_identity = None
+            return info
+        entry = node.entry = await self.tree.stat(node.vpath)
+        handle.reader = backend.open_reader(path, entry)
+        keep = node.cached_identity == entry.identity
+        node.cached_identity = entry.identity
+        return pyfuse3.FileInfo(fh=self.handles.add(handle), keep_cache=keep,
+                                direct_io=not entry.size_exact)
+
+    async def _start_spool(self, handle: FileHandle, truncate: bool) -> None:
+        """Fill a spool with the current content (unless truncating) before the first write."""
+        node = handle.node
+        fd, spool_path = self.spool.create()
+        handle.spool_fd, handle.spool_path = fd, spool_path
+        handle.replacing = node.entry if node.entry.identity != ("pending",) else None
+        if truncate:
+            handle.dirty = True
+            return
+        if handle.replacing is None or not handle.replacing.size:
+            return
+        backend, path = self.tree.route(node.vpath)
+        reader = backend.open_reader(path, node.entry)
+        try:
+            offset, chunk = 0, 1 << 20
+            while True:
+                data = await reader.read(offset, chunk)
+                if not data:
+                    break
+                os.pwrite(fd, data, offset)
+                offset += len(data)
+        finally:
+            reader.close()
+
+    @fs_op
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        parent = self._node(parent_inode)
+        vpath = parent.vpath + (names.from_fs(name),)
+        self._writable(vpath, "creating files")
+        backend, path = self.tree.route(vpath)
+        entry = Entry(vpath[-1], False, 0, time.time(), identity=("pending",), mode=mode & 0o7777)
+        node = self.inodes.ref(vpath, entry)
+        handle = FileHandle(node)
+        await self._start_spool(handle, truncate=True)
+        backend.add_pending(path, entry)
+        info = pyfuse3.FileInfo(fh=self.handles.add(handle), direct_io=False)
+        return info, self._attrs_with_size(node, 0)
+
+    @fs_op
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        handle = self.handles[fh]
+        assert isinstance(handle, FileHandle)
+        if handle.writable:
+            return handle.read(off, size)
+        assert handle.reader is not None
+        return await handle.reader.read(off, size)
+
+    @fs_op
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        handle = self.handles[fh]
+        assert isinstance(handle, FileHandle)
+        if not handle.writable:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        return handle.write(off, buf)
+
+    @fs_op
+    async def flush(self, fh: int) -> None:
+        handle = self.handles[fh]
+        assert isinstance(handle, FileHandle)
+        await self._commit(handle)
+
+    @fs_op
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        handle = self.handles[fh]
+        if isinstance(handle, FileHandle):
+            await self._commit(handle)
+
+    async def _commit(self, handle: FileHandle) -> None:
+        """Upload a dirty spool; the error (if any) is what close() returns."""
+        async with handle.lock:
+            if not handle.dirty or handle.spool_path is None:
+                return
+            node = handle.node
+            backend, path = self.tree.route(node.vpath)
+            os.fsync(handle.spool_fd)  # type: ignore[arg-type]
+            entry = await backend.commit(path, handle.spool_path, handle.replacing)
+            handle.dirty = False
+            backend.drop_pending(path)
+            if entry.name != path[-1]:  # the service chose the name (a message in a mailbox)
+                self.inodes.unlink(node.vpath)
+            node.entry = handle.replacing = entry
+
+    @fs_op
+    async def release(self, fh: int) -> None:
+        handle = self.handles.pop(fh)
+        assert isinstance(handle, FileHandle)
+        if handle.dirty:
+            log.warning("%s: closed with changes that were never stored (the commit failed)",
+                        "/".join(handle.node.vpath))
+            if handle.replacing is None:
+                self.tree.route(handle.node.vpath)[0].drop_pending(self.tree.route(handle.node.vpath)[1])
+        handle.close()
+        self.inodes.release(handle.node)
+
+    @fs_op
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
+                      fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:
+        node = self._node(inode)
+        backend, path = self.tree.route(node.vpath)
+        if fields.update_size:
+            await self._truncate(node, fh, attr.st_size)
+        if fields.update_mode and stat.S_IMODE(attr.st_mode) != stat.S_IMODE(self._attrs(node).st_mode):
+            self._writable(node.vpath, "chmod")
+            for handle in self.handles.writers(node):
+                await self._commit(handle)
+            if not backend.capabilities.set_mode:
+                raise Unsupported("this server cannot change permissions")
+            await backend.set_mode(path, stat.S_IMODE(attr.st_mode))
+        if fields.update_mtime:
+            await self._set_mtime(node, attr.st_mtime_ns / 1e9)
+        if fields.update_uid and attr.st_uid != self.owner.uid or fields.update_gid and attr.st_gid != self.owner.gid:
+            raise NotPermitted("files here have no owner to change")
+        return await self.getattr(inode, ctx)
+
+    async def _truncate(self, node: Node, fh: int | None, size: int) -> None:
+        handle = self.handles[fh] if fh is not None else None
+        if isinstance(handle, FileHandle) and handle.writable:
+            handle.truncate(size)
+            return
+        writers = self.handles.writers(node)
+        if writers:
+            writers[0].truncate(size)
+            return
+        self._writable(node.vpath, "truncate")
+        backend, _ = self.tree.route(node.vpath)
+        if not backend.capabilities.overwrite:
+            raise NotPermitted("files here cannot be changed once written")
+        temp = FileHandle(node)
+        try:
+            await self._start_spool(temp, truncate=size == 0)
+            temp.truncate(size)
+            await self._commit(temp)
+        finally:
+            temp.close()
+
+    async def _set_mtime(self, node: Node, mtime: float) -> None:
+        writers = self.handles.writers(node)
+        for handle in writers:
+            await self._commit(handle)
+        if abs(mtime - time.time()) < 2 and (writers or node.entry.identity == ("pending",)):
+            return  # "now" on a file just written: the server stamped it already
+        backend, path = self.tree.route(node.vpath)
+        if not backend.capabilities.set_mtime:
+            raise Unsupported("this server cannot set modification times")
+        self._writable(node.vpath, "touch")
+        await backend.set_mtime(path, mtime)
+
+    # -- extended attributes -------------------------------------------------------------
+
+    @fs_op
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        key = names.from_fs(name)
+        if not key.startswith(XATTR_PREFIX) or self.tree.is_top(self._node(inode).vpath):
+            raise NoData(key)
+        values = await self._xattrs(inode)
+        try:
+            return values[key[len(XATTR_PREFIX):]]
+        except KeyError:
+            raise NoData(key) from None
+
+    @fs_op
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        if self.tree.is_top(self._node(inode).vpath):
+            return []
+        return [names.to_fs(XATTR_PREFIX + k) for k in await self._xattrs(inode)]
+
+    async def _xattrs(self, inode: int) -> dict[str, bytes]:
+        node = self._node(inode)
+        backend, path = self.tree.route(node.vpath)
+        if not backend.capabilities.xattrs:
+            return {}
+        return await backend.get_xattrs(path)
+
+    @fs_op
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        key = names.from_fs(name)
+        node = self._node(inode)
+        if not key.startswith(XATTR_PREFIX) or self.tree.is_top(node.vpath):
+            raise Unsupported(key)
+        backend, path = self.tree.route(node.vpath)
+        if not backend.capabilities.xattrs:
+            raise Unsupported("no extended attributes here")
+        if self.owner.readonly:
+            raise ReadOnly("mounted read-only")
+        await backend.set_xattr(path, key[len(XATTR_PREFIX):], value)
+
+    @fs_op
+    async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        raise Unsupported("extended attributes here are set, not removed")
+
+    # -- the rest ------------------------------------------------------------------------
+
+    @fs_op
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        s.f_blocks = s.f_bfree = s.f_bavail = 1 << 30  # remote space is unknown: never "full"
+        s.f_files = s.f_ffree = s.f_favail = 1 << 24
+        s.f_namemax = names.MAX_BYTES
+        return s
+
+    @fs_op
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> None:
+        raise NotPermitted("hard links are not supported")
+
+    @fs_op
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> None:
+        raise NotPermitted("symbolic links cannot be created here")
+
+    @fs_op
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> None:
+        raise NotPermitted("only regular files and folders can be created")
+
+    async def drain(self) -> None:
+        """Commit what open files still hold (at unmount): never drop a write silently."""
+        for handle in self.handles.all_files():
+            if handle.dirty:
+                try:
+                    await self._commit(handle)
+                except FsError as e:
+                    log.warning("%s: could not store pending changes: %s", "/".join(handle.node.vpath), e)
