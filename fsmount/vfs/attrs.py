@@ -44,7 +44,7 @@ def make(inode: int, entry: Entry, caps: Capabilities, owner: Owner) -> pyfuse3.
     a.st_uid, a.st_gid = owner.uid, owner.gid
     mtime_ns = int((entry.mtime if entry.mtime is not None else time.time()) * 1e9)
     a.st_mtime_ns = a.st_ctime_ns = a.st_atime_ns = mtime_ns
-    a.st_blksize = 128 * 1024
+    a.st_blksize = 1024 * 1024
     a.st_blocks = (a.st_size + 511) // 512
     timeout = IMMUTABLE_TIMEOUT if caps.immutable and entry.size_exact else MUTABLE_TIMEOUT
     a.attr_timeout = a.entry_timeout = timeout

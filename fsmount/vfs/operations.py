@@ -31,6 +31,7 @@ from .tree import Tree
 
 log = logging.getLogger(__name__)
 XATTR_PREFIX = "user."
+DIRECT_IO_MIN = 1 << 20
 
 
 def fs_op(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -254,10 +255,14 @@ class Operations(pyfuse3.Operations):
             return info
         entry = node.entry = await self.tree.stat(node.vpath)
         handle.reader = backend.open_reader(path, entry)
+        # Large files bypass the page cache: the kernel then sends reads as large as the
+        # reader asks (up to 1 MiB) instead of 128 KiB read-ahead pages, and our disk cache
+        # serves re-reads. A size that is only a hint must bypass it too, or the kernel
+        # would cut reads at the hinted size.
+        direct = not entry.size_exact or (entry.size or 0) >= DIRECT_IO_MIN
         keep = node.cached_identity == entry.identity
         node.cached_identity = entry.identity
-        return pyfuse3.FileInfo(fh=self.handles.add(handle), keep_cache=keep,
-                                direct_io=not entry.size_exact)
+        return pyfuse3.FileInfo(fh=self.handles.add(handle), keep_cache=keep, direct_io=direct)
 
     async def _start_spool(self, handle: FileHandle, truncate: bool) -> None:
         """Fill a spool with the current content (unless truncating) before the first write."""
@@ -334,7 +339,6 @@ class Operations(pyfuse3.Operations):
                 return
             node = handle.node
             backend, path = self.tree.route(node.vpath)
-            os.fsync(handle.spool_fd)  # type: ignore[arg-type]
             entry = await backend.commit(path, handle.spool_path, handle.replacing)
             handle.dirty = False
             backend.drop_pending(path)
