@@ -252,8 +252,10 @@ class Reader:
         return obj.read(offset, size)
 
     async def _fetch(self, offset: int, size: int) -> None:
-        sequential = offset == self.next_offset and offset > 0 or offset == 0 == self.next_offset
-        self.next_offset = offset + size
+        ahead = self.ahead
+        streaming = ahead is not None and not ahead.done and ahead.start <= offset <= ahead.target
+        sequential = offset == self.next_offset or streaming  # parallel direct-I/O parts too
+        self.next_offset = max(self.next_offset, offset + size) if streaming else offset + size
         if sequential:
             self.window = min(self.window * 2, MAX_WINDOW)
             target = offset + size + self.window
@@ -280,7 +282,7 @@ class _Stream:
 
     def __init__(self, reader: Reader, start: int, target: int) -> None:
         self.reader = reader
-        self.pos = start
+        self.start = self.pos = start
         self.target = target
         self.done = False
         self.error: BaseException | None = None
