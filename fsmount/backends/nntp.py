@@ -1,0 +1,589 @@
+"""NNTP: newsgroups as directories of ``.eml`` articles; copying a file into a group posts it.
+
+Layout. Flat (default): one directory per group, ``comp.lang.python/``. With ``hierarchy``:
+``comp/lang/python/``. A name can be a group *and* a parent of groups (``comp.lang`` and
+``comp.lang.python``): its directory then holds the group's articles *and* the subgroup
+directories. They never collide, since a hierarchy component has no dot and an article name
+always ends in ``[number].eml``. A directory that is only a parent (``comp/``) holds no
+articles and refuses posts.
+
+Which groups. ``groups`` is a list of wildmat patterns forming one RFC 3977 wildmat (the last
+matching pattern decides; ``!`` negates). It goes to the server as ``LIST ACTIVE wildmat``
+(filtered again locally, in case a server ignores it); the answer is cached in memory and
+refreshed every ``poll_interval`` seconds, so a server with 100,000 groups is asked once a
+minute, not at every ``ls``. ``control``, ``control.*``, ``junk``, junk-flagged (``j``) and
+alias (``=other``) groups are never shown.
+
+Articles. Named ``message_name(number, subject, date)`` from the overview (OVER/XOVER), fetched
+in batches of ``BATCH`` and only for the newest ``max_articles`` numbers of a group (0: all).
+Overviews are kept per group; a relisting asks GROUP and fetches only the new numbers. An
+article's identity is its Message-ID, so the content cache survives renumbering. Sizes from
+the overview are hints (``size_exact=False``); ``download`` returns the exact size.
+
+Posting. ``commit`` POSTs the spooled file to the directory's group, adding ``Newsgroups``
+(or checking that it names the group) and a ``Message-ID``. The body is sent byte for byte.
+POST is not retried blindly: a failure after the article was sent is resolved by asking for
+its Message-ID, so nothing is posted twice and nothing is half-posted.
+"""
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import re
+import socket
+import ssl
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import Any, BinaryIO
+
+import trio
+
+from ..config import Account
+from ..credentials import Secret
+from ..errors import (
+    AlreadyExists, AuthenticationFailed, FsError, InvalidArgument, IsADirectory, NotADirectory,
+    NotFound,
+    NotPermitted, PermissionDenied, ReadOnly, TimedOut, Transient, Unreachable,
+)
+from ..net.pool import ConnectionPool
+from ..net.tls import TlsMode, client_context
+from .base import BackendBase, Capabilities, Entry, Path
+from .mailnames import header_date, key_of, message_name
+
+with warnings.catch_warnings():  # deprecated on 3.11-3.12; the standard-nntplib package on 3.13+
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import nntplib
+
+# nntplib refuses lines longer than 2 KiB (NNTPDataError "line too long"); real articles
+# (HTML, long headers) have longer ones, and a reader must not fail on them.
+nntplib._MAXLINE = max(getattr(nntplib, "_MAXLINE", 0), 1 << 20)
+
+log = logging.getLogger(__name__)
+
+BATCH = 500  # overview lines per OVER command
+HIDDEN_GROUPS = re.compile(r"\A(control|control\..*|junk)\Z")
+
+
+class PostingRefused(NotPermitted):
+    """The server refused an article (440/441/480); the message carries its reason."""
+
+
+def create(account: Account, secret: Secret, env: Any) -> NntpBackend:
+    return NntpBackend(account, secret)
+
+
+# -- wildmat ---------------------------------------------------------------------------
+
+
+def _wildmat_regex(pattern: str) -> re.Pattern[str]:
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif c == "[":
+            end = pattern.find("]", i + 2)
+            if end < 0:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1:end]
+                neg = body.startswith("^")
+                body = body[1:] if neg else body
+                out.append("[" + ("^" if neg else "") + body.replace("\\", "\\\\") + "]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z", re.S)
+
+
+class Wildmat:
+    """An RFC 3977 wildmat given as a list of patterns: the last pattern that matches decides."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.patterns = [p for part in patterns for p in part.split(",") if p]
+        self._compiled = [(p.startswith("!"), _wildmat_regex(p.lstrip("!"))) for p in self.patterns]
+
+    def __str__(self) -> str:
+        return ",".join(self.patterns)
+
+    def matches(self, name: str) -> bool:
+        for negated, regex in reversed(self._compiled):
+            if regex.match(name):
+                return not negated
+        return False
+
+
+# -- articles on the wire -------------------------------------------------------------
+
+
+class _CrlfWriter:
+    """Receives nntplib's article lines (dot-unstuffed) and writes them with CRLF endings."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.size = 0
+
+    def write(self, line: bytes) -> None:
+        data = line.rstrip(b"\r\n") + b"\r\n" if line.endswith(b"\n") else line
+        self.out.write(data)
+        self.size += len(data)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    lines: list[bytes]
+    message_id: str
+
+
+def prepare_article(raw: bytes, group: str | None, id_domain: str) -> Prepared:
+    """The article's lines ready for POST; headers completed, body untouched.
+
+    ``group``: the Newsgroups header must name it (added when missing). A Message-ID is added
+    when missing, so that an interrupted POST can be checked instead of repeated.
+    """
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    try:
+        blank = lines.index(b"")
+    except ValueError:
+        blank = len(lines)
+    head = lines[:blank]
+    if not head or head[0][:1] in (b" ", b"\t") or b":" not in head[0]:
+        raise InvalidArgument("not a news article: it must start with headers (From:, Subject: …)")
+    headers = BytesHeaderParser(policy=compat32).parsebytes(b"\r\n".join(head) + b"\r\n\r\n")
+    extra: list[bytes] = []
+    if group is not None:
+        values = headers.get_all("Newsgroups") or []
+        if len(values) > 1:
+            raise InvalidArgument("the article has more than one Newsgroups header")
+        if not values:
+            extra.append(b"Newsgroups: " + group.encode())
+        else:
+            named = [g.strip() for g in re.split(r"[,\s]+", str(values[0])) if g.strip()]
+            if group not in named:
+                raise InvalidArgument(
+                    f"the article's Newsgroups header ({', '.join(named)}) does not include "
+                    f"{group}, the group it was copied into"
+                )
+    message_id = str(headers.get("Message-ID", "")).strip()
+    if not message_id:
+        message_id = email.utils.make_msgid(domain=id_domain)
+        extra.append(b"Message-ID: " + message_id.encode())
+    elif not re.fullmatch(r"<[^<>\s]+@[^<>\s]+>", message_id):
+        raise InvalidArgument(f"unusable Message-ID {message_id!r}")
+    return Prepared(head + extra + lines[blank:], message_id)
+
+
+# -- state ------------------------------------------------------------------------------
+
+
+@dataclass
+class GroupState:
+    """What we know of one group's articles: overview entries by number."""
+
+    high: int = 0  # the high water mark the entries were fetched up to
+    entries: dict[int, Entry] = field(default_factory=dict)
+    by_name: dict[str, int] = field(default_factory=dict)
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+    def add(self, number: int, entry: Entry) -> None:
+        self.entries[number] = entry
+        self.by_name[entry.name] = number
+
+    def keep_from(self, first: int) -> None:
+        for number in [n for n in self.entries if n < first]:
+            del self.by_name[self.entries.pop(number).name]
+
+
+@dataclass
+class Tree:
+    """The directory structure made from the group list."""
+
+    children: dict[Path, set[str]]  # directory → names of subdirectories
+    groups: dict[Path, str]  # directory → group shown there
+    fetched: float
+
+    @classmethod
+    def build(cls, names: Iterable[str], hierarchy: bool) -> Tree:
+        children: dict[Path, set[str]] = {(): set()}
+        groups: dict[Path, str] = {}
+        for name in names:
+            path = tuple(name.split(".")) if hierarchy else (name,)
+            if any(part in ("", ".", "..") or "/" in part or "\0" in part for part in path):
+                log.debug("skipping group %r: no usable directory name", name)
+                continue
+            groups[path] = name
+            for depth in range(len(path)):
+                children.setdefault(path[:depth], set()).add(path[depth])
+                children.setdefault(path[: depth + 1], set())
+        return cls(children, groups, time.monotonic())
+
+
+# -- the backend ------------------------------------------------------------------------
+
+
+class NntpBackend(BackendBase):
+    def __init__(self, account: Account, secret: Secret) -> None:
+        self.account = account
+        self.secret = secret
+        self.hierarchy = bool(account["hierarchy"])
+        self.wildmat = Wildmat(account["groups"] or ["*"])
+        self.max_articles = int(account["max_articles"])
+        self.poll_interval = float(account["poll_interval"])
+        self.capabilities = Capabilities(
+            write=not account["readonly"], immutable=True, overwrite=False,
+            remove=False, rename=False,
+        )
+        self.pool: ConnectionPool[nntplib.NNTP] = ConnectionPool(
+            account.label, self._connect, _close, classify,
+            limit=account["connections"], timeout=account["timeout"], check=_check,
+        )
+        self._tree: Tree | None = None
+        self._tree_lock = trio.Lock()
+        self._states: dict[str, GroupState] = {}
+
+    # -- connections (worker threads) ---------------------------------------------------
+
+    def _context(self) -> ssl.SSLContext:
+        return client_context(self.account["ca_file"], self.account["tls_verify"])
+
+    def _connect(self) -> nntplib.NNTP:
+        acc = self.account
+        timeout = acc["timeout"]
+        log.debug("%s: connecting (%s)", acc.label, acc.tls.value)
+        if acc.tls is TlsMode.IMPLICIT:
+            conn: nntplib.NNTP = nntplib.NNTP_SSL(
+                acc.host, acc.port, ssl_context=self._context(), readermode=True, timeout=timeout)
+            encrypted = True
+        else:
+            conn = nntplib.NNTP(acc.host, acc.port, readermode=True, timeout=timeout)
+            encrypted = False
+            try:
+                encrypted = self._starttls(conn)
+            except BaseException:
+                _close(conn)
+                raise
+        try:
+            if acc.user is not None:
+                self._login(conn, encrypted)
+        except BaseException:
+            _close(conn)
+            raise
+        return conn
+
+    def _starttls(self, conn: nntplib.NNTP) -> bool:
+        mode = self.account.tls
+        if mode is TlsMode.OFF:
+            return False
+        if "STARTTLS" not in conn.getcapabilities():
+            if mode is TlsMode.REQUIRE:
+                raise PermissionDenied(f"{self.account.label} does not offer STARTTLS (tls = require)")
+            return False
+        log.debug("%s: STARTTLS", self.account.label)
+        conn.starttls(self._context())
+        return True
+
+    def _login(self, conn: nntplib.NNTP, encrypted: bool) -> None:
+        if not encrypted and not self.account["plaintext_auth"]:
+            raise PermissionDenied(
+                f"{self.account.label}: refusing to send the password unencrypted (no TLS); "
+                "use nntps://, a server with STARTTLS, or set plaintext_auth = true"
+            )
+        log.debug("%s: AUTHINFO USER %s / PASS (not logged)", self.account.label, self.account.user)
+        conn.login(self.account.user, self.secret.password or "", usenetrc=False)
+
+    async def _run(self, fn: Callable[[nntplib.NNTP], Any], what: str, *, retry: bool = True) -> Any:
+        return await self.pool.run(fn, retry=retry, what=f"{self.account.label}: {what}")
+
+    # -- the group list -----------------------------------------------------------------
+
+    async def _groups(self, *, refresh: bool = False) -> Tree:
+        """The group tree, fetched once and again after ``poll_interval``."""
+        async with self._tree_lock:
+            tree = self._tree
+            due = tree is None or time.monotonic() - tree.fetched >= self.poll_interval
+            if refresh or due:
+                names = await self._run(self._list_active, "LIST ACTIVE")
+                self._tree = tree = Tree.build(names, self.hierarchy)
+                for gone in set(self._states) - set(names):
+                    del self._states[gone]
+            assert tree is not None
+            return tree
+
+    def _list_active(self, conn: nntplib.NNTP) -> list[str]:
+        pattern = str(self.wildmat)
+        log.debug("%s: LIST ACTIVE %s", self.account.label, pattern)
+        try:
+            _, infos = conn.list(pattern if pattern != "*" else None)
+        except nntplib.NNTPPermanentError as e:  # a server without wildmat arguments
+            log.debug("%s: LIST ACTIVE with a wildmat refused (%s); listing all", self.account.label, e)
+            _, infos = conn.list()
+        return sorted(
+            info.group for info in infos
+            if self.wildmat.matches(info.group) and not _hidden(info.group, info.flag)
+        )
+
+    # -- listing ------------------------------------------------------------------------
+
+    async def stat(self, path: Path) -> Entry:
+        tree = await self._groups()
+        if path in tree.children:
+            return Entry(path[-1] if path else "", True)
+        if path[:-1] in tree.groups and key_of(path[-1]) is not None:
+            for entry in await self._articles(tree.groups[path[:-1]]):
+                if entry.name == path[-1]:
+                    return entry
+        raise NotFound("/".join(path))
+
+    async def list(self, path: Path) -> list[Entry]:
+        tree = await self._groups()
+        if path not in tree.children:
+            if path[:-1] in tree.groups:
+                raise NotADirectory("/".join(path))
+            raise NotFound("/".join(path))
+        entries = [Entry(name, True) for name in sorted(tree.children[path])]
+        group = tree.groups.get(path)
+        if group is not None:
+            entries += await self._articles(group)
+        return entries
+
+    async def _articles(self, group: str) -> list[Entry]:
+        state = self._states.setdefault(group, GroupState())
+        async with state.lock:
+            first, high, fresh = await self._run(
+                lambda conn: self._overview(conn, group, state.high), f"OVER {group}")
+            state.keep_from(first)
+            for number, entry in fresh:
+                state.add(number, entry)
+            state.high = high
+            return [state.entries[n] for n in sorted(state.entries)]
+
+    def _window(self, low: int, high: int) -> int:
+        """The first article number shown: only the newest ``max_articles``."""
+        if self.max_articles > 0:
+            return max(low, high - self.max_articles + 1)
+        return low
+
+    def _overview(self, conn: nntplib.NNTP, group: str, known_high: int
+                  ) -> tuple[int, int, list[tuple[int, Entry]]]:
+        """GROUP, then OVER for the numbers above ``known_high`` in the window, in batches."""
+        log.debug("%s: GROUP %s", self.account.label, group)
+        _, count, low, high, _ = conn.group(group)
+        if count == 0 or high < low:
+            return high + 1, high, []
+        first = self._window(low, high)
+        start = max(first, known_high + 1)
+        found: list[tuple[int, Entry]] = []
+        while start <= high:
+            end = min(start + BATCH - 1, high)
+            log.debug("%s: OVER %d-%d", self.account.label, start, end)
+            _, overviews = conn.over((start, end))
+            found += [(n, _entry(n, ov)) for n, ov in overviews if ov.get("message-id")]
+            start = end + 1
+        return first, high, found
+
+    async def changed(self, path: Path) -> bool:
+        """A group: did GROUP's high water mark move? Elsewhere: is the group list due?"""
+        tree = self._tree
+        if tree is None:
+            return True
+        group = tree.groups.get(path)
+        if group is not None and group in self._states:
+            high = await self._run(lambda conn: int(conn.group(group)[3]), f"GROUP {group}")
+            if high != self._states[group].high:
+                return True
+        if time.monotonic() - tree.fetched >= self.poll_interval:
+            old = tree
+            new = await self._groups(refresh=True)
+            return old.children.get(path) != new.children.get(path) or old.groups != new.groups
+        return False
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def download(self, path: Path, into: str) -> Entry:
+        entry = await self.stat(path)
+        if entry.is_dir:
+            raise IsADirectory("/".join(path))
+        message_id = entry.identity[0]
+
+        def fetch(conn: nntplib.NNTP) -> int:
+            log.debug("%s: ARTICLE %s", self.account.label, message_id)
+            with open(into, "wb") as out:
+                writer = _CrlfWriter(out)
+                conn.article(message_id, file=writer)
+            return writer.size
+
+        size = await self._run(fetch, f"ARTICLE {message_id}")
+        return Entry(entry.name, False, size, entry.mtime, entry.identity)
+
+    # -- posting ------------------------------------------------------------------------
+
+    async def commit(self, path: Path, spool: str, replacing: Entry | None) -> Entry:
+        if not self.capabilities.write:
+            raise ReadOnly("this news account is read-only")
+        if replacing is not None:
+            raise NotPermitted("articles cannot be changed once posted")
+        tree = await self._groups()
+        group = tree.groups.get(path[:-1])
+        if group is None:
+            raise ReadOnly(f"{'/'.join(path[:-1]) or 'the top folder'} is not a newsgroup; "
+                           "copy articles into a group's folder to post them")
+        article = prepare_article(await trio.to_thread.run_sync(_read, spool), group, self._id_domain())
+        await self._post(article)
+        return await self._posted_entry(group, article.message_id)
+
+    async def post(self, spool: str) -> str:
+        """POST a complete article file as it is (Newsgroups included); returns its Message-ID.
+
+        Used by the outbox for mail with a Newsgroups: header.
+        """
+        article = prepare_article(await trio.to_thread.run_sync(_read, spool), None, self._id_domain())
+        await self._post(article)
+        return article.message_id
+
+    def _id_domain(self) -> str:
+        return self.account.host
+
+    async def _post(self, article: Prepared) -> None:
+        """POST once; after a lost connection ask whether the server got it before retrying."""
+        mid = article.message_id
+
+        def send(conn: nntplib.NNTP) -> str:
+            log.debug("%s: POST %s", self.account.label, mid)
+            try:
+                return conn.post(article.lines)
+            except nntplib.NNTPError as e:
+                raise self._refused(e, mid) from e
+
+        try:
+            await self._run(send, f"POST {mid}", retry=False)
+        except Transient as e:
+            if await self._has(mid):
+                return
+            log.info("%s: POST %s interrupted (%s); posting again", self.account.label, mid, e)
+            await self._run(send, f"POST {mid}", retry=False)
+
+    def _refused(self, e: nntplib.NNTPError, mid: str) -> FsError:
+        reason = str(e.response if hasattr(e, "response") else e)
+        code = reason[:3]
+        log.warning("%s: the server refused article %s: %s", self.account.label, mid, reason)
+        if code == "481":
+            return AuthenticationFailed(reason)
+        if code in ("440", "441", "480", "502"):
+            if "435" in reason or "duplicate" in reason.lower():
+                return AlreadyExists(f"the server already has {mid}: {reason}")
+            return PostingRefused(f"the server refused the article: {reason}")
+        return classify(e)
+
+    async def _has(self, message_id: str) -> bool:
+        def stat(conn: nntplib.NNTP) -> bool:
+            try:
+                conn.stat(message_id)
+                return True
+            except nntplib.NNTPTemporaryError:
+                return False
+
+        return await self._run(stat, f"STAT {message_id}")
+
+    async def _posted_entry(self, group: str, message_id: str) -> Entry:
+        """The new article's entry; a synthetic one when it is not in the group yet (moderated)."""
+        for entry in await self._articles(group):
+            if entry.identity == (message_id,):
+                return entry
+        log.info("%s: %s is not in %s yet (moderated or queued)", self.account.label, message_id, group)
+        key = "posted-" + format(abs(hash(message_id)) % (1 << 32), "08x")
+        return Entry(message_name(key, None, time.time()), False, None, time.time(),
+                     (message_id,), size_exact=False)
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _hidden(name: str, flag: str) -> bool:
+    return bool(HIDDEN_GROUPS.match(name)) or flag.startswith(("j", "="))
+
+
+def _text(value: str | None) -> str | None:
+    """A header from nntplib (UTF-8, undecodable bytes as surrogates): Latin-1 where not UTF-8."""
+    if value is None:
+        return None
+    raw = value.encode("utf-8", "surrogateescape")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", "replace")
+
+
+def _entry(number: int, overview: dict[str, str]) -> Entry:
+    date = header_date(overview.get("date"))
+    subject = _text(overview.get("subject"))
+    try:
+        size: int | None = int(overview.get(":bytes") or "")
+    except ValueError:
+        size = None
+    return Entry(
+        message_name(str(number), subject, date), False, size,
+        date.timestamp() if date else None, (overview["message-id"].strip(),), size_exact=False,
+    )
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _close(conn: nntplib.NNTP) -> None:
+    try:
+        conn.quit()
+    except (OSError, EOFError, nntplib.NNTPError):
+        pass  # quit() closes the socket in any case
+
+
+def _check(conn: nntplib.NNTP) -> None:
+    """A cheap round trip before reusing an idle connection."""
+    conn.date()
+
+
+def classify(exc: BaseException) -> FsError:
+    """Map a client failure to the FsError the user sees; only Transient ones are retried."""
+    if isinstance(exc, nntplib.NNTPProtocolError):
+        return Transient(f"garbled answer from the news server: {exc}")
+    if isinstance(exc, nntplib.NNTPDataError):
+        return FsError(f"unexpected answer from the news server: {exc}")
+    if isinstance(exc, nntplib.NNTPError):
+        reason = str(exc.response)
+        code = reason[:3]
+        if code == "481":
+            return AuthenticationFailed(f"news server: {reason}")
+        if code in ("480", "483", "502"):
+            return PermissionDenied(f"news server: {reason}")
+        if code in ("411", "420", "423", "430"):
+            return NotFound(reason)
+        if code in ("400", "403"):
+            return Transient(reason)
+        return FsError(f"news server: {reason}")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return PermissionDenied(f"TLS certificate not trusted: {exc.verify_message}")
+    if isinstance(exc, ConnectionRefusedError | socket.gaierror):
+        return Unreachable(f"news server unreachable: {exc}")
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return TimedOut(f"news server timed out: {exc}")
+    if isinstance(exc, EOFError | OSError):
+        return Transient(f"connection to the news server lost: {exc!r}")
+    return FsError(repr(exc))

@@ -1,0 +1,363 @@
+"""The NNTP backend against a real INN 2.7 (tests/servers/inn.py), without FUSE."""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+import trio
+
+from fsmount.backends import nntp
+from fsmount.backends.base import Entry
+from fsmount.backends.mailnames import key_of
+from fsmount.config import make_account
+from fsmount.credentials import Secret
+from fsmount.errors import (
+    AlreadyExists, AuthenticationFailed, InvalidArgument, NotFound, NotPermitted, PermissionDenied, ReadOnly,
+    Unreachable,
+)
+from tests.servers.inn import USERS, InnServer, inn  # noqa: F401  (fixture)
+
+T = TypeVar("T")
+
+
+def backend_for(server: InnServer | None, *, user: str | None = "alice", port: int | None = None,
+                scheme: str = "nntp", password: str | None = None, **options: Any) -> nntp.NntpBackend:
+    who = f"{user}@" if user else ""
+    if port is None:
+        assert server is not None
+        port = server.tls_port if scheme == "nntps" else server.port
+    table = {"url": f"{scheme}://{who}127.0.0.1:{port}", "timeout": 10, "poll_interval": 60.0}
+    if server is not None:
+        table["ca_file"] = str(server.ca)
+    table.update(options)
+    account = make_account("news", table, where="test")
+    secret = Secret(password if password is not None else USERS.get(user or "", None))
+    return nntp.create(account, secret, None)
+
+
+def run(backend: nntp.NntpBackend, fn: Callable[[nntp.NntpBackend], Awaitable[T]]) -> T:
+    """pytest-trio is not installed: run one async scenario, always closing the backend."""
+    async def main() -> T:
+        try:
+            return await fn(backend)
+        finally:
+            await backend.aclose()
+
+    return trio.run(main)
+
+
+def names(entries: list[Entry]) -> list[str]:
+    return [e.name for e in entries]
+
+
+def spool(data: bytes) -> str:
+    fd, path = tempfile.mkstemp(prefix="nntp-spool-")
+    os.write(fd, data)
+    os.close(fd)
+    return path
+
+
+ALL_GROUPS = ["comp.lang", "comp.lang.c", "comp.lang.python", "de.comp.lang.python.misc",
+              "local.moderated", "local.test"]
+
+
+# -- wildmat (no server) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("patterns, name, expected", [
+    (["*"], "comp.lang.python", True),
+    (["comp.*"], "comp.lang.python", True),
+    (["comp.*"], "de.comp.lang", False),
+    (["comp.*", "!comp.lang.c"], "comp.lang.c", False),
+    (["comp.*,!comp.lang.c"], "comp.lang.c", False),
+    (["!comp.lang.c", "comp.*"], "comp.lang.c", True),  # the last match decides
+    (["comp.lang.?"], "comp.lang.c", True),
+    (["comp.lang.?"], "comp.lang.cc", False),
+    (["comp.lang.[a-c]*"], "comp.lang.c", True),
+    (["comp.lang.[^a-c]*"], "comp.lang.c", False),
+    (["comp.lang.[^a-c]*"], "comp.lang.python", True),
+    (["local.test"], "local.tests", False),
+])
+def test_wildmat(patterns: list[str], name: str, expected: bool) -> None:
+    assert nntp.Wildmat(patterns).matches(name) is expected
+
+
+def test_prepare_article_adds_headers_and_keeps_body() -> None:
+    raw = b"From: a@b.example\nSubject: x\n\n.leading dot\r\nline2\n"
+    art = nntp.prepare_article(raw, "local.test", "example.org")
+    assert art.lines[:2] == [b"From: a@b.example", b"Subject: x"]
+    assert b"Newsgroups: local.test" in art.lines
+    assert b"Message-ID: " + art.message_id.encode() in art.lines
+    assert art.lines[-3:] == [b"", b".leading dot", b"line2"]
+    with pytest.raises(InvalidArgument, match="does not include local.test"):
+        nntp.prepare_article(b"Newsgroups: comp.lang.c\nSubject: x\n\nbody\n", "local.test", "x")
+    ok = nntp.prepare_article(b"Newsgroups: comp.lang.c, local.test\nMessage-ID: <a@b>\n\nb\n",
+                              "local.test", "x")
+    assert ok.message_id == "<a@b>"
+    with pytest.raises(InvalidArgument):
+        nntp.prepare_article(b"just some text\n", "local.test", "x")
+
+
+# -- groups --------------------------------------------------------------------------------
+
+
+def test_lists_groups_flat_without_control_and_junk(inn: InnServer) -> None:
+    async def scenario(b: nntp.NntpBackend) -> None:
+        root = await b.list(())
+        assert names(root) == ALL_GROUPS
+        assert all(e.is_dir for e in root)
+        assert (await b.stat(())).is_dir
+        assert (await b.stat(("comp.lang.python",))).is_dir
+        with pytest.raises(NotFound):
+            await b.stat(("control",))
+        with pytest.raises(NotFound):
+            await b.list(("junk",))
+
+    run(backend_for(inn, scheme="nntps"), scenario)
+
+
+def test_wildmat_filters_groups_on_the_server(inn: InnServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="fsmount.backends.nntp")
+    b = backend_for(inn, scheme="nntps", groups=["comp.*", "!comp.lang.c", "local.test"])
+    assert names(run(b, lambda b: b.list(()))) == ["comp.lang", "comp.lang.python", "local.test"]
+    assert "LIST ACTIVE comp.*,!comp.lang.c,local.test" in caplog.text
+
+
+def test_hierarchy_mode(inn: InnServer) -> None:
+    inn.post("comp.lang", "About languages")
+    inn.post("comp.lang.python", "About Python")
+
+    async def scenario(b: nntp.NntpBackend) -> None:
+        assert names(await b.list(())) == ["comp", "de", "local"]
+        assert names(await b.list(("comp",))) == ["lang"]  # only a parent: no articles
+        lang = await b.list(("comp", "lang"))  # a group and a parent at once
+        assert [e.name for e in lang if e.is_dir] == ["c", "python"]
+        files = [e for e in lang if not e.is_dir]
+        assert len(files) == 1 and "About languages" in files[0].name
+        python = await b.list(("comp", "lang", "python"))
+        assert len(python) == 1 and "About Python" in python[0].name
+        assert names(await b.list(("de", "comp", "lang", "python", "misc"))) == []
+        assert (await b.stat(("comp", "lang", files[0].name))).identity == files[0].identity
+        with pytest.raises(NotFound):
+            await b.stat(("comp", "lang", "java"))
+        with pytest.raises(ReadOnly, match="not a newsgroup"):
+            await b.commit(("comp", "new.eml"), spool(b"Subject: x\n\nbody\n"), None)
+
+    run(backend_for(inn, scheme="nntps", hierarchy=True), scenario)
+
+
+def test_new_group_appears_after_poll_interval(inn: InnServer) -> None:
+    async def scenario(b: nntp.NntpBackend) -> None:
+        assert "local.new" not in names(await b.list(()))
+        assert not await b.changed(())  # the cached list is recent
+        inn.new_group("local.new")
+        b.poll_interval = 0
+        assert await b.changed(())
+        assert "local.new" in names(await b.list(()))
+
+    run(backend_for(inn, scheme="nntps"), scenario)
+
+
+# -- articles ------------------------------------------------------------------------------
+
+
+def test_article_bytes_match_the_server(inn: InnServer) -> None:
+    body = "First line\n.starts with a dot\n..two dots\n\nÜmlauts: grüße\n" + "x" * 5000 + "\n"
+    mid = inn.post("local.test", "Grüße aus Köln", body)
+    stored = inn.article(mid)
+    assert b"\r\n.starts with a dot\r\n..two dots\r\n" in stored
+
+    async def scenario(b: nntp.NntpBackend) -> None:
+        [entry] = await b.list(("local.test",))
+        assert key_of(entry.name) == "1"
+        assert "Grüße aus Köln" in entry.name and entry.name.endswith("[1].eml")
+        assert entry.identity == (mid,) and not entry.size_exact
+        assert abs(entry.size - len(stored)) < 64 and entry.mtime
+        with tempfile.NamedTemporaryFile() as out:
+            exact = await b.download(("local.test", entry.name), out.name)
+            data = open(out.name, "rb").read()
+        assert data == stored
+        assert exact.size == len(stored) and exact.size_exact and exact.identity == (mid,)
+        with pytest.raises(NotFound):
+            await b.stat(("local.test", "2020-01-01 0000 Nope [99].eml"))
+
+    run(backend_for(inn, scheme="nntps"), scenario)
+
+
+def test_new_articles_appear_and_changed_is_cheap(inn: InnServer) -> None:
+    inn.post("comp.lang.python", "one")
+
+    async def scenario(b: nntp.NntpBackend) -> None:
+        assert len(await b.list(("comp.lang.python",))) == 1
+        assert not await b.changed(("comp.lang.python",))
+        inn.post("comp.lang.python", "two")
+        assert await b.changed(("comp.lang.python",))
+        listed = await b.list(("comp.lang.python",))
+        assert [key_of(n) for n in names(listed)] == ["1", "2"]
+        assert not await b.changed(("comp.lang.python",))
+
+    run(backend_for(inn, scheme="nntps"), scenario)
+
+
+def test_only_the_newest_articles_in_batches(inn: InnServer, caplog: pytest.LogCaptureFixture,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog.set_level(logging.DEBUG, logger="fsmount.backends.nntp")
+    monkeypatch.setattr(nntp, "BATCH", 3)
+    inn.post_many("local.test", 12)
+
+    async def scenario(b: nntp.NntpBackend) -> None:
+        listed = await b.list(("local.test",))
+        assert [key_of(n) for n in names(listed)] == [str(n) for n in range(6, 13)]
+        assert [r.message for r in caplog.records if "OVER" in r.message][-3:] == [
+            f"{b.account.label}: OVER 6-8", f"{b.account.label}: OVER 9-11",
+            f"{b.account.label}: OVER 12-12"]
+        caplog.clear()
+        inn.post("local.test", "thirteen")
+        listed = await b.list(("local.test",))  # only the new one is fetched; 6 falls out
+        assert [key_of(n) for n in names(listed)] == [str(n) for n in range(7, 14)]
+        assert [r.message for r in caplog.records if "OVER" in r.message] == [
+            f"{b.account.label}: OVER 13-13"]
+
+    run(backend_for(inn, scheme="nntps", max_articles=7), scenario)
+
+
+# -- posting -------------------------------------------------------------------------------
+
+
+ARTICLE = b"From: Alice <alice@example.org>\nSubject: Posted by fsmount\n\nHello group.\n.dot\n"
+
+
+def test_commit_posts_to_the_group(inn: InnServer) -> None:
+    async def scenario(b: nntp.NntpBackend) -> Entry:
+        await b.list(("local.test",))
+        entry = await b.commit(("local.test", "whatever.eml"), spool(ARTICLE), None)
+        assert key_of(entry.name) == "1" and "Posted by fsmount" in entry.name
+        assert names(await b.list(("local.test",))) == [entry.name]
+        return entry
+
+    entry = run(backend_for(inn, scheme="nntps"), scenario)
+    stored = inn.article(entry.identity[0])
+    assert b"\r\nNewsgroups: local.test\r\n" in stored
+    assert stored.endswith(b"\r\n\r\nHello group.\r\n.dot\r\n")
+
+
+def test_commit_checks_newsgroups_and_posts_nothing_on_mismatch(inn: InnServer) -> None:
+    article = b"Newsgroups: comp.lang.c\n" + ARTICLE
+
+    async def scenario(b: nntp.NntpBackend) -> None:
+        with pytest.raises(InvalidArgument, match="does not include local.test"):
+            await b.commit(("local.test", "x.eml"), spool(article), None)
+        crossposted = b"Newsgroups: comp.lang.c,local.test\n" + ARTICLE
+        await b.commit(("local.test", "y.eml"), spool(crossposted), None)
+        with pytest.raises(NotPermitted):
+            await b.commit(("local.test", "y.eml"), spool(ARTICLE), Entry("y.eml", False))
+        with pytest.raises(ReadOnly):
+            await b.commit(("top.eml",), spool(ARTICLE), None)
+
+    run(backend_for(inn, scheme="nntps"), scenario)
+    assert inn.group_high("local.test") == 1 and inn.group_high("comp.lang.c") == 1
+
+
+def test_anonymous_post_is_refused_with_the_servers_reason(
+        inn: InnServer, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario(b: nntp.NntpBackend) -> None:
+        with pytest.raises(NotPermitted, match="440|480|not allowed"):
+            await b.commit(("local.test", "x.eml"), spool(ARTICLE), None)
+
+    run(backend_for(inn, user=None, scheme="nntps"), scenario)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings and "refused" in warnings[0].getMessage()
+    assert inn.group_high("local.test") == 0
+
+
+def test_post_returns_the_message_id(inn: InnServer) -> None:
+    article = b"Newsgroups: comp.lang.python,local.test\n" + ARTICLE
+    mid = run(backend_for(inn, scheme="nntps"), lambda b: b.post(spool(article)))
+    assert mid.startswith("<") and mid.endswith(">")
+    assert b"Hello group." in inn.article(mid)
+    assert inn.group_high("comp.lang.python") == 1 and inn.group_high("local.test") == 1
+
+
+def test_duplicate_message_id_is_refused(inn: InnServer) -> None:
+    mid = inn.post("local.test", "first")
+    article = f"Message-ID: {mid}\n".encode() + ARTICLE
+
+    async def scenario(b: nntp.NntpBackend) -> None:
+        with pytest.raises(AlreadyExists, match="435"):  # EEXIST: cp of an article already posted
+            await b.commit(("local.test", "x.eml"), spool(article), None)
+
+    run(backend_for(inn, scheme="nntps"), scenario)
+
+
+def test_readonly_account_does_not_write(inn: InnServer) -> None:
+    b = backend_for(inn, scheme="nntps", readonly=True)
+    assert not b.capabilities.write
+
+    async def scenario(b: nntp.NntpBackend) -> None:
+        with pytest.raises(ReadOnly):
+            await b.commit(("local.test", "x.eml"), spool(ARTICLE), None)
+
+    run(b, scenario)
+
+
+# -- connections and errors ----------------------------------------------------------------
+
+
+def test_starttls_then_authinfo(inn: InnServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="fsmount.backends.nntp")
+    b = backend_for(inn, tls="require")
+    assert names(run(b, lambda b: b.list(()))) == ALL_GROUPS
+    assert "STARTTLS" in caplog.text and "AUTHINFO" in caplog.text
+    assert USERS["alice"] not in caplog.text
+
+
+def test_anonymous_plain_connection(inn: InnServer) -> None:
+    assert names(run(backend_for(inn, user=None, tls="off"), lambda b: b.list(()))) == ALL_GROUPS
+
+
+def test_no_password_without_encryption(inn: InnServer) -> None:
+    with pytest.raises(PermissionDenied, match="unencrypted"):
+        run(backend_for(inn, tls="off"), lambda b: b.list(()))
+    allowed = backend_for(inn, tls="off", plaintext_auth=True)
+    assert names(run(allowed, lambda b: b.list(()))) == ALL_GROUPS
+
+
+def test_untrusted_certificate_fails(inn: InnServer) -> None:
+    b = backend_for(None, scheme="nntps", port=inn.tls_port)  # no ca_file: system CAs only
+    with pytest.raises(PermissionDenied, match="certificate"):
+        run(b, lambda b: b.list(()))
+    unverified = backend_for(None, scheme="nntps", port=inn.tls_port, tls_verify=False)
+    assert names(run(unverified, lambda b: b.list(()))) == ALL_GROUPS
+
+
+def test_wrong_password(inn: InnServer) -> None:
+    b = backend_for(inn, scheme="nntps", password="wrong")
+    with pytest.raises(AuthenticationFailed):
+        run(b, lambda b: b.stat(()))
+
+
+def test_server_down() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound but not listening: connections are refused
+        b = backend_for(None, user=None, port=port, tls="off", timeout=5)
+        with pytest.raises(Unreachable):
+            run(b, lambda b: b.stat(()))
+
+
+def test_server_killed_mid_session_is_transient(inn: InnServer) -> None:
+    from fsmount.errors import Transient
+
+    async def scenario(b: nntp.NntpBackend) -> None:
+        assert await b.list(())
+        inn.stop()
+        with pytest.raises(Transient):
+            await b.list(("local.test",))
+
+    run(backend_for(inn, scheme="nntps", timeout=3), scenario)
