@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -54,11 +54,23 @@ def names(entries: list[Entry]) -> list[str]:
     return [e.name for e in entries]
 
 
+_SPOOLS: list[str] = []
+
+
 def spool(data: bytes) -> str:
+    """A spool file as the VFS would hand to commit(); removed after the test."""
     fd, path = tempfile.mkstemp(prefix="nntp-spool-")
     os.write(fd, data)
     os.close(fd)
+    _SPOOLS.append(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _remove_spools() -> Iterator[None]:
+    yield
+    while _SPOOLS:
+        os.unlink(_SPOOLS.pop())
 
 
 ALL_GROUPS = ["comp.lang", "comp.lang.c", "comp.lang.python", "de.comp.lang.python.misc",
@@ -179,7 +191,8 @@ def test_article_bytes_match_the_server(inn: InnServer) -> None:
         assert abs(entry.size - len(stored)) < 64 and entry.mtime
         with tempfile.NamedTemporaryFile() as out:
             exact = await b.download(("local.test", entry.name), out.name)
-            data = open(out.name, "rb").read()
+            with open(out.name, "rb") as f:
+                data = f.read()
         assert data == stored
         assert exact.size == len(stored) and exact.size_exact and exact.identity == (mid,)
         with pytest.raises(NotFound):
