@@ -342,11 +342,20 @@ class NntpBackend(BackendBase):
         tree = await self._groups()
         if path in tree.children:
             return Entry(path[-1] if path else "", True)
-        if path[:-1] in tree.groups and key_of(path[-1]) is not None:
-            for entry in await self._articles(tree.groups[path[:-1]]):
-                if entry.name == path[-1]:
-                    return entry
+        group = tree.groups.get(path[:-1])
+        if group is not None and key_of(path[-1]) is not None:
+            entry = self._known(group, path[-1])
+            if entry is None:  # not listed yet, or newer than our last listing
+                await self._articles(group)
+                entry = self._known(group, path[-1])
+            if entry is not None:
+                return entry
         raise NotFound("/".join(path))
+
+    def _known(self, group: str, name: str) -> Entry | None:
+        state = self._states.get(group)
+        number = state.by_name.get(name) if state else None
+        return state.entries[number] if state and number is not None else None
 
     async def list(self, path: Path) -> list[Entry]:
         tree = await self._groups()

@@ -1,0 +1,135 @@
+"""NNTP through the real mount, driven by real tools; every result checked on the server."""
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.mounting import mounted, run, wait_for
+from tests.servers.inn import InnServer, inn  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no FUSE")
+
+
+def config(server: InnServer, *, user: str | None = "alice", **options: object) -> str:
+    who = f"{user}@" if user else ""
+    lines = [
+        "[accounts.news]",
+        f'url = "nntps://{who}127.0.0.1:{server.tls_port}"',
+        f'ca_file = "{server.ca}"',
+    ]
+    if user:
+        lines.append('password = "secret1"')
+    for key, value in options.items():
+        lines.append(f"{key} = {value!r}".replace("'", '"').replace("True", "true")
+                     .replace("False", "false"))
+    return "\n".join(lines) + "\n"
+
+
+def article_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.suffix == ".eml")
+
+
+def test_ls_cat_grep(inn: InnServer) -> None:
+    ids = [inn.post("local.test", f"Note {i}", f"Line {i}\n.dotted {i}\n") for i in range(3)]
+    needle = inn.post("comp.lang.python", "Zen", "Beautiful is better than ugly.\n")
+    with mounted(config(inn)) as m:
+        news = m.path / "news"
+        assert sorted(os.listdir(news)) == ["comp.lang", "comp.lang.c", "comp.lang.python",
+                                            "de.comp.lang.python.misc", "local.moderated",
+                                            "local.test"]
+        files = article_files(news / "local.test")
+        assert [f.name.split(" ", 2)[2] for f in files] == [f"Note {i} [{i + 1}].eml" for i in range(3)]
+        for f, mid in zip(files, ids):
+            assert run("cat", f).stdout == inn.article(mid)
+            assert f.stat().st_size == len(inn.article(mid))  # corrected after reading
+        found = run("grep", "-rl", "Beautiful is better", news).stdout.decode().splitlines()
+        assert [Path(p).parent.name for p in found] == ["comp.lang.python"]
+        assert Path(found[0]).read_bytes() == inn.article(needle)
+        again = run("grep", "-rlF", ".dotted 1", news).stdout.decode().splitlines()
+        assert [Path(p).name for p in again] == [files[1].name]
+
+
+def test_hierarchy_with_find(inn: InnServer) -> None:
+    inn.post("comp.lang", "Parent group article")
+    inn.post("comp.lang.python", "Child group article")
+    with mounted(config(inn, hierarchy=True)) as m:
+        news = m.path / "news"
+        assert sorted(os.listdir(news)) == ["comp", "de", "local"]
+        found = run("find", news / "comp", "-name", "*.eml").stdout.decode().splitlines()
+        rel = sorted(str(Path(p).relative_to(news).parent) for p in found)
+        assert rel == ["comp/lang", "comp/lang/python"]
+        assert (news / "comp" / "lang" / "python").is_dir()
+
+
+def test_cp_posts_the_article(inn: InnServer, tmp_path: Path) -> None:
+    src = tmp_path / "hello.eml"
+    src.write_bytes(b"From: Alice <alice@example.org>\nSubject: Sent with cp\n\n"
+                    b"Posted through the mount.\n.leading dot\n")
+    with mounted(config(inn)) as m:
+        group = m.path / "news" / "local.test"
+        assert article_files(group) == []
+        run("cp", src, group)
+        assert inn.group_high("local.test") == 1
+        stored = inn.article(1, "local.test")
+        assert b"\r\nNewsgroups: local.test\r\n" in stored
+        assert stored.endswith(b"\r\n\r\nPosted through the mount.\r\n.leading dot\r\n")
+        [posted] = article_files(group)
+        assert "Sent with cp [1].eml" in posted.name
+        assert posted.read_bytes() == stored
+        assert not (group / "hello.eml").exists()
+        # Python file I/O: a new file written and closed is posted too
+        with open(group / "second.eml", "wb") as f:
+            f.write(b"From: alice@example.org\nSubject: Written by Python\n\nSecond.\n")
+        assert inn.group_high("local.test") == 2
+        assert len(article_files(group)) == 2
+
+
+def test_refused_posts_fail_at_close(inn: InnServer, tmp_path: Path) -> None:
+    src = tmp_path / "a.eml"
+    src.write_bytes(b"From: anon@example.org\nSubject: Not allowed\n\nbody\n")
+    wrong = tmp_path / "b.eml"
+    wrong.write_bytes(b"From: a@example.org\nNewsgroups: comp.lang.c\nSubject: Wrong group\n\nx\n")
+    with mounted(config(inn, user=None),
+                 expect_warnings=["refused", "never stored", "commit failed"]) as m:
+        group = m.path / "news" / "local.test"
+        done = run("cp", src, group, check=False)
+        assert done.returncode != 0 and b"Operation not permitted" in done.stderr
+        assert "Posting not allowed" in m.log_text() or "440" in m.log_text()
+        done = run("cp", wrong, group, check=False)
+        assert done.returncode != 0 and b"Invalid argument" in done.stderr
+    assert inn.group_high("local.test") == 0 and inn.group_high("comp.lang.c") == 0
+
+
+def test_articles_are_read_only(inn: InnServer, tmp_path: Path) -> None:
+    inn.post("local.test", "Keep me")
+    with mounted(config(inn)) as m:
+        news = m.path / "news"
+        [art] = article_files(news / "local.test")
+        for cmd in (["rm", art], ["mv", art, news / "local.test" / "renamed.eml"],
+                    ["mv", art, news / "comp.lang.c"]):
+            done = run(*cmd, check=False)
+            assert done.returncode != 0 and b"Operation not permitted" in done.stderr, cmd
+        with pytest.raises(OSError) as e:
+            with open(art, "ab") as f:
+                f.write(b"more")
+        assert e.value.errno in (errno.EPERM, errno.EACCES, errno.EROFS)
+        with pytest.raises(OSError) as e:
+            (news / "local.new").mkdir()
+        assert e.value.errno in (errno.EROFS, errno.EPERM)
+        assert article_files(news / "local.test") == [art]
+    assert inn.group_high("local.test") == 1
+
+
+def test_new_articles_appear(inn: InnServer) -> None:
+    inn.post("local.test", "Old news")
+    with mounted(config(inn, metadata_ttl=0.2, poll_interval=0.2)) as m:
+        group = m.path / "news" / "local.test"
+        assert len(article_files(group)) == 1
+        inn.post("local.test", "Fresh news")
+        wait_for(lambda: len(article_files(group)) == 2, 10, "the new article")
+        assert any(f.name.endswith("Fresh news [2].eml") for f in article_files(group))
+        inn.new_group("local.later")
+        wait_for(lambda: (m.path / "news" / "local.later").is_dir(), 10, "the new group")
