@@ -1,0 +1,397 @@
+"""The outbox backend against a real aiosmtpd server: envelopes, refusals, retries, crashes."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from fsmount.backends import Environment
+from fsmount.backends.outbox import OutboxBackend, create
+from fsmount.backends.outqueue import OutQueue
+from fsmount.config import make_account
+from fsmount.credentials import Secret
+from fsmount.errors import InvalidArgument, NotFound
+from tests.servers.smtp import SmtpServer, smtp_server  # noqa: F401 - the fixture
+
+MSG = (
+    "From: Alice <alice@example.org>\n"
+    "To: Bob <bob@example.org>, carol@example.org\n"
+    "Cc: dave@example.org\n"
+    "Bcc: hidden@example.org\n"
+    "Subject: Lunch\n"
+    "\n"
+    "Friday at noon?\n"
+)
+
+
+@pytest.fixture
+def state() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="outbox-state-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def account(server: SmtpServer, scheme: str = "smtp", **options: Any):
+    port = server.tls_port if scheme == "smtps" else server.port
+    table = {"url": f"{scheme}://alice@127.0.0.1:{port}", "ca_file": server.ca, "timeout": 5,
+             "retry_first": 0.05, "retry_max": 0.2, **options}
+    if scheme == "smtp":
+        table.setdefault("tls", "require")
+    return make_account("out", table, where="test")
+
+
+def run(state: Path, acc: Any, body: Callable[[OutboxBackend], Awaitable[None]], *,
+        sender: bool = True, peers: dict | None = None, password: str = "secret1") -> None:
+    """Run ``body`` with a backend (and its sender task) inside ``trio.run``."""
+
+    async def main() -> None:
+        env = Environment(state, peers or {})
+        backend = create(acc, Secret(password), env)
+        try:
+            async with trio.open_nursery() as nursery:
+                if sender:
+                    await nursery.start(backend.run)
+                with trio.fail_after(30):
+                    await body(backend)
+                nursery.cancel_scope.cancel()
+        finally:
+            await backend.aclose()
+
+    trio.run(main)
+
+
+async def put(backend: OutboxBackend, name: str, data: str | bytes) -> Any:
+    fd, spool = tempfile.mkstemp(prefix="spool-")
+    os.write(fd, data.encode() if isinstance(data, str) else data)
+    os.close(fd)
+    try:
+        return await backend.commit((name,), spool, None)
+    finally:
+        os.unlink(spool)
+
+
+async def names(backend: OutboxBackend, path: tuple = ()) -> set[str]:
+    return {e.name for e in await backend.list(path)}
+
+
+async def text(backend: OutboxBackend, path: tuple) -> str:
+    return (await backend.read(path, 0, 1 << 20)).decode()
+
+
+def test_send_with_starttls_strips_bcc_and_files_a_copy(smtp_server: SmtpServer, state: Path) -> None:
+    async def body(b: OutboxBackend) -> None:
+        entry = await put(b, "lunch.eml", MSG)
+        assert entry.name == "lunch.eml"
+        await b.flush_queue()
+        assert await names(b) == {"sent"}
+        sent = await names(b, ("sent",))
+        assert len(sent) == 1 and "Lunch" in next(iter(sent))
+        copy = await text(b, ("sent", next(iter(sent))))
+        assert "Bcc: hidden@example.org" in copy  # the sender's copy keeps it
+
+    run(state, account(smtp_server), body)
+    [d] = smtp_server.deliveries
+    assert d.mail_from == "alice@example.org"
+    assert set(d.rcpt_tos) == {"bob@example.org", "carol@example.org", "dave@example.org",
+                               "hidden@example.org"}
+    assert d.user == "alice" and d.encrypted
+    head = d.content.split(b"\r\n\r\n")[0]
+    assert b"Bcc" not in head and b"hidden" not in d.content
+    assert b"\r\nDate: " in b"\r\n" + head and b"\r\nMessage-ID: <" in b"\r\n" + head
+    assert d.content.endswith(b"Friday at noon?\r\n")
+    assert b"\n" not in d.content.replace(b"\r\n", b"")  # CRLF only on the wire
+
+
+def test_implicit_tls_and_auth_login(smtp_server: SmtpServer, state: Path) -> None:
+    run(state, account(smtp_server, "smtps"), lambda b: _put_and_flush(b, "a.eml", MSG))
+    [d] = smtp_server.deliveries
+    assert d.encrypted and d.user == "alice"
+
+
+async def _put_and_flush(b: OutboxBackend, name: str, data: str | bytes) -> None:
+    await put(b, name, data)
+    await b.flush_queue()
+
+
+def test_utf8_addresses_and_8bit_body(smtp_server: SmtpServer, state: Path) -> None:
+    msg = ("From: Jörg <jörg@exämple.de>\nTo: Zoë <zoë@example.org>\nSubject: Grüße\n\n"
+           "Schöne Grüße aus Köln\n")
+    run(state, account(smtp_server), lambda b: _put_and_flush(b, "umlaut.eml", msg))
+    [d] = smtp_server.deliveries
+    assert d.mail_from == "jörg@exämple.de" and d.rcpt_tos == ("zoë@example.org",)
+    assert "SMTPUTF8" in d.mail_options and "BODY=8BITMIME" in d.mail_options
+    assert "Schöne Grüße".encode() in d.content
+
+
+def test_8bit_body_without_utf8_addresses(smtp_server: SmtpServer, state: Path) -> None:
+    msg = b"From: a@example.org\nTo: b@example.org\nSubject: x\n\n\xe4\xf6\xfc latin-1 body\n"
+    run(state, account(smtp_server), lambda b: _put_and_flush(b, "8bit.eml", msg))
+    [d] = smtp_server.deliveries
+    assert "BODY=8BITMIME" in d.mail_options and "SMTPUTF8" not in d.mail_options
+    assert b"\xe4\xf6\xfc latin-1" in d.content
+
+
+@pytest.mark.parametrize("data, reason", [
+    ("From: a@example.org\nSubject: no one\n\nhi\n", "no recipient"),
+    ("To: b@example.org\nSubject: anonymous\n\nhi\n", "no sender"),
+    ("From: a@example.org\nTo: bob@, not an address\n\nhi\n", "cannot read the address"),
+    ("Just some notes I typed\nwithout any header.\n", "not a mail message"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00binary", "not a mail message"),
+    ("", "empty"),
+])
+def test_bad_messages_are_refused_and_explained(smtp_server: SmtpServer, state: Path,
+                                                data: str | bytes, reason: str) -> None:
+    async def body(b: OutboxBackend) -> None:
+        with pytest.raises(InvalidArgument, match=reason):
+            await put(b, "bad.eml", data)
+        await b.flush_queue()
+        assert {"bad.eml", "bad.eml.status"} <= await names(b)
+        status = await text(b, ("bad.eml.status",))
+        assert "status: refused" in status and reason in status
+        xattrs = await b.get_xattrs(("bad.eml",))
+        assert xattrs["outbox.status"] == b"refused"
+        # fixing the file and saving it again sends it
+        await put(b, "bad.eml", MSG)
+        await b.flush_queue()
+        assert "bad.eml" not in await names(b)
+
+    run(state, account(smtp_server), body)
+    [d] = smtp_server.deliveries  # only the fixed version
+    assert b"Friday at noon" in d.content
+
+
+def test_temporary_failure_is_retried_until_accepted(smtp_server: SmtpServer, state: Path) -> None:
+    smtp_server.fail_data(2, "451 4.3.0 try again later")
+    seen: list[str] = []
+
+    async def body(b: OutboxBackend) -> None:
+        await put(b, "retry.eml", MSG)
+        while not smtp_server.deliveries:
+            xattrs = await b.get_xattrs(("retry.eml",))
+            if xattrs:
+                seen.append(xattrs["outbox.status"].decode())
+                if xattrs["outbox.status"] == b"retrying":
+                    assert b"451" in xattrs["outbox.last_reply"]
+                    assert xattrs["outbox.next_retry"]
+            await trio.sleep(0.01)
+        await b.flush_queue()
+        assert "retry.eml" not in await names(b)
+
+    run(state, account(smtp_server), body)
+    assert len(smtp_server.deliveries) == 1
+    assert "retrying" in seen
+
+
+def test_permanent_failure_stops(smtp_server: SmtpServer, state: Path) -> None:
+    smtp_server.refuse("nobody@", "550 5.1.1 <nobody@example.org>: Recipient address rejected")
+    msg = "From: a@example.org\nTo: nobody@example.org\nSubject: x\n\nhi\n"
+
+    async def body(b: OutboxBackend) -> None:
+        await put(b, "dead.eml", msg)
+        await b.flush_queue()
+        assert "dead.eml" in await names(b)
+        status = await text(b, ("dead.eml.status",))
+        assert "status: failed" in status and "nobody@example.org: failed (550 5.1.1" in status
+        assert await names(b, ("sent",)) == set()
+        await b.remove(("dead.eml",))
+        assert await names(b) == {"sent"}
+
+    run(state, account(smtp_server), body)
+    assert smtp_server.deliveries == []
+    assert smtp_server.handler.rcpt_attempts == ["nobody@example.org"]
+
+
+def test_data_5xx_fails_the_whole_message(smtp_server: SmtpServer, state: Path) -> None:
+    smtp_server.fail_data(5, "554 5.6.0 message content rejected")
+
+    async def body(b: OutboxBackend) -> None:
+        await _put_and_flush(b, "spam.eml", MSG)
+        attrs = await b.get_xattrs(("spam.eml",))
+        assert attrs["outbox.status"] == b"failed" and attrs["outbox.last_reply"].startswith(b"554")
+
+    run(state, account(smtp_server), body)
+    assert smtp_server.handler.data_failures == 4  # tried once, never again
+
+
+def test_partial_recipient_failure(smtp_server: SmtpServer, state: Path) -> None:
+    smtp_server.refuse("later@", "450 4.2.0 mailbox busy", times=1)
+    smtp_server.refuse("nobody@", "550 5.1.1 no such user")
+    msg = ("From: a@example.org\nTo: ok@example.org, later@example.org\n"
+           "Cc: nobody@example.org\nSubject: x\n\nhi\n")
+
+    async def body(b: OutboxBackend) -> None:
+        await _put_and_flush(b, "part.eml", msg)
+        status = await text(b, ("part.eml.status",))
+        assert "status: failed" in status
+        assert "ok@example.org: sent" in status and "later@example.org: sent" in status
+        assert "nobody@example.org: failed (550 5.1.1 no such user)" in status
+        assert "copy filed in: sent/" in status
+        assert len(await names(b, ("sent",))) == 1  # delivered to some: filed once
+
+    run(state, account(smtp_server), body)
+    first, second = smtp_server.deliveries
+    assert first.rcpt_tos == ("ok@example.org",)
+    assert second.rcpt_tos == ("later@example.org",)  # only the temporarily refused one
+    assert smtp_server.handler.rcpt_attempts.count("nobody@example.org") == 1
+
+
+def test_queue_survives_a_crash(smtp_server: SmtpServer, state: Path) -> None:
+    acc = account(smtp_server)
+    # mount 1 takes the message and dies before sending anything (no sender task ran)
+    run(state, acc, lambda b: put(b, "crash.eml", MSG), sender=False)
+    assert smtp_server.deliveries == []
+    assert len(OutQueue(state / "outbox" / "out" / "queue").load()) == 1
+    # debris of an interrupted enqueue is cleaned up, not sent
+    (state / "outbox" / "out" / "queue" / "ffff.msg").write_bytes(MSG.encode())
+
+    async def later(b: OutboxBackend) -> None:
+        await b.flush_queue()
+        assert await names(b) == {"sent"}
+
+    run(state, acc, later)
+    assert len(smtp_server.deliveries) == 1
+    assert not (state / "outbox" / "out" / "queue" / "ffff.msg").exists()
+
+
+def test_unreachable_server_keeps_message_queued(state: Path) -> None:
+    server = SmtpServer()
+    server.stop()  # its port now refuses connections
+    acc = account(server)
+
+    async def body(b: OutboxBackend) -> None:
+        await put(b, "wait.eml", MSG)
+        while (await b.get_xattrs(("wait.eml",)))["outbox.status"] != b"retrying":
+            await b._progress.wait()
+        attrs = await b.get_xattrs(("wait.eml",))
+        assert b"connection refused" in attrs["outbox.last_reply"]
+        await b.remove(("wait.eml",))  # rm cancels a queued message
+        with pytest.raises(NotFound):
+            await b.stat(("wait.eml",))
+
+    run(state, acc, body)
+
+
+def test_editor_files_are_kept_locally_and_never_sent(smtp_server: SmtpServer, state: Path) -> None:
+    async def body(b: OutboxBackend) -> None:
+        for name in (".draft.eml.swp", "4913", "draft.eml~", "#draft.eml#", "notes.txt"):
+            await put(b, name, MSG)
+        await b.flush_queue()
+        assert await text(b, ("notes.txt",)) == MSG
+        # gedit/vim style: write a temporary file, then rename it over the final name
+        await put(b, ".goutputstream-X1Y2", MSG.replace("Lunch", "Dinner"))
+        await b.rename((".goutputstream-X1Y2",), ("draft.eml",))
+        await b.flush_queue()
+        await b.remove(("4913",))
+        left = await names(b)
+        assert left == {".draft.eml.swp", "draft.eml~", "#draft.eml#", "notes.txt", "sent"}
+
+    run(state, account(smtp_server), body)
+    [d] = smtp_server.deliveries
+    assert b"Subject: Dinner" in d.content
+
+
+def test_no_password_over_plaintext(smtp_server: SmtpServer, state: Path) -> None:
+    acc = account(smtp_server, tls="off")
+
+    async def body(b: OutboxBackend) -> None:
+        await put(b, "p.eml", MSG)
+        while not (await b.get_xattrs(("p.eml",)))["outbox.last_reply"]:
+            await b._progress.wait()
+        reply = (await b.get_xattrs(("p.eml",)))["outbox.last_reply"]
+        assert b"unencrypted" in reply
+        await b.remove(("p.eml",))
+
+    run(state, acc, body)
+    assert smtp_server.deliveries == []
+
+
+def test_plaintext_auth_when_allowed(smtp_server: SmtpServer, state: Path) -> None:
+    run(state, account(smtp_server, tls="off", plaintext_auth=True),
+        lambda b: _put_and_flush(b, "p.eml", MSG))
+    [d] = smtp_server.deliveries
+    assert d.user == "alice" and not d.encrypted
+
+
+def test_wrong_password_keeps_the_message(smtp_server: SmtpServer, state: Path) -> None:
+    async def body(b: OutboxBackend) -> None:
+        await put(b, "p.eml", MSG)
+        while b"535" not in (await b.get_xattrs(("p.eml",)))["outbox.last_reply"]:
+            await b._progress.wait()
+        assert (await b.get_xattrs(("p.eml",)))["outbox.status"] in (b"retrying", b"sending")
+
+    run(state, account(smtp_server), body, password="wrong")
+    assert smtp_server.deliveries == []
+
+
+def test_default_from_and_existing_ids_are_kept(smtp_server: SmtpServer, state: Path) -> None:
+    msg = "To: b@example.org\nMessage-ID: <fixed@example.org>\nDate: Mon, 1 Jan 2024 10:00:00 +0000\n\nx\n"
+    run(state, account(smtp_server, **{"from": "Me <me@example.org>"}),
+        lambda b: _put_and_flush(b, "f.eml", msg))
+    [d] = smtp_server.deliveries
+    assert d.mail_from == "me@example.org"
+    assert d.content.startswith(b"From: Me <me@example.org>\r\nTo: b@example.org\r\n"
+                                b"Message-ID: <fixed@example.org>\r\n")
+
+
+def test_rename_queued_message_to_other_name_unqueues_it(state: Path) -> None:
+    server = SmtpServer()
+    server.stop()
+
+    async def body(b: OutboxBackend) -> None:
+        await put(b, "m.eml", MSG)
+        await b.rename(("m.eml",), ("n.eml",))
+        assert {"n.eml", "n.eml.status"} <= await names(b)
+        await b.rename(("n.eml",), ("n.txt",))
+        assert await text(b, ("n.txt",)) == (await text(b, ("n.txt",)))
+        assert "n.eml" not in await names(b) and "n.txt" in await names(b)
+
+    run(state, account(server), body, sender=False)
+
+
+class FakeSentAccount:
+    """Stands in for the IMAP backend's Sent-folder calls (the real one is tested mounted)."""
+
+    def __init__(self, ids: set[str]) -> None:
+        self.ids = ids
+        self.appended: list[tuple[tuple, bytes]] = []
+
+    async def sent_folder(self) -> tuple[str, ...]:
+        return ("Sent",)
+
+    async def contains_message_id(self, folder: tuple, message_id: str) -> bool:
+        return message_id in self.ids
+
+    async def commit(self, path: tuple, spool: str, replacing: Any) -> Any:
+        self.appended.append((path, Path(spool).read_bytes()))
+
+
+def test_files_into_linked_sent_folder(smtp_server: SmtpServer, state: Path) -> None:
+    peer = FakeSentAccount(set())
+    run(state, account(smtp_server, sent_account="mail"), lambda b: _put_and_flush(b, "s.eml", MSG),
+        peers={"mail": peer})
+    [(path, data)] = peer.appended
+    assert path == ("Sent", "s.eml") and b"Bcc: hidden@example.org" in data
+    assert len(smtp_server.deliveries) == 1
+
+
+def test_crash_during_send_is_not_resent_when_in_sent_folder(smtp_server: SmtpServer, state: Path) -> None:
+    acc = account(smtp_server, sent_account="mail", provider_files_sent=True)
+    run(state, acc, lambda b: put(b, "c.eml", MSG), sender=False)
+    queue = OutQueue(state / "outbox" / "out" / "queue")
+    [record] = queue.load()
+    record.in_flight = True  # as if killed after DATA, before the outcome was recorded
+    queue.save(record)
+    peer = FakeSentAccount({record.message_id})
+
+    async def body(b: OutboxBackend) -> None:
+        await b.flush_queue()
+        assert "c.eml" not in await names(b)
+
+    run(state, acc, body, peers={"mail": peer})
+    assert smtp_server.deliveries == [] and peer.appended == []
