@@ -199,8 +199,10 @@ class OutboxBackend(BackendBase):
     def _status_entry(self, record: Record) -> Entry:
         text = self.status_text(record).encode()
         identity = ("status", record.id, self._revision.get(record.id, 0))
+        # The text changes while the sender works: a size hint (not exact) makes the VFS read
+        # it without the kernel cutting reads at a size that may already be stale.
         return Entry(record.name + STATUS_SUFFIX, False, len(text), record.queued,
-                     identity=identity, mode=0o444)
+                     identity=identity, mode=0o444, size_exact=False)
 
     async def changed(self, path: Path) -> bool:
         return self._listed.get(path) != self._version

@@ -1,0 +1,148 @@
+"""The outbox through the real mount: cp, editors, status, kill -9; checked at the SMTP server."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.mounting import is_mounted, mounted, run, wait_for
+from tests.servers.smtp import SmtpServer, smtp_server  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no FUSE")
+
+MSG = (
+    "From: Alice <alice@example.org>\n"
+    "To: bob@example.org\n"
+    "Bcc: boss@example.org\n"
+    "Subject: Report\n"
+    "\n"
+    "The report is attached in spirit.\n"
+)
+REFUSED_CLOSE = r"closed with changes that were never stored"
+
+
+def config(server: SmtpServer, **options: object) -> str:
+    lines = [
+        "[accounts.outbox]",
+        f'url = "smtp://alice@127.0.0.1:{server.port}"',
+        f'ca_file = "{server.ca}"',
+        'password = "secret1"',
+        'tls = "require"',
+        "retry_first = 0.1",
+        "retry_max = 0.5",
+        "timeout = 10",
+    ]
+    for key, value in options.items():
+        lines.append(f"{key} = {value!r}".replace("'", '"').replace("True", "true"))
+    return "\n".join(lines) + "\n"
+
+
+def listing(directory: Path) -> set[str]:
+    return set(os.listdir(directory))
+
+
+def test_cp_sends_and_files_into_sent(smtp_server: SmtpServer, tmp_path: Path) -> None:
+    src = tmp_path / "report.eml"
+    src.write_text(MSG)
+    with mounted(config(smtp_server)) as m:
+        outbox = m.path / "outbox"
+        run("cp", src, outbox / "report.eml")
+        [d] = smtp_server.wait_deliveries(1)
+        assert set(d.rcpt_tos) == {"bob@example.org", "boss@example.org"}
+        assert b"boss" not in d.content and b"The report is attached" in d.content
+        wait_for(lambda: "report.eml" not in listing(outbox), what="the message to leave the outbox")
+        sent = list((outbox / "sent").iterdir())
+        assert len(sent) == 1 and "Report" in sent[0].name
+        copy = run("cat", sent[0]).stdout
+        assert copy.endswith(MSG.encode()) and b"Message-ID: <" in copy
+    assert len(smtp_server.deliveries) == 1
+
+
+def test_refused_message_explains_itself(smtp_server: SmtpServer, tmp_path: Path) -> None:
+    src = tmp_path / "bad.eml"
+    src.write_text("Subject: forgot everything\n\nhello\n")
+    with mounted(config(smtp_server), expect_warnings=[REFUSED_CLOSE]) as m:
+        outbox = m.path / "outbox"
+        done = run("cp", src, outbox / "bad.eml", check=False)
+        assert done.returncode != 0 and b"Invalid argument" in done.stderr
+        status = (outbox / "bad.eml.status").read_text()
+        assert "status: refused" in status and "no sender" in status
+        assert os.getxattr(outbox / "bad.eml", "user.outbox.status") == b"refused"
+        run("rm", outbox / "bad.eml")
+        assert "bad.eml" not in listing(outbox) and "bad.eml.status" not in listing(outbox)
+    assert smtp_server.deliveries == []
+
+
+def test_status_while_retrying(smtp_server: SmtpServer) -> None:
+    smtp_server.fail_data(1000, "451 4.3.0 queue full, try later")
+    with mounted(config(smtp_server)) as m:
+        outbox = m.path / "outbox"
+        (outbox / "wait.eml").write_text(MSG)
+        wait_for(lambda: b"451" in os.getxattr(outbox / "wait.eml", "user.outbox.last_reply"),
+                 what="the first refusal")
+        status = run("cat", outbox / "wait.eml.status").stdout.decode()
+        assert "last reply: 451 4.3.0 queue full" in status and "bob@example.org: waiting" in status
+        out = run("getfattr", "-d", outbox / "wait.eml").stdout.decode()
+        assert "user.outbox.status=" in out and "user.outbox.next_retry=" in out
+        smtp_server.fail_data(0)
+        smtp_server.wait_deliveries(1)
+        wait_for(lambda: "wait.eml" not in listing(outbox), what="delivery")
+
+
+def test_kill_9_after_close_then_remount_delivers(smtp_server: SmtpServer) -> None:
+    smtp_server.fail_data(1000, "451 4.3.0 not now")  # nothing can leave before the kill
+    home = Path(tempfile.mkdtemp(prefix="fsmount-test-"))
+    try:
+        with mounted(config(smtp_server), home=home) as m:
+            outbox = m.path / "outbox"
+            with open(outbox / "urgent.eml", "w") as f:
+                f.write(MSG)
+            # close() returned: the message is durable now, whatever happens next
+            m.proc.send_signal(signal.SIGKILL)
+            m.proc.wait()
+        assert not is_mounted(m.path)
+        assert smtp_server.deliveries == []
+        smtp_server.fail_data(0)
+        with mounted(config(smtp_server), home=home) as m2:
+            smtp_server.wait_deliveries(1)
+            outbox = m2.path / "outbox"
+            wait_for(lambda: "urgent.eml" not in listing(outbox), what="delivery after remount")
+        assert len(smtp_server.deliveries) == 1
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_python_temp_file_then_rename(smtp_server: SmtpServer) -> None:
+    with mounted(config(smtp_server)) as m:
+        outbox = m.path / "outbox"
+        tmp = outbox / ".report.eml.tmp123"
+        tmp.write_text(MSG)
+        (outbox / "notes.txt").write_text("not a message\n")
+        assert smtp_server.deliveries == []
+        os.rename(tmp, outbox / "report.eml")
+        smtp_server.wait_deliveries(1)
+        wait_for(lambda: "report.eml" not in listing(outbox), what="delivery")
+        assert listing(outbox) == {"notes.txt", "sent"}
+        assert (outbox / "notes.txt").read_text() == "not a message\n"
+    assert len(smtp_server.deliveries) == 1
+
+
+@pytest.mark.skipif(shutil.which("vim") is None, reason="no vim")
+def test_vim_writes_a_message(smtp_server: SmtpServer) -> None:
+    with mounted(config(smtp_server)) as m:
+        outbox = m.path / "outbox"
+        script = "\n".join(MSG.splitlines())
+        cmd = ["vim", "-u", "NONE", "-i", "NONE", "-N", "-es",
+               "-c", f"call setline(1, {script.splitlines()!r})", "-c", "wq", str(outbox / "vim.eml")]
+        done = subprocess.run(cmd, cwd=outbox, capture_output=True, timeout=60)
+        assert done.returncode == 0, done
+        [d] = smtp_server.wait_deliveries(1)
+        assert b"The report is attached" in d.content
+        wait_for(lambda: not [n for n in listing(outbox) if n.endswith((".eml", ".swp"))],
+                 what="delivery, and vim's swap file gone")
+    assert len(smtp_server.deliveries) == 1
