@@ -89,7 +89,8 @@ async def serve(plan: MountPlan, ready: Callable[[], None]) -> None:
         for problem in problems:  # a multi-account mount still serves the accounts that work
             log.warning("%s", problem)
         cached = {
-            name: CachedBackend(b, name, store, float(plan.accounts[name]["metadata_ttl"]))
+            name: CachedBackend(b, name, store, float(plan.accounts[name]["metadata_ttl"]),
+                                parallel=int(plan.accounts[name]["connections"]))
             for name, b in made.items()
         }
         ops = Operations(Tree(cached, plan.single), spool, plan.owner)

@@ -19,6 +19,7 @@ from ..backends.base import Backend, Entry, Path
 from ..errors import FsError, NotADirectory, NotFound
 from .content import BLOCK, CachedObject, ContentStore, object_key
 from .metadata import MetadataCache
+from .prefetch import ScanPrefetcher
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,7 +32,8 @@ CHUNK = 1 << 20  # one backend read while streaming ahead
 class CachedBackend:
     """Wraps one account's backend. All state lives on the trio thread."""
 
-    def __init__(self, backend: Backend, account: str, store: ContentStore, ttl: float) -> None:
+    def __init__(self, backend: Backend, account: str, store: ContentStore, ttl: float,
+                 parallel: int = 4) -> None:
         self.backend = backend
         self.account = account
         self.store = store
@@ -41,6 +43,7 @@ class CachedBackend:
         self._pending: dict[Path, Entry] = {}  # created locally, not committed yet
         self._exact_sizes: dict[str, int] = {}  # object key → size learned from a download
         self.nursery: trio.Nursery | None = None  # set by the mount; runs read-ahead tasks
+        self.prefetch = ScanPrefetcher(self, parallel)
 
     # -- metadata ------------------------------------------------------------------------
 
@@ -97,6 +100,7 @@ class CachedBackend:
         return object_key(self.account, path, entry.identity)
 
     def open_reader(self, path: Path, entry: Entry) -> Reader:
+        self.prefetch.opened(path)
         return Reader(self, path, entry)
 
     async def read(self, path: Path, offset: int, size: int) -> bytes:
@@ -245,7 +249,9 @@ class Reader:
 
     async def read(self, offset: int, size: int) -> bytes:
         obj = self.obj
-        if not obj.complete and not self.layer.capabilities.ranged_read:
+        if not obj.complete and (
+            not self.layer.capabilities.ranged_read or ("download", obj.key) in self.layer._inflight
+        ):
             await self.layer._download_whole(self.path, self.entry, obj)
         elif not obj.has(offset, size):
             await self._fetch(offset, size)
