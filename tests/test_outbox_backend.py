@@ -395,3 +395,105 @@ def test_crash_during_send_is_not_resent_when_in_sent_folder(smtp_server: SmtpSe
 
     run(state, acc, body, peers={"mail": peer})
     assert smtp_server.deliveries == [] and peer.appended == []
+
+
+def test_rename_into_a_message_name_is_validated(smtp_server: SmtpServer, state: Path) -> None:
+    async def body(b: OutboxBackend) -> None:
+        await put(b, ".tmp-1", "To: b@example.org\n\nno sender\n")
+        with pytest.raises(InvalidArgument, match="no sender"):
+            await b.rename((".tmp-1",), ("x.eml",))
+        assert "status: refused" in await text(b, ("x.eml.status",))
+        assert ".tmp-1" not in await names(b)  # its bytes live on as the refused x.eml
+        assert await text(b, ("x.eml",)) == "To: b@example.org\n\nno sender\n"
+
+    run(state, account(smtp_server), body)
+    assert smtp_server.deliveries == []
+
+
+def test_gives_up_after_max_lifetime(smtp_server: SmtpServer, state: Path) -> None:
+    smtp_server.fail_data(1000, "421 4.7.0 too busy")
+
+    async def body(b: OutboxBackend) -> None:
+        await _put_and_flush(b, "old.eml", MSG)
+        status = await text(b, ("old.eml.status",))
+        assert "status: failed" in status and "gave up: no success within" in status
+        assert "last reply: 421 4.7.0 too busy" in status
+
+    run(state, account(smtp_server, max_lifetime=0.3), body)
+    assert smtp_server.deliveries == []
+    assert 1000 - smtp_server.handler.data_failures >= 2  # it did retry first
+
+
+def test_resent_headers_make_the_envelope(smtp_server: SmtpServer, state: Path) -> None:
+    msg = ("Resent-From: carol@example.org\nResent-To: erin@example.org\nResent-Bcc: f@example.org\n"
+           + MSG)
+    run(state, account(smtp_server), lambda b: _put_and_flush(b, "fwd.eml", msg))
+    [d] = smtp_server.deliveries
+    assert d.mail_from == "carol@example.org"
+    assert d.rcpt_tos == ("erin@example.org", "f@example.org")
+    assert b"f@example.org" not in d.content and b"hidden@example.org" not in d.content
+
+
+def test_newsgroups_need_a_linked_news_account(smtp_server: SmtpServer, state: Path) -> None:
+    msg = "From: a@example.org\nNewsgroups: local.test\nSubject: x\n\nhi\n"
+
+    async def body(b: OutboxBackend) -> None:
+        with pytest.raises(InvalidArgument, match="news_account"):
+            await put(b, "n.eml", msg)
+
+    run(state, account(smtp_server), body)
+
+
+def test_many_messages_in_parallel(smtp_server: SmtpServer, state: Path) -> None:
+    async def body(b: OutboxBackend) -> None:
+        start = trio.current_time()
+        for i in range(30):
+            await put(b, f"m{i:02}.eml", MSG.replace("Lunch", f"Lunch {i}"))
+        queued = trio.current_time() - start
+        await b.flush_queue()
+        print(f"30 messages: enqueued (fsync'd) in {queued:.2f} s, "
+              f"all sent after {trio.current_time() - start:.2f} s")
+        assert await names(b) == {"sent"} and len(await names(b, ("sent",))) == 30
+
+    run(state, account(smtp_server, connections=4), body)
+    subjects = sorted(d.content.split(b"Subject: ")[1].split(b"\r\n")[0] for d in smtp_server.deliveries)
+    assert subjects == sorted(f"Lunch {i}".encode() for i in range(30))
+
+
+def test_mail_and_news_through_real_inn(smtp_server: SmtpServer, state: Path) -> None:
+    from fsmount.backends import create as create_backend
+    from tests.servers.inn import available, running_inn
+
+    if not available():
+        pytest.skip("inn2 is not installed")
+    msg = ("From: Alice <alice@example.org>\nTo: bob@example.org\nBcc: secret@example.org\n"
+           "Newsgroups: local.test\nSubject: Both ways\n\nTo the list and to Bob.\n")
+    with running_inn() as inn:
+        news_acc = make_account("news", {"url": f"nntps://alice@127.0.0.1:{inn.tls_port}",
+                                         "ca_file": str(inn.ca)}, where="test")
+        holder: dict[str, Any] = {}
+
+        async def body(b: OutboxBackend) -> None:
+            await _put_and_flush(b, "both.eml", msg)
+            holder["status"] = await names(b)
+
+        async def main() -> None:
+            env = Environment(state, {})
+            news = create_backend(news_acc, Secret("secret1"), env)
+            env.peers = {"news": news}
+            outbox = create(account(smtp_server, news_account="news"), Secret("secret1"), env)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(outbox.run)
+                with trio.fail_after(30):
+                    await body(outbox)
+                nursery.cancel_scope.cancel()
+            await outbox.aclose()
+            await news.aclose()
+
+        trio.run(main)
+        assert holder["status"] == {"sent"}
+        [d] = smtp_server.deliveries
+        assert d.rcpt_tos == ("bob@example.org", "secret@example.org")
+        mid = d.content.split(b"Message-ID: ")[1].split(b"\r\n")[0].decode()
+        article = inn.article(mid)
+        assert b"To the list and to Bob." in article and b"secret@example.org" not in article
