@@ -497,3 +497,16 @@ def test_mail_and_news_through_real_inn(smtp_server: SmtpServer, state: Path) ->
         mid = d.content.split(b"Message-ID: ")[1].split(b"\r\n")[0].decode()
         article = inn.article(mid)
         assert b"To the list and to Bob." in article and b"secret@example.org" not in article
+
+
+def test_linked_account_without_sent_folder_falls_back_to_local(smtp_server: SmtpServer,
+                                                                state: Path) -> None:
+    class NoSent(FakeSentAccount):
+        async def sent_folder(self) -> None:
+            return None
+
+    async def body(b: OutboxBackend) -> None:
+        await _put_and_flush(b, "s.eml", MSG)
+        assert await names(b) == {"sent"} and len(await names(b, ("sent",))) == 1
+
+    run(state, account(smtp_server, sent_account="mail"), body, peers={"mail": NoSent(set())})

@@ -42,6 +42,12 @@ def config(server: SmtpServer, **options: object) -> str:
     return "\n".join(lines) + "\n"
 
 
+def time_of(path: Path) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d")
+
+
 def listing(directory: Path) -> set[str]:
     return set(os.listdir(directory))
 
@@ -51,7 +57,7 @@ def test_cp_sends_and_files_into_sent(smtp_server: SmtpServer, tmp_path: Path) -
     src.write_text(MSG)
     with mounted(config(smtp_server)) as m:
         outbox = m.path / "outbox"
-        run("cp", src, outbox / "report.eml")
+        run("cp", "-p", src, outbox / "report.eml")  # -p: chmod and utime must not fail
         [d] = smtp_server.wait_deliveries(1)
         assert set(d.rcpt_tos) == {"bob@example.org", "boss@example.org"}
         assert b"boss" not in d.content and b"The report is attached" in d.content
@@ -129,6 +135,8 @@ def test_python_temp_file_then_rename(smtp_server: SmtpServer) -> None:
         wait_for(lambda: "report.eml" not in listing(outbox), what="delivery")
         assert listing(outbox) == {"notes.txt", "sent"}
         assert (outbox / "notes.txt").read_text() == "not a message\n"
+        run("touch", "-d", "2020-01-02 03:04:05", outbox / "notes.txt")
+        assert time_of(outbox / "notes.txt") == "2020-01-02"
     assert len(smtp_server.deliveries) == 1
 
 

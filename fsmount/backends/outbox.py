@@ -34,6 +34,7 @@ folder is not sent again. ``flush_queue()`` waits until nothing is left to try (
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import logging
@@ -45,6 +46,7 @@ import stat
 import time
 from datetime import datetime, timezone
 from pathlib import Path as FsPath
+from collections.abc import Iterator
 from typing import Any
 
 import trio
@@ -83,6 +85,7 @@ def _iso(stamp: float) -> str:
 class OutboxBackend(BackendBase):
     capabilities = Capabilities(
         ranged_read=True, write=True, overwrite=True, remove=True, rename=True, xattrs=True,
+        set_mode=True, set_mtime=True,  # kept for plain files; a no-op on messages (cp -p, rsync)
         metadata_ttl=0.05,  # the sender changes the listing; ``changed`` makes re-checks free
     )
 
@@ -96,6 +99,7 @@ class OutboxBackend(BackendBase):
         self.queue = OutQueue(self.root / "queue")
         self._records: dict[str, Record] | None = None  # by name; loaded on first use
         self._busy: set[str] = set()  # record ids with an attempt under way in this process
+        self._held: set[str] = set()  # record ids a user operation is changing right now
         self._revision: dict[str, int] = {}  # record id → status version (status file identity)
         self._version = 0  # bumped on every change of the outbox folder
         self._listed: dict[Path, int] = {}
@@ -128,7 +132,9 @@ class OutboxBackend(BackendBase):
         self._progress = trio.Event()
 
     def _uses_local_sent(self) -> bool:
-        return not self.account["sent_account"] and not self.account["provider_files_sent"]
+        """Copies go to sent/ (or went there once, when the linked Sent folder failed)."""
+        local = not self.account["sent_account"] and not self.account["provider_files_sent"]
+        return local or self.sent_dir.is_dir()
 
     def _status(self, record: Record) -> str:
         if record.refused:
@@ -296,7 +302,6 @@ class OutboxBackend(BackendBase):
         records = await self._load()
         name = self._writable_name(path)
         if is_message_name(name):
-            self._not_busy(records.get(name))
             data = await trio.to_thread.run_sync(_read_bytes, spool)
             return await self._take_message(name, data)
         await trio.to_thread.run_sync(_copy_into, spool, self.files / _safe(name))
@@ -315,9 +320,20 @@ class OutboxBackend(BackendBase):
             raise IsADirectory(name)
         return name
 
-    def _not_busy(self, record: Record | None) -> None:
-        if record is not None and record.id in self._busy:
-            raise NotPermitted(f"{record.name} is being sent right now; try again in a moment")
+    @contextlib.contextmanager
+    def _holding(self, *records: Record | None) -> Iterator[None]:
+        """Keep the sender away from ``records`` while a user operation changes them."""
+        held = [r for r in records if r is not None]
+        for record in held:
+            if record.id in self._busy or record.id in self._held:
+                raise NotPermitted(f"{record.name} is being sent right now; try again in a moment")
+        ids = {r.id for r in held}
+        self._held |= ids
+        try:
+            yield
+        finally:
+            self._held -= ids
+            self._wake.set()
 
     async def _take_message(self, name: str, data: bytes) -> Entry:
         """Validate and enqueue durably; replace what had this name. Refusal: kept + EINVAL."""
@@ -333,7 +349,8 @@ class OutboxBackend(BackendBase):
             self._fill(record, message)
             stored = message.data
         old = records.get(name)
-        await trio.to_thread.run_sync(self._enqueue_sync, record, stored, old, name)
+        with self._holding(old):
+            await trio.to_thread.run_sync(self._enqueue_sync, record, stored, old, name)
         records[name] = record
         self._changed(record)
         self._wake.set()
@@ -364,8 +381,8 @@ class OutboxBackend(BackendBase):
         records = await self._load()
         if len(path) == 1 and path[0] in records:
             record = records[path[0]]
-            self._not_busy(record)
-            await trio.to_thread.run_sync(self.queue.remove, record)
+            with self._holding(record):
+                await trio.to_thread.run_sync(self.queue.remove, record)
             del records[path[0]]
             if record.waiting:
                 log.info("%s removed from the outbox before it was sent", record.name)
@@ -389,10 +406,15 @@ class OutboxBackend(BackendBase):
         source = records.get(old[0]) if len(old) == 1 else None
         if len(old) == 1 and self._record_of_status(old[0]) is not None:
             raise NotPermitted("a status file cannot be moved")
-        self._not_busy(source)
-        self._not_busy(records.get(name))
+        with self._holding(source):
+            return await self._rename(old, new, name, source)
+
+    async def _rename(self, old: Path, new: Path, name: str, source: Record | None) -> Entry | None:
+        records = await self._load()
         if source is not None and is_message_name(name):
-            await trio.to_thread.run_sync(self._rename_record_sync, source, name, records.get(name))
+            replaced = records.get(name)
+            with self._holding(replaced if replaced is not source else None):
+                await trio.to_thread.run_sync(self._rename_record_sync, source, name, replaced)
             records.pop(name, None)
             del records[source.name]
             source.name = name
@@ -431,6 +453,24 @@ class OutboxBackend(BackendBase):
     async def mkdir(self, path: Path) -> None:
         raise NotPermitted("the outbox has no subfolders of its own")
 
+    async def set_mode(self, path: Path, mode: int) -> None:
+        await self._touch_local(path, lambda f: os.chmod(f, mode))
+
+    async def set_mtime(self, path: Path, mtime: float) -> None:
+        await self._touch_local(path, lambda f: os.utime(f, (mtime, mtime)))
+
+    async def _touch_local(self, path: Path, change: Any) -> None:
+        """Plain files take the change; a message ignores it (its time is when it was queued)."""
+        records = await self._load()
+        if len(path) == 1 and (path[0] in records or self._record_of_status(path[0]) is not None):
+            return
+        file = self._local_path(path)
+        try:
+            await trio.to_thread.run_sync(change, file)
+        except FileNotFoundError:
+            raise NotFound("/".join(path)) from None
+        self._changed()
+
     # -- sending -----------------------------------------------------------------------------
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -451,7 +491,7 @@ class OutboxBackend(BackendBase):
                 now = time.time()
                 soonest = math.inf
                 for record in list(records.values()):
-                    if record.id in self._busy or not self._due_work(record):
+                    if record.id in self._busy or record.id in self._held or not self._due_work(record):
                         continue
                     if record.next_try <= now:
                         self._busy.add(record.id)
@@ -644,22 +684,34 @@ class OutboxBackend(BackendBase):
         """Copy the sent message where the user keeps sent mail (once)."""
         if self.account["provider_files_sent"]:
             record.filed = "the provider's Sent folder (provider_files_sent)"
+        elif self._sent_peer() is not None:
+            record.filed = await self._file_linked(record)
         else:
-            peer = self._sent_peer()
-            folder = await peer.sent_folder() if peer is not None else None
-            if peer is not None and folder is not None:
-                if not await peer.contains_message_id(folder, record.message_id):
-                    path = str(self.queue.message_path(record))
-                    await peer.commit(tuple(folder) + (record.name,), path, None)
-                record.filed = f"{self.account['sent_account']}:{'/'.join(folder)}"
-            else:
-                if peer is not None:
-                    log.warning("%s: %s has no Sent folder; keeping the copy in %s/",
-                                record.name, self.account["sent_account"], SENT_DIR)
-                target = self.sent_dir / message_name(record.id, record.subject, record.queued)
-                await trio.to_thread.run_sync(self._copy_sent_sync, record, target)
-                record.filed = f"{SENT_DIR}/{target.name}"
+            record.filed = await self._file_locally(record)
         await self._save(record)
+
+    async def _file_linked(self, record: Record) -> str:
+        """APPEND to the linked account's Sent folder; sent/ when it has none or refuses."""
+        peer, account = self._sent_peer(), self.account["sent_account"]
+        try:
+            folder = await peer.sent_folder()  # type: ignore[union-attr]
+            if folder is None:
+                raise NotFound(f"{account} has no Sent folder")
+            if not await peer.contains_message_id(folder, record.message_id):  # type: ignore[union-attr]
+                path = str(self.queue.message_path(record))
+                await peer.commit(tuple(folder) + (record.name,), path, None)  # type: ignore[union-attr]
+        except Transient:
+            raise  # try again later
+        except FsError as e:
+            log.warning("%s: cannot file the copy in %s (%s); keeping it in %s/",
+                        record.name, account, e, SENT_DIR)
+            return await self._file_locally(record)
+        return f"{account}:{'/'.join(folder)}"
+
+    async def _file_locally(self, record: Record) -> str:
+        target = self.sent_dir / message_name(record.id, record.subject, record.queued)
+        await trio.to_thread.run_sync(self._copy_sent_sync, record, target)
+        return f"{SENT_DIR}/{target.name}"
 
     def _copy_sent_sync(self, record: Record, target: FsPath) -> None:
         self.sent_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
