@@ -596,7 +596,8 @@ class OutboxBackend(BackendBase):
             if e.permanent:
                 log.warning("%s: the server refused it: %s", record.name, e.reply)
             return
-        record.last_reply = outcome.reply
+        # what the user needs to read: why it is still waiting, else the final answer
+        record.last_reply = next(iter(outcome.temporary.values()), outcome.reply)
         for address, reply in outcome.accepted.items():
             record.recipients[address] = SENT
             record.replies[address] = reply
