@@ -114,6 +114,22 @@ def test_prepare_article_adds_headers_and_keeps_body() -> None:
         nntp.prepare_article(b"just some text\n", "local.test", "x")
 
 
+def test_read_article_unstuffs_and_keeps_long_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    monkeypatch.setattr(nntp, "LINE_LIMIT", 16)  # force lines to arrive in pieces
+    long = b"y" * 40 + b"." * 3
+    wire = (b"220 1 <a@b> article\r\nSubject: x\r\n\r\n..dot\r\n" + long + b"\r\n"
+            b"bare lf\n" + b"z" * 15 + b"\r\n.\r\n430 no such article\r\n")
+    f, out = io.BytesIO(wire), io.BytesIO()
+    size = nntp.read_article(f, out)
+    assert out.getvalue() == b"Subject: x\r\n\r\n.dot\r\n" + long + b"\r\nbare lf\r\n" + b"z" * 15 + b"\r\n"
+    assert size == len(out.getvalue())
+    assert nntp.read_article(f, None) is None  # the next pipelined answer
+    with pytest.raises(EOFError):
+        nntp.read_article(io.BytesIO(b"220 ok\r\nbody\r\n"), None)
+
+
 # -- groups --------------------------------------------------------------------------------
 
 
