@@ -303,6 +303,19 @@ def test_anonymous_post_is_refused_with_the_servers_reason(
     assert inn.group_high("local.test") == 0
 
 
+def test_moderated_group_sends_to_the_moderator(inn: InnServer) -> None:
+    async def scenario(b: nntp.NntpBackend) -> Entry:
+        entry = await b.commit(("local.moderated", "x.eml"), spool(ARTICLE), None)
+        assert "Posted by fsmount" in entry.name and not entry.size_exact
+        assert await b.list(("local.moderated",)) == []  # not approved yet
+        return entry
+
+    entry = run(backend_for(inn, scheme="nntps"), scenario)
+    mail = inn.moderator_mail()
+    assert "local-moderated@moderators.test.invalid" in mail and entry.identity[0] in mail
+    assert inn.group_high("local.moderated") == 0
+
+
 def test_post_returns_the_message_id(inn: InnServer) -> None:
     article = b"Newsgroups: comp.lang.python,local.test\n" + ARTICLE
     mid = run(backend_for(inn, scheme="nntps"), lambda b: b.post(spool(article)))
@@ -378,6 +391,24 @@ def test_server_down() -> None:
         b = backend_for(None, user=None, port=port, tls="off", timeout=5)
         with pytest.raises(Unreachable):
             run(b, lambda b: b.stat(()))
+
+
+def test_dropped_connections_are_replaced_and_posts_not_doubled(inn: InnServer) -> None:
+    inn.post("local.test", "before")
+
+    async def scenario(b: nntp.NntpBackend) -> None:
+        [entry] = await b.list(("local.test",))
+        assert inn.drop_connections() >= 1
+        assert len(await b.list(("local.test",))) == 1  # reconnected transparently
+        assert inn.drop_connections() >= 1
+        with tempfile.NamedTemporaryFile() as out:
+            assert (await b.download(("local.test", entry.name), out.name)).size
+        assert inn.drop_connections() >= 1
+        posted = await b.commit(("local.test", "new.eml"), spool(ARTICLE), None)
+        assert key_of(posted.name) == "2"
+
+    run(backend_for(inn, scheme="nntps"), scenario)
+    assert inn.group_high("local.test") == 2
 
 
 def test_server_killed_mid_session_is_transient(inn: InnServer) -> None:

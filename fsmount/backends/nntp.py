@@ -28,6 +28,7 @@ its Message-ID, so nothing is posted twice and nothing is half-posted.
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import io
 import logging
 import os
@@ -173,6 +174,12 @@ def read_article(f: BinaryIO, out: BinaryIO | None) -> int | None:
 class Prepared:
     lines: list[bytes]
     message_id: str
+
+    def header(self, name: str) -> str | None:
+        head = self.lines[: self.lines.index(b"")] if b"" in self.lines else self.lines
+        value = BytesHeaderParser(policy=compat32).parsebytes(b"\r\n".join(head) + b"\r\n\r\n")
+        found = value.get(name)
+        return None if found is None else str(found)
 
 
 def prepare_article(raw: bytes, group: str | None, id_domain: str) -> Prepared:
@@ -485,7 +492,7 @@ class NntpBackend(BackendBase):
                            "copy articles into a group's folder to post them")
         article = prepare_article(await trio.to_thread.run_sync(_read, spool), group, self._id_domain())
         await self._post(article)
-        return await self._posted_entry(group, article.message_id)
+        return await self._posted_entry(group, article)
 
     async def post(self, spool: str) -> str:
         """POST a complete article file as it is (Newsgroups included); returns its Message-ID.
@@ -532,6 +539,7 @@ class NntpBackend(BackendBase):
 
     async def _has(self, message_id: str) -> bool:
         def stat(conn: nntplib.NNTP) -> bool:
+            log.debug("%s: STAT %s", self.account.label, message_id)
             try:
                 conn.stat(message_id)
                 return True
@@ -540,15 +548,21 @@ class NntpBackend(BackendBase):
 
         return await self._run(stat, f"STAT {message_id}")
 
-    async def _posted_entry(self, group: str, message_id: str) -> Entry:
-        """The new article's entry; a synthetic one when it is not in the group yet (moderated)."""
+    async def _posted_entry(self, group: str, article: Prepared) -> Entry:
+        """The new article's entry from the group's overview.
+
+        A moderated group's article goes to the moderator and is not in the group (yet): then
+        a stand-in entry, which the next listing replaces by what the group really holds.
+        """
         for entry in await self._articles(group):
-            if entry.identity == (message_id,):
+            if entry.identity == (article.message_id,):
                 return entry
-        log.info("%s: %s is not in %s yet (moderated or queued)", self.account.label, message_id, group)
-        key = "posted-" + format(abs(hash(message_id)) % (1 << 32), "08x")
-        return Entry(message_name(key, None, time.time()), False, None, time.time(),
-                     (message_id,), size_exact=False)
+        log.info("%s: %s is not in %s (moderated: sent to the moderator)",
+                 self.account.label, article.message_id, group)
+        key = "posted-" + hashlib.sha1(article.message_id.encode()).hexdigest()[:8]
+        now = time.time()
+        return Entry(message_name(key, article.header("Subject"), now), False, None, now,
+                     (article.message_id,), size_exact=False)
 
     async def aclose(self) -> None:
         await self.pool.aclose()

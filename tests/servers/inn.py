@@ -132,6 +132,11 @@ class InnServer:
             _, info = c.article(str(ident) if isinstance(ident, int) else ident)
             return b"".join(line + b"\r\n" for line in info.lines)
 
+    def moderator_mail(self) -> str:
+        """What nnrpd mailed to moderators (articles posted to moderated groups)."""
+        path = self.dir / "log" / "moderator.mbox"
+        return path.read_text(errors="replace") if path.exists() else ""
+
     def group_high(self, group: str) -> int:
         with self.client(None) as c:
             return int(c.group(group)[3])
@@ -145,6 +150,18 @@ class InnServer:
 
     def new_group(self, name: str, flag: str = "y") -> None:
         self.ctlinnd("newgroup", name, flag, "fixture")
+
+    def drop_connections(self) -> int:
+        """SIGKILL the per-connection nnrpd children of our servers: every client is cut off."""
+        killed = 0
+        for proc in self.procs:
+            for child in _children(proc.pid):
+                try:
+                    os.kill(child, signal.SIGKILL)
+                    killed += 1
+                except ProcessLookupError:
+                    pass
+        return killed
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -185,6 +202,7 @@ def _layout(d: Path, groups: dict[str, str], pathhost: str) -> None:
         "pgpverify": "false", "doinnwatch": "false", "htmlstatus": "false",
         "status": "0", "timer": "0", "nnrpdloadlimit": "0", "artcutoff": "0",
         "tlscertfile": f"{d}/etc/cert.pem", "tlskeyfile": f"{d}/etc/key.pem",
+        "mta": f'"{d}/etc/fake-mta %s"',
     })
     (d / "etc" / "incoming.conf").write_text("# no peers: 127.0.0.1 is a reader, not a feeder\n")
     (d / "etc" / "newsfeeds").write_text("ME:*,!junk,!control*::\n")
@@ -193,6 +211,11 @@ def _layout(d: Path, groups: dict[str, str], pathhost: str) -> None:
     (d / "db" / "newsgroups").write_text("local.test\tLocal test group.\n")
     (d / "db" / "active.times").touch()
     (d / "etc" / "moderators").write_text("*:%s@moderators.test.invalid\n")
+    # Articles for moderated groups go to the moderator by mail: into a file here, never
+    # through the machine's MTA.
+    mta = d / "etc" / "fake-mta"
+    mta.write_text(f"#!/bin/sh\n{{ echo \"To: $1\"; cat; echo; }} >> {d}/log/moderator.mbox\n")
+    mta.chmod(0o755)
     (d / "etc" / "nnrp.passwd").write_text("".join(
         f"{user}:{_crypt(password)}\n" for user, password in USERS.items()))
     (d / "etc" / "readers.conf").write_text(f"""\
@@ -232,6 +255,14 @@ access "users" {{
 def _crypt(password: str) -> str:
     return subprocess.run(["openssl", "passwd", "-6", password], check=True,
                           capture_output=True, text=True).stdout.strip()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except FileNotFoundError:
+        return []
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
