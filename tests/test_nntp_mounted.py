@@ -1,13 +1,21 @@
 """NNTP through the real mount, driven by real tools; every result checked on the server."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.mounting import mounted, run, wait_for
+from fsmount.backends import nntp
+from tests.mounting import check_log, is_mounted, mounted, private_env, run, wait_for
 from tests.servers.inn import InnServer, inn  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no FUSE")
@@ -133,3 +141,87 @@ def test_new_articles_appear(inn: InnServer) -> None:
         assert any(f.name.endswith("Fresh news [2].eml") for f in article_files(group))
         inn.new_group("local.later")
         wait_for(lambda: (m.path / "news" / "local.later").is_dir(), 10, "the new group")
+
+
+# -- benchmark (FSMOUNT_BENCH=1) -------------------------------------------------------------
+
+FLOOR = Path(__file__).resolve().parents[2] / "shared" / "bench" / "fuse_floor.py"
+
+
+@contextlib.contextmanager
+def quiet_mount(config_toml: str, home: Path) -> Iterator[Path]:
+    """Like ``mounted`` but without --debug: per-operation logging is not what users run."""
+    mnt = home / "mnt"
+    mnt.mkdir()
+    cfg = home / "config.toml"
+    cfg.write_text(config_toml)
+    cfg.chmod(0o600)
+    log = home / "fsmount.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "fsmount", "-f", "-c", str(cfg), str(mnt)],
+                                stdout=out, stderr=subprocess.STDOUT, env=private_env(home))
+    try:
+        wait_for(lambda: is_mounted(mnt) or proc.poll() is not None, 30, "the mount")
+        assert is_mounted(mnt), log.read_text()
+        yield mnt
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
+        proc.wait(timeout=30)
+        check_log(log.read_text(errors="replace"))
+
+
+@contextlib.contextmanager
+def floor_mount(source: Path, mnt: Path) -> Iterator[Path]:
+    mnt.mkdir()
+    proc = subprocess.Popen([sys.executable, str(FLOOR), str(source), str(mnt)])
+    try:
+        wait_for(lambda: is_mounted(mnt) or proc.poll() is not None, 30, "the floor mount")
+        yield mnt
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
+        proc.wait(timeout=30)
+
+
+def timed(*cmd: object) -> float:
+    start = time.perf_counter()
+    done = subprocess.run([str(c) for c in cmd], capture_output=True)
+    assert done.returncode in (0, 1), done.stderr  # grep: 1 = no match
+    return time.perf_counter() - start
+
+
+@pytest.mark.skipif(not os.environ.get("FSMOUNT_BENCH"), reason="benchmark: set FSMOUNT_BENCH=1")
+def test_benchmark_grep_2000_articles(inn: InnServer) -> None:
+    """Cold grep -rl ≥ 50 % of a direct ARTICLE loop's rate; warm within 1.3× of fuse_floor.
+
+    The home (with the content cache) is in /var/tmp: creating a file under /tmp costs ~1 ms
+    on the test machine (measured), 50× more than elsewhere on the same disk.
+    """
+    count = 2000
+    inn.post_many("local.test", count)
+    with inn.client(tls=True) as c:
+        nntp._acknowledge_quickly(c)  # as fast a client as fsmount's own
+        c.group("local.test")
+        start = time.perf_counter()
+        for number in range(1, count + 1):
+            c.article(str(number))
+        direct = time.perf_counter() - start
+    home = Path(tempfile.mkdtemp(prefix="bench-nntp-", dir="/var/tmp"))
+    try:
+        with quiet_mount(config(inn, max_articles=count), home) as mnt:
+            group = mnt / "news" / "local.test"
+            assert len(os.listdir(group)) == count
+            cold = timed("grep", "-rl", "no such text", group)
+            warm = timed("grep", "-rl", "no such text", group)
+            local = home / "local"
+            shutil.copytree(group, local)
+        with floor_mount(local, home / "floor") as floor_mnt:
+            timed("grep", "-rl", "no such text", floor_mnt)
+            floor = timed("grep", "-rl", "no such text", floor_mnt)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    report = (f"{count} articles: direct ARTICLE loop {direct:.2f} s, cold grep {cold:.2f} s "
+              f"({direct / cold:.0%} of direct), warm {warm:.2f} s, floor {floor:.2f} s "
+              f"({warm / floor:.2f}× floor)")
+    print(report)
+    assert direct / cold >= 0.5, report
+    assert warm <= 1.3 * floor, report
