@@ -154,3 +154,26 @@ def test_vim_writes_a_message(smtp_server: SmtpServer) -> None:
         wait_for(lambda: not [n for n in listing(outbox) if n.endswith((".eml", ".swp"))],
                  what="delivery, and vim's swap file gone")
     assert len(smtp_server.deliveries) == 1
+
+
+def test_mail_with_newsgroups_is_also_posted(smtp_server: SmtpServer) -> None:
+    from tests.servers.inn import available, running_inn
+
+    if not available():
+        pytest.skip("inn2 is not installed")
+    msg = ("From: Alice <alice@example.org>\nTo: bob@example.org\nNewsgroups: local.test\n"
+           "Message-ID: <cross-1@example.org>\nSubject: To both\n\nMail and news.\n")
+    with running_inn() as inn:
+        news = "\n".join([
+            "[accounts.news]",
+            f'url = "nntps://alice@127.0.0.1:{inn.tls_port}"',
+            f'ca_file = "{inn.ca}"',
+            'password = "secret1"',
+        ])
+        with mounted(config(smtp_server, news_account="news") + news + "\n") as m:
+            outbox = m.path / "outbox"
+            (outbox / "both.eml").write_text(msg)
+            [d] = smtp_server.wait_deliveries(1)
+            assert d.rcpt_tos == ("bob@example.org",)
+            wait_for(lambda: "both.eml" not in listing(outbox), what="mail and news done")
+            assert b"Mail and news." in inn.article("<cross-1@example.org>")
