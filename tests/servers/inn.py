@@ -368,7 +368,11 @@ def running_inn(groups: dict[str, str] | None = None) -> Iterator[InnServer]:
         _layout(d, groups or DEFAULT_GROUPS, pathhost)
         proc, port = _start_innd(d, pathhost, log)
         server = InnServer(d, port, 0, pathhost, certs().ca, [proc])
-        if not _greets(port, pathhost, proc, time.monotonic() + 20):
+        try:
+            started = _greets(port, pathhost, proc, time.monotonic() + 60)
+        except TimeoutError:
+            started = False
+        if not started:
             raise RuntimeError(f"innd did not start:\n{log.read_text(errors='replace')[-3000:]}")
         tls_proc, server.tls_port = _start_nntps(d, pathhost, log)
         server.procs.append(tls_proc)
