@@ -1,0 +1,762 @@
+"""FTP and FTPS: a server's directory tree as files.
+
+Every call runs on a pooled, logged-in control connection in a worker thread (``net.pool``).
+Paths are absolute remote paths built from the account's root, so no call depends on a
+connection's working directory.
+
+Reads are ranged: ``REST offset`` + ``RETR``. After a read the transfer is *paused*, not
+closed: its data socket stays open on its connection, so the next read at the exact next
+offset (the cache layer's read-ahead) continues on the same socket without a round trip. A
+read elsewhere, a different command on that connection, two seconds of idleness (``run``) or
+``aclose`` end it: the client closes the data socket and reads the one reply the server sends
+for the transfer (226 or 426), which costs far less than a new connection.
+
+Uploads go to a hidden temporary name in the same directory and are renamed over the final
+name, so a half-uploaded file never appears under its real name.
+
+FTPS: implicit (``ftps://``, TLS from the first byte) or explicit (``AUTH TLS``), data channel
+protected (``PROT P``), and every data connection resumes the control connection's TLS
+session, which vsftpd (``require_ssl_reuse``) and FileZilla Server insist on and ftplib does
+not do by itself.
+"""
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import ftplib
+import logging
+import os
+import re
+import secrets
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import trio
+
+from ..config import Account
+from ..credentials import Secret
+from ..errors import (
+    AlreadyExists, AuthenticationFailed, FsError, InvalidArgument, IsADirectory, NoSpace,
+    NotADirectory, NotEmpty, NotFound, PermissionDenied, TimedOut, Transient, Unreachable,
+    Unsupported,
+)
+from ..net.pool import STALE_AFTER, ConnectionPool
+from ..net.tls import TlsMode, client_context
+from . import ftplist
+from .base import BackendBase, Capabilities, Entry, Path
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BLOCKSIZE = 1 << 20  # upload/download chunk: few system calls, still little memory
+PAUSE_IDLE = 2.0  # a paused read transfer idle this long is closed
+ABORT_TIMEOUT = 5.0  # how long the server may take to confirm an abandoned transfer
+
+
+def create(account: Account, secret: Secret, env: Any) -> FtpBackend:
+    return FtpBackend(account, secret)
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+_MISSING = re.compile(r"no such|not found|does not exist|doesn'?t exist|not exist|cannot find|"
+                      r"can'?t find|unknown file|no files found|file unavailable", re.I)
+_DENIED = re.compile(r"denied|permission|privilege|not allowed|forbidden|read-only|read only|"
+                     r"access|not authori[sz]ed|refused", re.I)
+
+
+def reply_error(reply: str) -> FsError:
+    """An FTP error reply → the FsError the user sees (context-free; see ``_resolve_550``)."""
+    code, text = reply[:3], reply.strip()
+    if code == "550":
+        if re.search(r"not empty", text, re.I):
+            return NotEmpty(text)
+        if re.search(r"not a directory", text, re.I):
+            return NotADirectory(text)
+        if re.search(r"is a directory", text, re.I):
+            return IsADirectory(text)
+        if re.search(r"exists", text, re.I) and not _MISSING.search(text):
+            return AlreadyExists(text)
+        if _DENIED.search(text) and not _MISSING.search(text):
+            return PermissionDenied(text)
+        return NotFound(text)
+    if code == "552":
+        return NoSpace(text)
+    if code == "553":
+        return PermissionDenied(text) if _DENIED.search(text) else InvalidArgument(text)
+    if code == "530":
+        return PermissionDenied(text)
+    if code in ("500", "502", "504"):
+        return Unsupported(text)
+    if code == "501":
+        return InvalidArgument(text)
+    if code[:1] == "4":
+        return Transient(f"FTP server: {text}")
+    return FsError(f"FTP server: {text}")
+
+
+def classify(exc: BaseException) -> FsError:
+    """Map a client failure; only ``Transient`` ones are retried (on a new connection)."""
+    if isinstance(exc, FsError):
+        return exc
+    if isinstance(exc, ftplib.error_proto):
+        return Transient(f"garbled answer from the FTP server: {exc}")
+    if isinstance(exc, ftplib.Error):
+        return reply_error(str(exc))
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return PermissionDenied(f"TLS certificate not trusted: {exc.verify_message}")
+    if isinstance(exc, ConnectionRefusedError | socket.gaierror):
+        return Unreachable(f"FTP server unreachable: {exc}")
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return TimedOut(f"FTP server timed out: {exc}")
+    if isinstance(exc, EOFError | OSError):
+        return Transient(f"connection to the FTP server lost: {exc!r}")
+    if isinstance(exc, ValueError) and "newline" in str(exc):
+        return InvalidArgument("a name with a line break cannot be sent to an FTP server")
+    if isinstance(exc, UnicodeError):
+        return InvalidArgument(f"name not representable in the server's encoding: {exc}")
+    return FsError(repr(exc))
+
+
+# -- the client -----------------------------------------------------------------------------
+
+
+class _Transfer:
+    """A RETR whose data socket stays open between reads."""
+
+    def __init__(self, rpath: str, pos: int, sock: socket.socket) -> None:
+        self.rpath = rpath
+        self.pos = pos
+        self.sock = sock
+        self.used = time.monotonic()
+
+    def read(self, size: int) -> bytes:
+        buf = bytearray(size)
+        view = memoryview(buf)
+        got = 0
+        while got < size:
+            n = self.sock.recv_into(view[got:], size - got)
+            if n == 0:
+                break
+            got += n
+        self.pos += got
+        self.used = time.monotonic()
+        return bytes(buf) if got == size else bytes(view[:got])
+
+
+class Client(ftplib.FTP_TLS):
+    """ftplib with implicit TLS, TLS session reuse, EPSV-then-PASV, byte-safe names and
+    command logging that never shows a password. Also holds what fsmount knows about the
+    connection: features, the remote root, a paused read transfer."""
+
+    def __init__(self, context: ssl.SSLContext, *, implicit: bool, encoding: str, timeout: float,
+                 label: str) -> None:
+        super().__init__(context=context, timeout=timeout, encoding=encoding)
+        self.implicit = implicit
+        self.label = label
+        self.feats: set[str] = set()
+        self.root = "/"
+        self.transfer: _Transfer | None = None
+        self.epsv: bool | None = None  # unknown until tried
+        self.list_args: str | None = "-a"  # LIST -a shows dot files; dropped if refused
+
+    # -- wire --------------------------------------------------------------------------
+
+    def connect(self, host: str = "", port: int = 0, timeout: float = -999,  # type: ignore[override]
+                source_address: Any = None) -> str:
+        self.host, self.port = host, port
+        self.sock = socket.create_connection((host, port), self.timeout)
+        self.af = self.sock.family
+        if self.implicit:
+            self.sock = self.context.wrap_socket(self.sock, server_hostname=host)
+        self.file = self.sock.makefile("r", encoding=self.encoding, errors="surrogateescape")
+        self.welcome = self.getresp()
+        return self.welcome
+
+    def start_tls(self) -> None:
+        """AUTH TLS on the control connection (ftplib's ``auth`` loses the byte-safe reader)."""
+        resp = self.sendcmd("AUTH TLS")
+        if not resp.startswith("234"):
+            raise ftplib.error_reply(resp)
+        self.sock = self.context.wrap_socket(self.sock, server_hostname=self.host)
+        self.file = self.sock.makefile("r", encoding=self.encoding, errors="surrogateescape")
+
+    @property
+    def secure(self) -> bool:
+        return isinstance(self.sock, ssl.SSLSocket)
+
+    def putline(self, line: str) -> None:
+        if "\r" in line or "\n" in line:
+            raise ValueError("an illegal newline character should not be contained")
+        log.debug("%s > %s", self.label, "PASS ****" if line[:5].upper() == "PASS " else line)
+        self.sock.sendall((line + "\r\n").encode(self.encoding, "surrogateescape"))
+
+    def makepasv(self) -> tuple[str, int]:
+        peer = self.sock.getpeername()
+        if self.epsv is not False:
+            try:
+                _, port = ftplib.parse229(self.sendcmd("EPSV"), peer)
+                self.epsv = True
+                return peer[0], port
+            except ftplib.error_perm:
+                if self.epsv:
+                    raise
+                self.epsv = False
+        _, port = ftplib.parse227(self.sendcmd("PASV"))
+        return peer[0], port  # never trust the address in a 227 reply
+
+    def ntransfercmd(self, cmd: str, rest: int | str | None = None) -> tuple[socket.socket, int | None]:
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self._prot_p:  # type: ignore[attr-defined]
+            session = self.sock.session if isinstance(self.sock, ssl.SSLSocket) else None
+            try:
+                conn = self.context.wrap_socket(conn, server_hostname=self.host, session=session)
+            except BaseException:
+                conn.close()
+                raise
+        return conn, size
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def path(self, path: Path) -> str:
+        return self.root.rstrip("/") + "/" + "/".join(path) if path else self.root
+
+    @property
+    def mlst(self) -> bool:
+        return "MLST" in self.feats
+
+    def read_data(self, cmd: str) -> bytes:
+        """Run a listing command and return its data connection's bytes."""
+        with self.transfercmd(cmd) as conn:
+            chunks = []
+            while True:
+                chunk = conn.recv(1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        self.voidresp()
+        return b"".join(chunks)
+
+    def end_transfer(self) -> None:
+        """Abandon a paused read: close its socket, then read the transfer's final reply."""
+        t, self.transfer = self.transfer, None
+        if t is None:
+            return
+        _close_socket(t.sock)
+        old = self.sock.gettimeout()
+        self.sock.settimeout(min(ABORT_TIMEOUT, old or ABORT_TIMEOUT))
+        try:
+            resp = self.getresp_any()
+        finally:
+            self.sock.settimeout(old)
+        if resp[:1] not in ("2", "4"):
+            raise ftplib.error_proto(resp)
+
+    def getresp_any(self) -> str:
+        """One reply, whatever its code (ftplib's ``getresp`` raises on 4xx/5xx)."""
+        resp = self.getmultiline()
+        self.lastresp = resp[:3]
+        return resp
+
+    def close_quietly(self) -> None:
+        t, self.transfer = self.transfer, None
+        if t is not None:
+            _close_socket(t.sock)
+        try:
+            if t is None and self.sock is not None:
+                self.sock.settimeout(2.0)
+                self.quit()
+        except Exception as e:
+            log.debug("%s: QUIT failed: %s", self.label, e)
+        finally:
+            self.close()
+
+
+def _close_socket(sock: socket.socket) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+# -- connection pool preferring the connection that holds a transfer ----------------------
+
+_PREFER: contextvars.ContextVar[Callable[[Client], bool] | None] = contextvars.ContextVar(
+    "ftp_prefer", default=None)
+
+
+class _Pool(ConnectionPool[Client]):
+    """A pool that hands a read the connection holding its paused transfer, and other calls a
+    connection without one (or a new one while under the limit), so ``ls`` elsewhere in the
+    mount does not abort a sequential read."""
+
+    def _take(self) -> tuple[Client | None, bool]:
+        prefer = _PREFER.get()
+        idle = self._idle
+        pick = None
+        for i in range(len(idle) - 1, -1, -1):
+            conn = idle[i][0]
+            if prefer is not None and prefer(conn):
+                pick = i
+                break
+            if pick is None and conn.transfer is None:
+                pick = i
+                if prefer is None:
+                    break
+        if pick is None:
+            existing = self._slots.borrowed_tokens - 1 + len(idle)
+            if not idle or existing < self.limit:
+                return None, False
+            pick = len(idle) - 1
+        conn, used, needs_check = idle.pop(pick)
+        return conn, needs_check or time.monotonic() - used > STALE_AFTER
+
+    async def settle_idle(self, max_idle: float) -> None:
+        """End paused transfers nobody has continued for ``max_idle`` seconds."""
+        now = time.monotonic()
+        for conn, _, _ in list(self._idle):
+            t = conn.transfer
+            if t is not None and now - t.used > max_idle:
+                await self.settle(conn)
+
+    async def settle(self, conn: Client) -> None:
+        async with self._slots:
+            for i, item in enumerate(self._idle):
+                if item[0] is conn:
+                    del self._idle[i]
+                    break
+            else:
+                return
+            try:
+                await trio.to_thread.run_sync(conn.end_transfer, limiter=self._threads)
+            except Exception as e:
+                log.debug("%s: dropping a connection after an abandoned transfer: %s", self.name, e)
+                await trio.to_thread.run_sync(conn.close_quietly, limiter=self._threads)
+                return
+            self._idle.append((conn, time.monotonic(), False))
+
+    async def settle_all(self) -> None:
+        for conn, _, _ in list(self._idle):
+            if conn.transfer is not None:
+                await self.settle(conn)
+
+
+# -- the backend ----------------------------------------------------------------------------
+
+
+class FtpBackend(BackendBase):
+    def __init__(self, account: Account, secret: Secret) -> None:
+        self.account = account
+        self.secret = secret
+        self.capabilities = Capabilities(
+            ranged_read=True, write=True, overwrite=True, mkdir=True, remove=True, rename=True,
+            set_mode=True, set_mtime=True, immutable=False,
+        )
+        self.context = client_context(account["ca_file"], account["tls_verify"]) \
+            if account.tls != TlsMode.OFF else ssl.create_default_context()
+        self.pool = _Pool(
+            f"ftp {account.host}", self._connect, Client.close_quietly, classify,
+            limit=account["connections"], timeout=account["timeout"], check=self._check,
+        )
+        self._chmod_ok: bool | None = None
+        self._closed = False
+
+    # -- connections -------------------------------------------------------------------
+
+    def _connect(self) -> Client:
+        acc = self.account
+        c = Client(self.context, implicit=acc.tls == TlsMode.IMPLICIT, encoding=acc["encoding"],
+                   timeout=float(acc["timeout"]), label=f"ftp {acc.host}")
+        try:
+            self._open(c)
+        except BaseException:
+            c.close()
+            raise
+        return c
+
+    def _open(self, c: Client) -> None:
+        acc = self.account
+        log.debug("connecting to %s", acc.label)
+        try:
+            c.connect(acc.host, acc.port)
+        except ftplib.error_temp as e:
+            if str(e).startswith("421"):
+                trio.from_thread.run_sync(self.pool.reduce_limit)
+                raise Transient(f"FTP server refused a connection: {e}") from None
+            raise
+        if acc.tls in (TlsMode.REQUIRE, TlsMode.PREFER):
+            try:
+                c.start_tls()
+            except (ftplib.error_perm, ftplib.error_reply) as e:
+                if acc.tls == TlsMode.REQUIRE:
+                    raise PermissionDenied(f"{acc.label} does not offer TLS (AUTH TLS: {e}); "
+                                           "tls = \"require\" forbids a clear-text login") from None
+                log.debug("%s: no TLS (%s); continuing in clear", acc.label, e)
+        user, password = self._credentials()
+        if not c.secure and user != "anonymous" and not acc["plaintext_auth"]:
+            raise PermissionDenied(
+                f"{acc.label} offers no TLS; refusing to send the password in clear "
+                "(set plaintext_auth = true to allow it)")
+        self._login(c, user, password)
+        if c.secure:
+            c.voidcmd("PBSZ 0")
+            c.voidcmd("PROT P")
+            c._prot_p = True  # type: ignore[attr-defined]
+        c.feats = self._features(c)
+        if "UTF8" in c.feats and acc["encoding"].lower().replace("-", "") in ("utf8",):
+            _quietly(c, "OPTS UTF8 ON")
+        c.voidcmd("TYPE I")
+        c.set_pasv(bool(acc["passive"]))
+        c.root = self._root(c)
+        if "MFMT" not in c.feats and self.capabilities.set_mtime:
+            self.capabilities = dataclasses.replace(self.capabilities, set_mtime=False)
+
+    def _credentials(self) -> tuple[str, str]:
+        user = self.account.user
+        if user is None or (self.secret.password is None and user in ("anonymous", "ftp")):
+            return "anonymous", "anonymous@"
+        return user, self.secret.password or ""
+
+    def _login(self, c: Client, user: str, password: str) -> None:
+        try:
+            ftplib.FTP.login(c, user, password)
+        except ftplib.error_perm as e:
+            text = str(e)
+            if text.startswith(("530", "430", "331", "332")):
+                raise AuthenticationFailed(f"{self.account.label}: {text}") from None
+            raise
+        except ftplib.error_reply as e:
+            raise AuthenticationFailed(f"{self.account.label}: {e}") from None
+
+    @staticmethod
+    def _features(c: Client) -> set[str]:
+        try:
+            resp = c.sendcmd("FEAT")
+        except ftplib.Error:
+            return set()
+        feats = set()
+        for line in resp.splitlines()[1:-1]:
+            word, _, args = line.strip().partition(" ")
+            word = word.upper()
+            if word:
+                feats.add(word)
+            if word == "MLST":  # ask for the facts we use (servers omit unix.mode by default)
+                offered = {f.rstrip("*").lower() for f in args.split(";") if f}
+                wanted = [f for f in ("type", "size", "modify", "unix.mode") if f in offered]
+                if wanted and any(not f.endswith("*") for f in args.split(";") if f):
+                    _quietly(c, "OPTS MLST " + ";".join(wanted) + ";")
+        return feats
+
+    def _root(self, c: Client) -> str:
+        want = self.account.path.rstrip("/")
+        home = c.pwd() or "/"
+        if not want:
+            root = home
+        elif want.startswith("/"):
+            root = want
+        else:
+            root = home.rstrip("/") + "/" + want
+        if root != home:
+            try:
+                c.cwd(root)
+            except ftplib.error_perm as e:
+                raise NotFound(f"{self.account.label}: remote folder {root}: {e}") from None
+        return root
+
+    def _check(self, c: Client) -> None:
+        c.end_transfer()
+        c.voidcmd("NOOP")
+
+    # -- running calls -----------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[Client], T], *, retry: bool = True, what: str = "") -> T:
+        def call(c: Client) -> T:
+            c.end_transfer()
+            return fn(c)
+
+        return await self.pool.run(call, retry=retry, what=what)
+
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Background upkeep while mounted: close read transfers nobody continues."""
+        task_status.started()
+        while not self._closed:
+            await trio.sleep(PAUSE_IDLE / 2)
+            await self.pool.settle_idle(PAUSE_IDLE)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await self.pool.aclose()
+
+    # -- metadata ----------------------------------------------------------------------
+
+    async def list(self, path: Path) -> list[Entry]:
+        return await self._run(lambda c: self._list(c, path), what="list")
+
+    def _list(self, c: Client, path: Path) -> list[Entry]:
+        rpath = c.path(path)
+        try:
+            if c.mlst:
+                data = c.read_data("MLSD " + rpath)
+            else:
+                data = self._list_raw(c, rpath)
+        except ftplib.error_perm as e:
+            raise self._resolve_550(c, path, e) from None
+        lines = [line.decode(c.encoding, "surrogateescape") for line in ftplist.split_lines(data)]
+        return ftplist.parse_lines(lines, mlsd=c.mlst)
+
+    @staticmethod
+    def _list_raw(c: Client, rpath: str) -> bytes:
+        """LIST of a directory, entered with CWD so that no name is mistaken for an option."""
+        c.cwd(rpath)
+        if c.list_args:
+            try:
+                return c.read_data("LIST " + c.list_args)
+            except ftplib.error_perm:
+                c.list_args = None
+        return c.read_data("LIST")
+
+    async def stat(self, path: Path) -> Entry:
+        if not path:
+            return await self._run(self._stat_root, what="login")
+        return await self._run(lambda c: self._stat(c, path), what="stat")
+
+    def _stat_root(self, c: Client) -> Entry:
+        return Entry("", True, None, None, identity=())
+
+    def _stat(self, c: Client, path: Path) -> Entry:
+        if not path:
+            return self._stat_root(c)
+        if c.mlst:
+            try:
+                resp = c.sendcmd("MLST " + c.path(path))
+            except ftplib.error_perm as e:
+                if str(e)[:3] in ("500", "502"):
+                    c.feats.discard("MLST")
+                    return self._stat(c, path)
+                raise reply_error(str(e)) from None
+            for line in resp.splitlines()[1:-1]:
+                facts = line.strip().partition(" ")[0]
+                entry = ftplist.parse_mlsd_line(f"{facts} x")
+                if entry is not None:
+                    return dataclasses.replace(entry, name=path[-1])
+            raise FsError(f"unreadable MLST answer for {c.path(path)}")
+        for entry in self._list(c, path[:-1]):
+            if entry.name == path[-1]:
+                return entry
+        raise NotFound("/".join(path))
+
+    def _exists(self, c: Client, path: Path) -> bool:
+        try:
+            self._stat(c, path)
+            return True
+        except NotFound:
+            return False
+        except FsError:
+            return True
+
+    def _resolve_550(self, c: Client, path: Path, e: ftplib.Error) -> FsError:
+        """550 means missing *or* forbidden; where the text does not say which, look."""
+        error = reply_error(str(e))
+        text = str(e)
+        if str(e)[:3] == "550" and not _MISSING.search(text) and not _DENIED.search(text) \
+                and isinstance(error, NotFound) and path:
+            try:
+                if self._exists(c, path):
+                    return PermissionDenied(text)
+            except Exception:
+                pass
+        return error
+
+    # -- content -----------------------------------------------------------------------
+
+    async def read(self, path: Path, offset: int, size: int) -> bytes:
+        if size <= 0:
+            return b""
+        token = _PREFER.set(lambda c: c.transfer is not None and c.transfer.rpath == c.path(path)
+                            and c.transfer.pos == offset)
+        try:
+            return await self.pool.run(lambda c: self._read(c, path, offset, size), what="read")
+        finally:
+            _PREFER.reset(token)
+
+    def _read(self, c: Client, path: Path, offset: int, size: int) -> bytes:
+        rpath = c.path(path)
+        t = c.transfer
+        if t is not None and (t.rpath != rpath or t.pos != offset):
+            c.end_transfer()
+            t = None
+        if t is None:
+            try:
+                sock, _ = c.ntransfercmd("RETR " + rpath, rest=offset or None)
+            except ftplib.error_perm as e:
+                raise self._resolve_550(c, path, e) from None
+            t = c.transfer = _Transfer(rpath, offset, sock)
+        try:
+            data = t.read(size)
+        except BaseException:
+            c.transfer = None
+            _close_socket(t.sock)
+            raise
+        if len(data) < size:  # end of file: the server's 226 follows
+            c.transfer = None
+            _close_socket(t.sock)
+            c.voidresp()
+        return data
+
+    async def download(self, path: Path, into: str) -> Entry:
+        return await self._run(lambda c: self._download(c, path, into), what="download")
+
+    def _download(self, c: Client, path: Path, into: str) -> Entry:
+        entry = self._stat(c, path)
+        if entry.is_dir:
+            raise IsADirectory("/".join(path))
+        size = 0
+        with open(into, "wb") as out:
+            try:
+                conn, _ = c.ntransfercmd("RETR " + c.path(path))
+            except ftplib.error_perm as e:
+                raise self._resolve_550(c, path, e) from None
+            with conn:
+                buf = bytearray(BLOCKSIZE)
+                view = memoryview(buf)
+                while True:
+                    n = conn.recv_into(view)
+                    if not n:
+                        break
+                    out.write(view[:n])
+                    size += n
+            c.voidresp()
+        if size != entry.size:
+            entry = dataclasses.replace(entry, size=size, identity=(size, entry.mtime))
+        return entry
+
+    async def commit(self, path: Path, spool: str, replacing: Entry | None) -> Entry:
+        temps: list[str] = []  # partial uploads of failed attempts, removed afterwards
+        try:
+            return await self._run(lambda c: self._commit(c, path, spool, temps), what="upload")
+        finally:
+            if temps:
+                with trio.CancelScope(shield=True):
+                    await self._remove_temps(temps)
+
+    def _commit(self, c: Client, path: Path, spool: str, temps: list[str]) -> Entry:
+        final = c.path(path)
+        temp = c.path(path[:-1] + (f".fsmount-{secrets.token_hex(6)}.part",))
+        temps.append(temp)
+        with open(spool, "rb") as f:
+            try:
+                self._store(c, temp, f)
+            except ftplib.error_perm as e:
+                raise self._resolve_550(c, path[:-1], e) from None
+        try:
+            self._rename(c, temp, final, path)
+        except BaseException:
+            _quietly(c, "DELE " + temp)
+            temps.remove(temp)
+            raise
+        temps.remove(temp)
+        entry = self._stat(c, path)
+        return entry
+
+    @staticmethod
+    def _store(c: Client, rpath: str, f: Any) -> None:
+        with c.transfercmd("STOR " + rpath) as conn:
+            while True:
+                buf = f.read(BLOCKSIZE)
+                if not buf:
+                    break
+                conn.sendall(buf)
+            if isinstance(conn, ssl.SSLSocket):
+                conn.unwrap()
+        c.voidresp()
+
+    def _rename(self, c: Client, old: str, new: str, new_path: Path) -> None:
+        try:
+            c.rename(old, new)
+        except ftplib.error_perm as e:
+            # A server that refuses to rename over an existing file: delete it first.
+            if str(e)[:3] not in ("550", "553") or not self._exists_file(c, new_path):
+                raise
+            c.delete(new)
+            c.rename(old, new)
+
+    def _exists_file(self, c: Client, path: Path) -> bool:
+        try:
+            return not self._stat(c, path).is_dir
+        except FsError:
+            return False
+
+    async def _remove_temps(self, temps: list[str]) -> None:
+        for temp in list(temps):
+            try:
+                with trio.fail_after(min(5.0, float(self.account["timeout"]))):
+                    await self._run(lambda c, t=temp: _quietly(c, "DELE " + t), retry=False)
+            except (FsError, trio.TooSlowError) as e:
+                log.debug("could not remove the partial upload %s: %s", temp, e)
+
+    # -- changes -----------------------------------------------------------------------
+
+    async def remove(self, path: Path) -> None:
+        await self._run(lambda c: self._simple(c, path, "DELE"), what="remove")
+
+    async def rmdir(self, path: Path) -> None:
+        await self._run(lambda c: self._simple(c, path, "RMD"), what="rmdir")
+
+    async def mkdir(self, path: Path) -> None:
+        def mkd(c: Client) -> None:
+            try:
+                c.sendcmd("MKD " + c.path(path))
+            except ftplib.error_perm as e:
+                error = reply_error(str(e))
+                if isinstance(error, (NotFound, PermissionDenied, FsError)) and self._exists(c, path):
+                    raise AlreadyExists("/".join(path)) from None
+                raise error from None
+        await self._run(mkd, what="mkdir")
+
+    def _simple(self, c: Client, path: Path, cmd: str) -> None:
+        try:
+            c.sendcmd(f"{cmd} {c.path(path)}")
+        except ftplib.error_perm as e:
+            raise self._resolve_550(c, path, e) from None
+
+    async def rename(self, old: Path, new: Path) -> Entry | None:
+        def mv(c: Client) -> None:
+            try:
+                self._rename(c, c.path(old), c.path(new), new)
+            except ftplib.error_perm as e:
+                raise self._resolve_550(c, old, e) from None
+        await self._run(mv, what="rename")
+        return None
+
+    async def set_mode(self, path: Path, mode: int) -> None:
+        def chmod(c: Client) -> None:
+            try:
+                c.sendcmd(f"SITE CHMOD {mode & 0o7777:o} {c.path(path)}")
+            except ftplib.error_perm as e:
+                error = self._resolve_550(c, path, e)
+                if isinstance(error, (Unsupported, InvalidArgument)) or str(e)[:3] in ("500", "502", "504"):
+                    raise Unsupported(f"this server cannot change permissions ({e})") from None
+                raise error from None
+        await self._run(chmod, what="chmod")
+
+    async def set_mtime(self, path: Path, mtime: float) -> None:
+        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(mtime))
+
+        def mfmt(c: Client) -> None:
+            if "MFMT" not in c.feats:
+                raise Unsupported("this server cannot set modification times (no MFMT)")
+            try:
+                c.sendcmd(f"MFMT {stamp} {c.path(path)}")
+            except ftplib.error_perm as e:
+                raise self._resolve_550(c, path, e) from None
+        await self._run(mfmt, what="touch")
+
+
+def _quietly(c: Client, cmd: str) -> None:
+    try:
+        c.sendcmd(cmd)
+    except (ftplib.Error, OSError, EOFError) as e:
+        log.debug("%s: %s failed: %s", c.label, cmd.split(" ", 1)[0], e)

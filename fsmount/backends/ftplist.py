@@ -1,0 +1,261 @@
+"""Directory listings from FTP servers → ``Entry`` values.
+
+MLSD (RFC 3659) is machine-readable; LIST is whatever ``ls -l`` (Unix servers) or IIS
+("MS-DOS" style) prints. Both come from the server, which may be hostile or broken: every
+parser here returns ``None`` for a line it cannot trust (logged at DEBUG) and never raises, so
+one bad line costs one entry, not the directory. Names that cannot be addressed in a later
+command — empty, ``.``/``..``, containing ``/``, NUL, CR or LF — are skipped too.
+"""
+from __future__ import annotations
+
+import calendar
+import logging
+import re
+import time
+from collections.abc import Iterable
+
+from .base import Entry
+
+log = logging.getLogger(__name__)
+
+MAX_SIZE = (1 << 63) - 1  # larger is a lie (or an attack on arithmetic further up)
+MONTHS = {m: i for i, m in enumerate(
+    ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1)}
+
+_UNIX = re.compile(
+    r"^(?P<type>[-dlbcpsDL])(?P<perm>[-rwxsStTlL]{9})\S*\s+"
+    r"(?:.*?\s)??"  # links, owner, group (any of them may be missing)
+    r"(?P<size>\d+)\s+"
+    r"(?:(?P<mon>[A-Za-z]{3})\s+(?P<day>\d{1,2})\s+(?:(?P<hh>\d{1,2}):(?P<mm>\d{2})|(?P<year>\d{4}))"
+    r"|(?P<iso>\d{4})-(?P<imon>\d{2})-(?P<iday>\d{2})\s+(?P<ihh>\d{2}):(?P<imm>\d{2}))"
+    r" (?P<name>.*)$"
+)
+_WINDOWS = re.compile(
+    r"^(?P<mon>\d{2})-(?P<day>\d{2})-(?P<year>\d{2}|\d{4})\s+(?P<hh>\d{1,2}):(?P<mm>\d{2})\s*"
+    r"(?P<ampm>[AaPp][Mm])?\s+(?:(?P<dir><DIR>)|(?P<size>\d+))\s+(?P<name>.*)$"
+)
+
+
+def valid_name(name: str) -> bool:
+    """Whether a name can be used in a later command and means one object in this directory."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\0\r\n")
+
+
+def _skip(line: str, why: str) -> None:
+    log.debug("skipping listing line (%s): %r", why, line[:300])
+
+
+def _entry(name: str, is_dir: bool, size: int | None, mtime: float | None, mode: int | None = None,
+           symlink: str | None = None) -> Entry:
+    size = None if is_dir else size
+    return Entry(name, is_dir, size, mtime, identity=(size, mtime), mode=mode, symlink=symlink)
+
+
+# -- MLSD ---------------------------------------------------------------------------------
+
+
+def parse_mlsx_time(value: str) -> float | None:
+    """``YYYYMMDDHHMMSS[.sss]`` in UTC (RFC 3659 ``modify``)."""
+    m = re.fullmatch(r"(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\.\d{1,9})?", value.strip())
+    if not m:
+        return None
+    try:
+        t = calendar.timegm(tuple(int(g) for g in m.groups()[:6]) + (0, 0, 0))  # type: ignore[arg-type]
+    except (ValueError, OverflowError):
+        return None
+    return float(t) + (float(m.group(7)) if m.group(7) else 0.0)
+
+
+def parse_facts(text: str) -> dict[str, str]:
+    facts = {}
+    for part in text.split(";"):
+        key, eq, value = part.partition("=")
+        if eq:
+            facts[key.strip().lower()] = value
+    return facts
+
+
+def parse_mlsd_line(line: str) -> Entry | None:
+    """One MLSD/MLST line: ``fact=value;...; name``; ``None`` for cdir/pdir and bad lines."""
+    facts_text, sep, name = line.partition(" ")
+    if not sep or "=" not in facts_text:
+        _skip(line, "no facts")
+        return None
+    facts = parse_facts(facts_text)
+    kind = facts.get("type", "").lower()
+    if kind in ("cdir", "pdir"):
+        return None
+    if not valid_name(name):
+        _skip(line, "unusable name")
+        return None
+    symlink = None
+    if kind.startswith("os.unix=slink") or kind.startswith("os.unix=symlink"):
+        symlink = facts.get("type", "").partition(":")[2] or None
+        if symlink is None:
+            symlink = ""  # a link whose target the server does not tell
+        is_dir = False
+    elif kind == "dir":
+        is_dir = True
+    elif kind in ("file", ""):
+        is_dir = False
+    else:
+        is_dir = False  # OS-specific types: show them as files
+    size = None
+    raw_size = facts.get("size") or facts.get("sizd")
+    if raw_size is not None:
+        if not raw_size.isdigit() or int(raw_size) > MAX_SIZE:
+            _skip(line, "bad size")
+            return None
+        size = int(raw_size)
+    mtime = parse_mlsx_time(facts["modify"]) if "modify" in facts else None
+    mode = None
+    if "unix.mode" in facts:
+        try:
+            mode = int(facts["unix.mode"], 8) & 0o7777
+        except ValueError:
+            mode = None
+    if symlink == "":
+        symlink = None  # unknown target: better shown as what it points at
+    return _entry(name, is_dir, size if not is_dir else None, mtime, mode, symlink)
+
+
+# -- LIST ---------------------------------------------------------------------------------
+
+
+def unix_mode(perm: str) -> int:
+    """``rwxr-sr-t`` → permission bits, including setuid/setgid/sticky."""
+    mode = 0
+    for i, (bit, special) in enumerate(((0o400, 0), (0o200, 0), (0o100, 0o4000),
+                                        (0o040, 0), (0o020, 0), (0o010, 0o2000),
+                                        (0o004, 0), (0o002, 0), (0o001, 0o1000))):
+        c = perm[i]
+        if c in "rwx":
+            mode |= bit
+        elif c in "sst":
+            mode |= bit | special
+        elif c in "STlL":
+            mode |= special
+    return mode
+
+
+def _guess_year(month: int, day: int, now: float) -> int:
+    """``ls`` omits the year for dates within six months: pick the year that is not in the future."""
+    this = time.gmtime(now).tm_year
+    try:
+        t = calendar.timegm((this, month, day, 0, 0, 0, 0, 0, 0))
+    except (ValueError, OverflowError):
+        return this
+    return this - 1 if t > now + 2 * 86400 else this
+
+
+def _utc(year: int, month: int, day: int, hour: int, minute: int) -> float | None:
+    if not (1 <= month <= 12 and 1 <= day <= 31 and 0 <= hour <= 23 and 0 <= minute <= 59):
+        return None
+    try:
+        return float(calendar.timegm((year, month, day, hour, minute, 0, 0, 0, 0)))
+    except (ValueError, OverflowError):
+        return None
+
+
+def parse_unix_line(line: str, now: float | None = None) -> Entry | None:
+    m = _UNIX.match(line)
+    if not m:
+        return None
+    now = time.time() if now is None else now
+    if m.group("iso"):
+        mtime = _utc(int(m.group("iso")), int(m.group("imon")), int(m.group("iday")),
+                     int(m.group("ihh")), int(m.group("imm")))
+    else:
+        month = MONTHS.get(m.group("mon").lower())
+        if month is None:
+            _skip(line, "bad month")
+            return None
+        day = int(m.group("day"))
+        if m.group("year"):
+            mtime = _utc(int(m.group("year")), month, day, 0, 0)
+        else:
+            mtime = _utc(_guess_year(month, day, now), month, day, int(m.group("hh")), int(m.group("mm")))
+    size = int(m.group("size"))
+    if size > MAX_SIZE:
+        _skip(line, "absurd size")
+        return None
+    kind = m.group("type").lower()
+    name, symlink = m.group("name"), None
+    if kind == "l":
+        name, arrow, target = name.partition(" -> ")
+        symlink = target if arrow else None
+    if not valid_name(name):
+        _skip(line, "unusable name")
+        return None
+    return _entry(name, kind == "d", size, mtime, unix_mode(m.group("perm")), symlink)
+
+
+def parse_windows_line(line: str) -> Entry | None:
+    m = _WINDOWS.match(line)
+    if not m:
+        return None
+    year = int(m.group("year"))
+    if year < 100:
+        year += 2000 if year < 70 else 1900
+    hour = int(m.group("hh"))
+    ampm = (m.group("ampm") or "").lower()
+    if ampm:
+        if not 1 <= hour <= 12:
+            _skip(line, "bad hour")
+            return None
+        hour = hour % 12 + (12 if ampm == "pm" else 0)
+    mtime = _utc(year, int(m.group("mon")), int(m.group("day")), hour, int(m.group("mm")))
+    name = m.group("name")
+    if not valid_name(name):
+        _skip(line, "unusable name")
+        return None
+    if m.group("dir"):
+        return _entry(name, True, None, mtime)
+    size = int(m.group("size"))
+    if size > MAX_SIZE:
+        _skip(line, "absurd size")
+        return None
+    return _entry(name, False, size, mtime)
+
+
+def parse_list_line(line: str, now: float | None = None) -> Entry | None:
+    """One LIST line in Unix or Windows/IIS format; ``None`` for totals and anything odd."""
+    try:
+        if not line.strip() or line.lower().startswith("total "):
+            return None
+        entry = parse_unix_line(line, now) or parse_windows_line(line)
+        if entry is None:
+            _skip(line, "unknown format")
+        return entry
+    except Exception as e:  # a parser bug must not cost the whole listing
+        _skip(line, f"parser error {e!r}")
+        return None
+
+
+def parse_lines(lines: Iterable[str], mlsd: bool, now: float | None = None) -> list[Entry]:
+    """All usable entries; the first of duplicate names wins (a broken server repeating one)."""
+    seen: dict[str, Entry] = {}
+    for line in lines:
+        if len(line) > 16384:
+            _skip(line, "line too long")
+            continue
+        try:
+            entry = parse_mlsd_line(line) if mlsd else parse_list_line(line, now)
+        except Exception as e:
+            _skip(line, f"parser error {e!r}")
+            continue
+        if entry is not None and entry.name not in seen:
+            seen[entry.name] = entry
+    return list(seen.values())
+
+
+def split_lines(data: bytes) -> list[bytes]:
+    """A listing's raw bytes → lines. Only CRLF ends a line when the server uses CRLF, so a
+    bare LF inside a name makes the rest of that name a separate (unparsable) line."""
+    if b"\r\n" in data:
+        lines = data.split(b"\r\n")
+    else:
+        lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return lines

@@ -1,0 +1,351 @@
+"""FTP servers for the tests, the demo and the benchmark: pyftpdlib and vsftpd on loopback.
+
+``running_ftp()`` starts one pyftpdlib process (``python -m tests.servers.ftp DIR``) with three
+listeners on ports the kernel picks: plain FTP (no TLS offered), explicit FTPS (``AUTH TLS``
+optional) and implicit FTPS. Users: ``alice``/``secret`` (full rights, incl. SITE CHMOD and
+MFMT), ``bob``/``secret2`` (read-only) and anonymous (read-only). Faults are switched on at
+run time by ``set_faults`` (a JSON file the server re-reads when it changes):
+
+- ``drop_after``: after N bytes of a download, close the data *and* control connections
+  (``times`` of them, default 1; needs ``sendfile=False``);
+- ``slow``: delay every reply by this many seconds; ``hang``: never answer a command again;
+- ``list_extra``: raw lines appended to every LIST and MLSD answer (hostile listings);
+- ``no_rename_over``: RNTO onto an existing file fails with 550, as on some servers.
+
+``running_vsftpd()`` starts a real vsftpd 3 (anonymous, read-only, LIST only — no MLSD/MFMT),
+optionally with TLS enforced and ``require_ssl_reuse=YES``.
+"""
+from __future__ import annotations
+
+import ftplib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.servers.certs import certs
+
+USERS = {"alice": "secret", "bob": "secret2"}
+REPO = Path(__file__).resolve().parent.parent.parent
+VSFTPD = "/usr/sbin/vsftpd"
+
+
+def _data_dir(prefix: str) -> Path:
+    d = Path(tempfile.mkdtemp(dir="/tmp", prefix=prefix))
+    os.chmod(d, 0o755)
+    return d
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"port {port} did not open") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
+# -- pyftpdlib -----------------------------------------------------------------------------
+
+
+@dataclass
+class FtpServer:
+    dir: Path
+    root: Path  # what the users see; tests check their writes here
+    port: int  # plain FTP, no TLS offered
+    tls_port: int  # explicit FTPS (AUTH TLS optional)
+    implicit_port: int  # implicit FTPS
+    proc: subprocess.Popen
+    ca: Path = field(default_factory=lambda: certs().ca)
+
+    def url(self, scheme: str = "ftp", user: str | None = "alice", path: str = "") -> str:
+        port = {"ftps": self.implicit_port, "ftpes": self.tls_port}.get(scheme, self.port)
+        who = f"{user}@" if user else ""
+        return f"{scheme}://{who}127.0.0.1:{port}{path}"
+
+    def set_faults(self, **faults: object) -> None:
+        tmp = self.dir / "faults.json.tmp"
+        tmp.write_text(json.dumps({**faults, "serial": time.monotonic_ns()}))
+        os.replace(tmp, self.dir / "faults.json")
+
+    def client(self, user: str | None = "alice", tls: bool = False) -> ftplib.FTP:
+        """A direct ftplib client, for checking what the backend did from the server's side."""
+        if tls:
+            c: ftplib.FTP = ftplib.FTP_TLS(context=ssl.create_default_context(cafile=str(self.ca)), timeout=10)
+            c.connect("127.0.0.1", self.tls_port)
+            c.login(user or "anonymous", USERS.get(user or "", ""))
+            c.prot_p()  # type: ignore[attr-defined]
+        else:
+            c = ftplib.FTP(timeout=10)
+            c.connect("127.0.0.1", self.port)
+            c.login(user or "anonymous", USERS.get(user or "", ""))
+        return c
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@contextmanager
+def running_ftp(*, sendfile: bool = True, max_cons: int = 0, throttle: int = 0,
+                root: Path | None = None) -> Iterator[FtpServer]:
+    """One pyftpdlib process; ``throttle`` caps each transfer (bytes/s)."""
+    d = _data_dir("srv-ftp-")
+    own_root = root is None
+    root = root or d / "root"
+    root.mkdir(exist_ok=True)
+    c = certs()
+    config = {"root": str(root), "certfile": str(c.combined), "sendfile": sendfile,
+              "max_cons": max_cons, "throttle": throttle}
+    (d / "config.json").write_text(json.dumps(config))
+    log = open(d / "server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.ftp", str(d)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=log, env={**os.environ, "PYTHONPATH": str(REPO)})
+    log.close()
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        if not line.startswith("READY"):
+            proc.wait(timeout=10)
+            raise RuntimeError(f"pyftpdlib did not start: {(d / 'server.log').read_text()[-2000:]}")
+        port, tls_port, implicit_port = (int(p) for p in line.split()[1:4])
+        server = FtpServer(d, root, port, tls_port, implicit_port, proc)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+        shutil.rmtree(d, ignore_errors=True)
+        if not own_root:
+            pass
+
+
+def _serve(d: Path) -> None:
+    """The server process: three listeners on one pyftpdlib I/O loop."""
+    from pyftpdlib.authorizers import DummyAuthorizer
+    from pyftpdlib.filesystems import AbstractedFS
+    from pyftpdlib.handlers import DTPHandler, FTPHandler, ThrottledDTPHandler, TLS_DTPHandler, TLS_FTPHandler
+    from pyftpdlib.ioloop import IOLoop
+    from pyftpdlib.servers import FTPServer
+
+    config = json.loads((d / "config.json").read_text())
+    faults_file = d / "faults.json"
+    state: dict = {"serial": None, "faults": {}, "times": 0}
+
+    def faults() -> dict:
+        try:
+            data = json.loads(faults_file.read_text())
+        except (OSError, ValueError):
+            return state["faults"]
+        if data.get("serial") != state["serial"]:
+            state.update(serial=data.get("serial"), faults=data, times=int(data.get("times", 1)))
+        return state["faults"]
+
+    class FaultDTP:
+        sent = 0
+
+        def send(self, data):  # type: ignore[no-untyped-def]
+            f = faults()
+            limit = f.get("drop_after")
+            if limit is not None and not self.receive and state["times"] > 0:
+                if self.sent + len(data) >= limit:
+                    state["times"] -= 1
+                    cc = self.cmd_channel
+                    self.close()
+                    cc.close()
+                    return 0
+            n = super().send(data)  # type: ignore[misc]
+            self.sent += n or 0
+            return n
+
+    base_dtp = ThrottledDTPHandler if config["throttle"] else DTPHandler
+    dtp_plain = type("DTP", (FaultDTP, base_dtp), {})
+    dtp_tls = type("TlsDTP", (FaultDTP, TLS_DTPHandler), {})
+    if config["throttle"]:
+        dtp_plain.read_limit = dtp_plain.write_limit = config["throttle"]
+
+    class FaultFS(AbstractedFS):
+        def format_list(self, basedir, listing, ignore_err=True):  # type: ignore[no-untyped-def]
+            yield from super().format_list(basedir, listing, ignore_err)
+            for line in faults().get("list_extra", []):
+                yield line.encode("utf-8", "surrogateescape")
+
+        def format_mlsx(self, basedir, listing, perms, facts, ignore_err=True):  # type: ignore[no-untyped-def]
+            yield from super().format_mlsx(basedir, listing, perms, facts, ignore_err)
+            if len(listing) != 1 or os.path.isdir(os.path.join(basedir, listing[0])):
+                for line in faults().get("mlsd_extra", []):
+                    yield line.encode("utf-8", "surrogateescape")
+
+    class Hooks:
+        def process_command(self, cmd, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if faults().get("hang"):
+                return None
+            return super().process_command(cmd, *args, **kwargs)  # type: ignore[misc]
+
+        def respond(self, resp, logfun=None):  # type: ignore[no-untyped-def]
+            delay = faults().get("slow")
+            parent = super().respond  # type: ignore[misc]
+            if delay:
+                self.ioloop.call_later(float(delay), lambda: parent(resp) if not self._closed else None)
+                return None
+            return parent(resp) if logfun is None else parent(resp, logfun=logfun)
+
+        def ftp_RNTO(self, path):  # type: ignore[no-untyped-def]
+            if faults().get("no_rename_over") and os.path.exists(path):
+                self.respond("550 Rename failed: target exists.")
+                return None
+            return super().ftp_RNTO(path)  # type: ignore[misc]
+
+    auth = DummyAuthorizer()
+    auth.add_user("alice", USERS["alice"], config["root"], perm="elradfmwMT")
+    auth.add_user("bob", USERS["bob"], config["root"], perm="elr")
+    auth.add_anonymous(config["root"])
+
+    def setup(h: type) -> type:
+        h.authorizer = auth
+        h.auth_failed_timeout = 0
+        h.timeout = 120
+        h.abstracted_fs = FaultFS
+        h.use_sendfile = bool(config["sendfile"])
+        h.banner = "fsmount test server ready."
+        return h
+
+    plain = setup(type("Plain", (Hooks, FTPHandler), {"dtp_handler": dtp_plain}))
+    explicit = setup(type("Explicit", (Hooks, TLS_FTPHandler), {"dtp_handler": dtp_tls,
+                                                                  "certfile": config["certfile"]}))
+
+    class Implicit(explicit):  # type: ignore[valid-type, misc]
+        def handle(self):  # type: ignore[no-untyped-def]
+            self.secure_connection(self.ssl_context)
+
+        def handle_ssl_established(self):  # type: ignore[no-untyped-def]
+            explicit.handle(self)
+
+    loop = IOLoop()
+    servers = [FTPServer(("127.0.0.1", 0), h, ioloop=loop) for h in (plain, explicit, Implicit)]
+    for s in servers:
+        if config["max_cons"]:
+            s.max_cons = config["max_cons"]
+    ports = [s.socket.getsockname()[1] for s in servers]
+    print("READY", *ports, flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    servers[0].serve_forever(handle_exit=True)
+
+
+# -- vsftpd --------------------------------------------------------------------------------
+
+
+@dataclass
+class Vsftpd:
+    dir: Path
+    root: Path
+    port: int
+    tls: bool
+    proc: subprocess.Popen
+    ca: Path = field(default_factory=lambda: certs().ca)
+
+    def url(self, scheme: str | None = None) -> str:
+        return f"{scheme or ('ftpes' if self.tls else 'ftp')}://127.0.0.1:{self.port}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_vsftpd(files: dict[str, bytes], *, tls: bool = False) -> Iterator[Vsftpd]:
+    """Anonymous read-only vsftpd serving ``files`` (relative paths → bytes).
+
+    With ``tls``: logins and data must use TLS, and every data connection must resume the
+    control connection's TLS session (``require_ssl_reuse=YES``).
+    """
+    d = _data_dir("srv-vsftpd-")
+    root, empty = d / "root", d / "empty"
+    empty.mkdir()
+    root.mkdir()
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    for p in [root, *root.rglob("*")]:
+        os.chmod(p, 0o555 if p.is_dir() else 0o444)
+    c = certs()
+    proc = None
+    try:
+        for _ in range(20):
+            port = _free_port()
+            lines = [
+                "listen=YES", "listen_ipv6=NO", "listen_address=127.0.0.1", f"listen_port={port}",
+                "background=NO", "anonymous_enable=YES", f"anon_root={root}", "no_anon_password=YES",
+                "local_enable=NO", "write_enable=NO", "pasv_address=127.0.0.1",
+                f"secure_chroot_dir={empty}", f"vsftpd_log_file={d / 'vsftpd.log'}",
+                "seccomp_sandbox=NO", "utf8_filesystem=YES", "force_dot_files=YES",
+            ]
+            if tls:
+                lines += [
+                    "ssl_enable=YES", "allow_anon_ssl=YES", "force_anon_data_ssl=YES",
+                    "force_anon_logins_ssl=YES", "require_ssl_reuse=YES", "ssl_ciphers=HIGH",
+                    f"rsa_cert_file={c.cert}", f"rsa_private_key_file={c.key}",
+                ]
+            conf = d / "vsftpd.conf"
+            conf.write_text("\n".join(lines) + "\n")
+            proc = subprocess.Popen([VSFTPD, str(conf)], stdout=subprocess.DEVNULL,
+                                    stderr=open(d / "stderr.log", "wb"))
+            try:
+                _wait_port(port, proc)
+                break
+            except RuntimeError:  # lost the port to someone else: try another
+                proc = None
+                continue
+        if proc is None:
+            raise RuntimeError(f"vsftpd did not start: {(d / 'stderr.log').read_text()}")
+        yield Vsftpd(d, root, port, tls, proc)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)
+        for p in [d, *d.rglob("*")]:
+            if p.is_dir():
+                os.chmod(p, 0o755)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    _serve(Path(sys.argv[1]))
