@@ -175,6 +175,9 @@ def parse_unix_line(line: str, now: float | None = None) -> Entry | None:
             mtime = _utc(int(m.group("year")), month, day, 0, 0)
         else:
             mtime = _utc(_guess_year(month, day, now), month, day, int(m.group("hh")), int(m.group("mm")))
+    if mtime is None:
+        _skip(line, "impossible date")
+        return None
     size = int(m.group("size"))
     if size > MAX_SIZE:
         _skip(line, "absurd size")
@@ -205,6 +208,9 @@ def parse_windows_line(line: str) -> Entry | None:
             return None
         hour = hour % 12 + (12 if ampm == "pm" else 0)
     mtime = _utc(year, int(m.group("mon")), int(m.group("day")), hour, int(m.group("mm")))
+    if mtime is None:
+        _skip(line, "impossible date")
+        return None
     name = m.group("name")
     if not valid_name(name):
         _skip(line, "unusable name")
