@@ -83,6 +83,8 @@ def reply_error(reply: str) -> FsError:
         if _DENIED.search(text) and not _MISSING.search(text):
             return PermissionDenied(text)
         return NotFound(text)
+    if code in ("501", "553", "450") and _MISSING.search(text):
+        return NotFound(text)
     if code == "552":
         return NoSpace(text)
     if code == "553":
@@ -592,7 +594,10 @@ class FtpBackend(BackendBase):
             try:
                 sock, _ = c.ntransfercmd("RETR " + rpath, rest=offset or None)
             except ftplib.error_perm as e:
-                raise self._resolve_550(c, path, e) from None
+                error = self._resolve_550(c, path, e)
+                if offset and not isinstance(error, (NotFound, PermissionDenied)) and self._beyond_end(c, path, offset):
+                    return b""  # servers refuse a REST past the end (554) instead of sending nothing
+                raise error from None
             t = c.transfer = _Transfer(rpath, offset, sock)
         try:
             data = t.read(size)
@@ -605,6 +610,13 @@ class FtpBackend(BackendBase):
             _close_socket(t.sock)
             c.voidresp()
         return data
+
+    def _beyond_end(self, c: Client, path: Path, offset: int) -> bool:
+        try:
+            entry = self._stat(c, path)
+        except FsError:
+            return False
+        return not entry.is_dir and entry.size is not None and offset >= entry.size
 
     async def download(self, path: Path, into: str) -> Entry:
         return await self._run(lambda c: self._download(c, path, into), what="download")

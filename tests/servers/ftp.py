@@ -10,6 +10,8 @@ run time by ``set_faults`` (a JSON file the server re-reads when it changes):
   (``times`` of them, default 1; needs ``sendfile=False``);
 - ``slow``: delay every reply by this many seconds; ``hang``: never answer a command again;
 - ``list_extra``: raw lines appended to every LIST and MLSD answer (hostile listings);
+- ``drop_upload_after``: the same for uploads (N bytes received);
+- ``stor_reply``: answer every STOR with this reply instead (e.g. ``552 Quota exceeded``);
 - ``no_rename_over``: RNTO onto an existing file fails with 550, as on some servers.
 
 ``running_vsftpd()`` starts a real vsftpd 3 (anonymous, read-only, LIST only — no MLSD/MFMT),
@@ -118,7 +120,8 @@ class FtpServer:
 @contextmanager
 def running_ftp(*, sendfile: bool = True, max_cons: int = 0, throttle: int = 0,
                 root: Path | None = None) -> Iterator[FtpServer]:
-    """One pyftpdlib process; ``throttle`` caps each transfer (bytes/s)."""
+    """One pyftpdlib process; ``throttle`` caps each transfer (bytes/s); ``max_cons`` limits
+    control connections per client address (more get ``421 Too many connections``)."""
     d = _data_dir("srv-ftp-")
     own_root = root is None
     root = root or d / "root"
@@ -193,6 +196,17 @@ def _serve(d: Path) -> None:
             self.sent += n or 0
             return n
 
+        def recv(self, buffer_size):  # type: ignore[no-untyped-def]
+            limit = faults().get("drop_upload_after")
+            if limit is not None and self.receive and state["times"] > 0 \
+                    and self.tot_bytes_received >= limit:
+                state["times"] -= 1
+                cc = self.cmd_channel
+                self.close()
+                cc.close()
+                return b""
+            return super().recv(buffer_size)  # type: ignore[misc]
+
     base_dtp = ThrottledDTPHandler if config["throttle"] else DTPHandler
     dtp_plain = type("DTP", (FaultDTP, base_dtp), {})
     dtp_tls = type("TlsDTP", (FaultDTP, TLS_DTPHandler), {})
@@ -224,6 +238,13 @@ def _serve(d: Path) -> None:
                 self.ioloop.call_later(float(delay), lambda: parent(resp) if not self._closed else None)
                 return None
             return parent(resp) if logfun is None else parent(resp, logfun=logfun)
+
+        def ftp_STOR(self, file, mode="w"):  # type: ignore[no-untyped-def]
+            reply = faults().get("stor_reply")
+            if reply:
+                self.respond(reply)
+                return None
+            return super().ftp_STOR(file, mode)  # type: ignore[misc]
 
         def ftp_RNTO(self, path):  # type: ignore[no-untyped-def]
             if faults().get("no_rename_over") and os.path.exists(path):
@@ -260,7 +281,7 @@ def _serve(d: Path) -> None:
     servers = [FTPServer(("127.0.0.1", 0), h, ioloop=loop) for h in (plain, explicit, Implicit)]
     for s in servers:
         if config["max_cons"]:
-            s.max_cons = config["max_cons"]
+            s.max_cons_per_ip = config["max_cons"]
     ports = [s.socket.getsockname()[1] for s in servers]
     print("READY", *ports, flush=True)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
