@@ -35,10 +35,8 @@ class CachedObject:
         self.blocks: set[int] = set()
         self.users = 0
         self.arrived = trio.Event()  # replaced after each wake-up; set when blocks arrive
-        path = store.final_path(key) if complete else store.part_path(key)
-        flags = os.O_RDONLY if complete else os.O_RDWR | os.O_CREAT
-        self.fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
-        self.stored = os.fstat(self.fd).st_blocks * 512 if complete else 0
+        self.fd: int | None = None  # opened on first use: a whole download never needs a .part
+        self.stored = 0
 
     def has(self, offset: int, size: int) -> bool:
         if self.complete:
@@ -54,13 +52,21 @@ class CachedObject:
             return []
         return [b for b in range(offset // BLOCK, (end - 1) // BLOCK + 1) if b not in self.blocks]
 
+    def _file(self) -> int:
+        if self.fd is None:
+            if self.complete:
+                self.fd = os.open(self.store.final_path(self.key), os.O_RDONLY | os.O_CLOEXEC)
+            else:
+                self.fd = os.open(self.store.part_path(self.key), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return self.fd
+
     def read(self, offset: int, size: int) -> bytes:
         self.store.touch(self.key)
-        return os.pread(self.fd, size, offset)
+        return os.pread(self._file(), size, offset)
 
     def write(self, offset: int, data: bytes, eof: bool) -> None:
         """Store ``data`` at a block-aligned offset; ``eof``: the object ends after it."""
-        os.pwrite(self.fd, data, offset)
+        os.pwrite(self._file(), data, offset)
         first = offset // BLOCK
         self.blocks.update(range(first, first + -(-len(data) // BLOCK)))
         if eof:
@@ -73,14 +79,16 @@ class CachedObject:
 
     def fill_from(self, source: str) -> None:
         """The whole object was downloaded to ``source``: take it over."""
+        size = os.stat(source).st_size
         os.replace(source, self.store.final_path(self.key))
-        os.close(self.fd)
-        self.fd = os.open(self.store.final_path(self.key), os.O_RDONLY | os.O_CLOEXEC)
-        self.size = os.fstat(self.fd).st_size
-        self.store.grow(self.size - self.stored)
-        self.stored = self.size
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+            self.store.part_path(self.key).unlink(missing_ok=True)
+        self.size = size
+        self.store.grow(size - self.stored)
+        self.stored = size
         self.complete = True
-        self.store.part_path(self.key).unlink(missing_ok=True)
         self._wake()
 
     def finish(self) -> None:
@@ -93,7 +101,9 @@ class CachedObject:
         self.arrived = trio.Event()
 
     def close(self) -> None:
-        os.close(self.fd)
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 class ContentStore:
@@ -146,12 +156,14 @@ class ContentStore:
         del self._open[obj.key]
         obj.close()
         if obj.complete:
-            self._lru[obj.key] = obj.stored or (obj.size or 0)
+            if obj.key not in self._lru:
+                self._lru[obj.key] = obj.stored or (obj.size or 0)
             self._lru.move_to_end(obj.key)
-        else:
+        elif obj.stored:
             self.part_path(obj.key).unlink(missing_ok=True)
             self.used -= obj.stored
-        self.evict()
+        if self.used > self.limit:
+            self.evict()
 
     def touch(self, key: str) -> None:
         if key in self._lru:

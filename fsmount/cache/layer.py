@@ -48,14 +48,17 @@ class CachedBackend:
     # -- metadata ------------------------------------------------------------------------
 
     async def list(self, path: Path) -> list[Entry]:
+        return self._with_pending(path, await self._entries(path))
+
+    async def _entries(self, path: Path) -> dict[str, Entry]:
+        """The cached listing of ``path`` by name, fetched or confirmed when stale."""
         listing = self.meta.get(path)
         if listing is not None:
             if not self.meta.fresh(listing) and not await self.backend.changed(path):
                 listing.checked = time.monotonic()
             if self.meta.fresh(listing):
-                return self._with_pending(path, listing.entries)
-        entries = await self._once(("list", path), lambda: self._fetch_list(path))
-        return self._with_pending(path, entries)
+                return listing.entries
+        return await self._once(("list", path), lambda: self._fetch_list(path))
 
     async def _fetch_list(self, path: Path) -> dict[str, Entry]:
         generation = self.meta.generation(path)
@@ -63,6 +66,8 @@ class CachedBackend:
         return self.meta.store(path, entries, generation)
 
     def _with_pending(self, path: Path, entries: dict[str, Entry]) -> list[Entry]:
+        if not self._pending:
+            return list(entries.values())
         extra = [e for p, e in self._pending.items() if p[:-1] == path and p[-1] not in entries]
         return [*entries.values(), *extra]
 
@@ -78,8 +83,7 @@ class CachedBackend:
         parent = await self.stat(path[:-1]) if len(path) > 1 else None
         if parent is not None and not parent.is_dir:
             raise NotADirectory("/".join(path[:-1]))
-        await self.list(path[:-1])
-        entry = self.meta.entry(path)
+        entry = (await self._entries(path[:-1])).get(path[-1])
         if entry is None:
             raise NotFound("/".join(path))
         return entry
