@@ -19,7 +19,7 @@ from fsmount.errors import (
     AlreadyExists, AuthenticationFailed, InvalidArgument, NotFound, NotPermitted, PermissionDenied, ReadOnly,
     Unreachable,
 )
-from tests.servers.inn import USERS, InnServer, inn  # noqa: F401  (fixture)
+from tests.servers.inn import USERS, InnServer, inn, inn_without_tls  # noqa: F401  (fixtures)
 
 T = TypeVar("T")
 
@@ -366,6 +366,29 @@ def test_no_password_without_encryption(inn: InnServer) -> None:
         run(backend_for(inn, tls="off"), lambda b: b.list(()))
     allowed = backend_for(inn, tls="off", plaintext_auth=True)
     assert names(run(allowed, lambda b: b.list(()))) == ALL_GROUPS
+
+
+def test_starttls_failing_sends_no_password(inn_without_tls: InnServer) -> None:
+    """INN without a certificate offers STARTTLS and answers 580: never fall back silently."""
+    for tls in ("require", "prefer"):
+        with pytest.raises(PermissionDenied, match="STARTTLS failed: 580"):
+            run(backend_for(inn_without_tls, tls=tls), lambda b: b.list(()))
+    assert names(run(backend_for(inn_without_tls, tls="off", plaintext_auth=True),
+                     lambda b: b.list(()))) == ALL_GROUPS
+
+
+def test_starttls_not_offered() -> None:
+    class NoStartTls:
+        def getcapabilities(self) -> dict[str, list[str]]:
+            return {"VERSION": ["2"], "READER": []}
+
+    for tls, user, expected in (("require", "alice", "does not offer STARTTLS"),
+                                ("prefer", "alice", "unencrypted")):
+        b = backend_for(None, user=user, port=119, tls=tls)
+        with pytest.raises(PermissionDenied, match=expected):
+            encrypted = b._starttls(NoStartTls())  # type: ignore[arg-type]
+            b._login(NoStartTls(), encrypted)  # type: ignore[arg-type]
+    assert backend_for(None, user=None, port=119, tls="prefer")._starttls(NoStartTls()) is False  # type: ignore[arg-type]
 
 
 def test_untrusted_certificate_fails(inn: InnServer) -> None:

@@ -338,7 +338,10 @@ class NntpBackend(BackendBase):
                 raise PermissionDenied(f"{self.account.label} does not offer STARTTLS (tls = require)")
             return False
         log.debug("%s: STARTTLS", self.account.label)
-        conn.starttls(self._context())
+        try:
+            conn.starttls(self._context())
+        except nntplib.NNTPError as e:  # offered but broken (INN without a certificate: 580)
+            raise PermissionDenied(f"{self.account.label}: STARTTLS failed: {e.response}") from None
         return True
 
     def _login(self, conn: nntplib.NNTP, encrypted: bool) -> None:

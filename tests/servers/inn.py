@@ -183,14 +183,15 @@ def _set_keys(path: Path, values: dict[str, str]) -> None:
     path.write_text("\n".join(kept) + "\n")
 
 
-def _layout(d: Path, groups: dict[str, str], pathhost: str) -> None:
+def _layout(d: Path, groups: dict[str, str], pathhost: str, tls: bool) -> None:
     for sub in ("etc", "db", "run", "log", "spool/articles", "spool/overview",
                 "spool/incoming/tmp", "spool/outgoing", "spool/archive", "http"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     shutil.copytree("/etc/news", d / "etc", dirs_exist_ok=True)
-    c = certs()
-    shutil.copy(c.cert, d / "etc" / "cert.pem")
-    shutil.copy(c.key, d / "etc" / "key.pem")
+    if tls:
+        c = certs()
+        shutil.copy(c.cert, d / "etc" / "cert.pem")
+        shutil.copy(c.key, d / "etc" / "key.pem")
     _set_keys(d / "etc" / "inn.conf", {
         "pathetc": f"{d}/etc", "pathdb": f"{d}/db", "pathrun": f"{d}/run",
         "pathlog": f"{d}/log", "pathspool": f"{d}/spool",
@@ -201,8 +202,8 @@ def _layout(d: Path, groups: dict[str, str], pathhost: str) -> None:
         "bindaddress": HOST, "pathhost": pathhost, "domain": "test.invalid",
         "pgpverify": "false", "doinnwatch": "false", "htmlstatus": "false",
         "status": "0", "timer": "0", "nnrpdloadlimit": "0", "artcutoff": "0",
-        "tlscertfile": f"{d}/etc/cert.pem", "tlskeyfile": f"{d}/etc/key.pem",
         "mta": f'"{d}/etc/fake-mta %s"',
+        **({"tlscertfile": f"{d}/etc/cert.pem", "tlskeyfile": f"{d}/etc/key.pem"} if tls else {}),
     })
     (d / "etc" / "incoming.conf").write_text("# no peers: 127.0.0.1 is a reader, not a feeder\n")
     (d / "etc" / "newsfeeds").write_text("ME:*,!junk,!control*::\n")
@@ -244,7 +245,8 @@ access "users" {{
         for name in [*dirs, *files]:
             os.chown(os.path.join(root, name), news.pw_uid, news.pw_gid)
     os.chown(d, news.pw_uid, news.pw_gid)
-    os.chmod(d / "etc" / "key.pem", 0o600)
+    if tls:
+        os.chmod(d / "etc" / "key.pem", 0o600)
     env = {**os.environ, "INNCONF": str(d / "etc" / "inn.conf")}
     done = subprocess.run([str(BIN / "makedbz"), "-i", "-o", "-f", "history"], cwd=d / "db",
                           env=env, capture_output=True, text=True)  # runs as news
@@ -357,15 +359,18 @@ def _tls_ready(port: int, proc: subprocess.Popen, deadline: float) -> bool:
 
 
 @contextmanager
-def running_inn(groups: dict[str, str] | None = None) -> Iterator[InnServer]:
-    """Start a fresh INN in a throwaway /tmp dir; kill it and remove the dir afterwards."""
+def running_inn(groups: dict[str, str] | None = None, *, tls: bool = True) -> Iterator[InnServer]:
+    """Start a fresh INN in a throwaway /tmp dir; kill it and remove the dir afterwards.
+
+    ``tls=False``: no certificate, so no STARTTLS and no NNTPS port (``tls_port`` is 0).
+    """
     d = Path(tempfile.mkdtemp(dir="/tmp", prefix="srv-inn-"))
     os.chmod(d, 0o755)
     pathhost = f"news-{uuid.uuid4().hex[:10]}.test.invalid"
     log = d / "server.log"
     server: InnServer | None = None
     try:
-        _layout(d, groups or DEFAULT_GROUPS, pathhost)
+        _layout(d, groups or DEFAULT_GROUPS, pathhost, tls)
         proc, port = _start_innd(d, pathhost, log)
         server = InnServer(d, port, 0, pathhost, certs().ca, [proc])
         try:
@@ -374,8 +379,9 @@ def running_inn(groups: dict[str, str] | None = None) -> Iterator[InnServer]:
             started = False
         if not started:
             raise RuntimeError(f"innd did not start:\n{log.read_text(errors='replace')[-3000:]}")
-        tls_proc, server.tls_port = _start_nntps(d, pathhost, log)
-        server.procs.append(tls_proc)
+        if tls:
+            tls_proc, server.tls_port = _start_nntps(d, pathhost, log)
+            server.procs.append(tls_proc)
         yield server
     finally:
         if server is not None:
@@ -389,4 +395,13 @@ def inn() -> Iterator[InnServer]:
     if not available():
         pytest.skip("inn2 is not installed")
     with running_inn() as server:
+        yield server
+
+
+@pytest.fixture
+def inn_without_tls() -> Iterator[InnServer]:
+    """An INN that offers neither STARTTLS nor NNTPS."""
+    if not available():
+        pytest.skip("inn2 is not installed")
+    with running_inn(tls=False) as server:
         yield server
