@@ -60,16 +60,24 @@ def test_ls_cat_grep(inn: InnServer) -> None:
         assert [Path(p).name for p in again] == [files[1].name]
 
 
-def test_hierarchy_with_find(inn: InnServer) -> None:
+def test_hierarchy_with_find(inn: InnServer, tmp_path: Path) -> None:
     inn.post("comp.lang", "Parent group article")
     inn.post("comp.lang.python", "Child group article")
-    with mounted(config(inn, hierarchy=True)) as m:
+    src = tmp_path / "new.eml"
+    src.write_bytes(b"From: alice@example.org\nSubject: Into the hierarchy\n\nHi.\n")
+    with mounted(config(inn, hierarchy=True),
+                 expect_warnings=["never stored", "commit failed"]) as m:
         news = m.path / "news"
         assert sorted(os.listdir(news)) == ["comp", "de", "local"]
         found = run("find", news / "comp", "-name", "*.eml").stdout.decode().splitlines()
         rel = sorted(str(Path(p).relative_to(news).parent) for p in found)
         assert rel == ["comp/lang", "comp/lang/python"]
         assert (news / "comp" / "lang" / "python").is_dir()
+        run("cp", src, news / "comp" / "lang" / "python")
+        assert inn.group_high("comp.lang.python") == 2
+        assert b"Newsgroups: comp.lang.python\r\n" in inn.article(2, "comp.lang.python")
+        done = run("cp", src, news / "comp", check=False)  # only a parent, not a group
+        assert done.returncode != 0 and b"Read-only file system" in done.stderr
 
 
 def test_cp_posts_the_article(inn: InnServer, tmp_path: Path) -> None:
