@@ -591,6 +591,7 @@ class FtpBackend(BackendBase):
             c.end_transfer()
             t = None
         if t is None:
+            log.debug("%s: reading %s from %d", c.label, rpath, offset)
             try:
                 sock, _ = c.ntransfercmd("RETR " + rpath, rest=offset or None)
             except ftplib.error_perm as e:

@@ -1,0 +1,214 @@
+"""FTP through the real mount, driven by real tools; every write checked in the server's root."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.mounting import mounted, run, wait_for
+from tests.servers.ftp import FtpServer, running_ftp, running_vsftpd
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no FUSE")
+
+
+@pytest.fixture
+def server() -> Iterator[FtpServer]:
+    with running_ftp() as s:
+        yield s
+
+
+def config(url: str, ca: Path, *, password: str | None = "secret", **options: object) -> str:
+    lines = ["[accounts.f]", f'url = "{url}"', f'ca_file = "{ca}"']
+    if password is not None:
+        lines.append(f'password = "{password}"')
+    for key, value in options.items():
+        lines.append(f"{key} = {str(value).lower() if isinstance(value, bool) else repr(value)}"
+                     .replace("'", '"'))
+    return "\n".join(lines) + "\n"
+
+
+def ftpes(server: FtpServer, **options: object) -> str:
+    return config(server.url("ftpes"), server.ca, **options)
+
+
+def test_read_tools(server: FtpServer) -> None:
+    root = server.root
+    (root / "docs" / "deep").mkdir(parents=True)
+    (root / "docs" / "a.txt").write_text("alpha\nneedle here\n")
+    (root / "docs" / "deep" / "b.txt").write_text("beta\n")
+    (root / "docs" / "grüße €.txt").write_text("ünïcode\n")
+    blob = os.urandom(3 << 20)
+    (root / "docs" / "deep" / "blob.bin").write_bytes(blob)
+    os.utime(root / "docs" / "a.txt", (1_600_000_000, 1_600_000_000))
+    with mounted(ftpes(server), source="f") as m:
+        docs = m.path / "docs"
+        assert sorted(os.listdir(docs)) == ["a.txt", "deep", "grüße €.txt"]
+        assert run("cat", docs / "a.txt").stdout == b"alpha\nneedle here\n"
+        assert run("cat", docs / "grüße €.txt").stdout == "ünïcode\n".encode()
+        st = (docs / "a.txt").stat()
+        assert st.st_size == 18 and st.st_mtime == 1_600_000_000
+        assert run("stat", "-c", "%s %Y", docs / "a.txt").stdout.split() == [b"18", b"1600000000"]
+        found = run("grep", "-rl", "needle", m.path).stdout.decode().split()
+        assert found == [str(docs / "a.txt")]
+        names = sorted(run("find", docs, "-type", "f").stdout.decode().splitlines())
+        assert names == sorted(str(docs / p) for p in ["a.txt", "deep/b.txt", "deep/blob.bin", "grüße €.txt"])
+        out = Path(tempfile.mkdtemp(prefix="ftp-out-"))
+        try:
+            run("cp", "-r", docs, out / "cp")
+            assert (out / "cp" / "deep" / "blob.bin").read_bytes() == blob
+            run("rsync", "-a", f"{docs}/", out / "rsync")
+            assert (out / "rsync" / "deep" / "blob.bin").read_bytes() == blob
+            assert (out / "rsync" / "a.txt").stat().st_mtime == 1_600_000_000
+            assert (out / "rsync" / "grüße €.txt").read_text() == "ünïcode\n"
+        finally:
+            shutil.rmtree(out)
+
+
+def test_write_tools(server: FtpServer) -> None:
+    root = server.root
+    (root / "old.txt").write_text("0123456789")
+    (root / "log.txt").write_text("line 1\n")
+    local = Path(tempfile.mkdtemp(prefix="ftp-in-"))
+    big = os.urandom(20 << 20)
+    (local / "big.bin").write_bytes(big)
+    try:
+        with mounted(ftpes(server), source="f") as m:
+            run("cp", local / "big.bin", m.path / "big.bin")
+            assert (root / "big.bin").read_bytes() == big  # complete when cp returns
+            run("mkdir", m.path / "new dir")
+            assert (root / "new dir").is_dir()
+            run("cp", local / "big.bin", m.path / "new dir" / "copy.bin")
+            run("mv", m.path / "new dir" / "copy.bin", m.path / "moved.bin")
+            assert (root / "moved.bin").read_bytes() == big and not (root / "new dir" / "copy.bin").exists()
+            run("rmdir", m.path / "new dir")
+            assert not (root / "new dir").exists()
+            run("rm", m.path / "moved.bin")
+            assert not (root / "moved.bin").exists()
+            run("sh", "-c", f"echo 'line 2' >> '{m.path / 'log.txt'}'")
+            assert (root / "log.txt").read_text() == "line 1\nline 2\n"
+            run("truncate", "-s", "4", m.path / "old.txt")
+            assert (root / "old.txt").read_text() == "0123"
+            run("sh", "-c", f"printf new > '{m.path / 'old.txt'}'")
+            assert (root / "old.txt").read_text() == "new"
+            run("touch", m.path / "empty")
+            assert (root / "empty").read_bytes() == b""
+            run("touch", "-d", "2020-01-02 03:04:05 UTC", m.path / "log.txt")
+            assert (root / "log.txt").stat().st_mtime == 1_577_934_245
+            run("chmod", "600", m.path / "log.txt")
+            assert (root / "log.txt").stat().st_mode & 0o777 == 0o600
+            assert (m.path / "log.txt").stat().st_mode & 0o777 == 0o600
+            with open(m.path / "rw.txt", "w+b") as f:  # O_RDWR: read back before close
+                f.write(b"hello world")
+                f.seek(6)
+                assert f.read() == b"world"
+                f.seek(0)
+                f.write(b"HELLO")
+                f.seek(0)
+                assert f.read() == b"HELLO world"
+            assert (root / "rw.txt").read_bytes() == b"HELLO world"
+            with open(m.path / "old.txt", "r+b") as f:
+                f.seek(1)
+                f.write(b"E")
+                f.seek(0)
+                assert f.read() == b"nEw"
+            assert (root / "old.txt").read_bytes() == b"nEw"
+            assert not list(root.rglob(".fsmount-*"))
+    finally:
+        shutil.rmtree(local)
+
+
+def huge_file(server: FtpServer) -> Path:
+    path = server.root / "huge.bin"
+    with open(path, "wb") as f:
+        f.truncate(256 << 20)
+        f.seek(0)
+        f.write(b"MAGIC" + b"x" * 65531)
+    return path
+
+
+def cached_bytes(home: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in (home / "cache").rglob("*") if p.is_file())
+
+
+def test_head_of_a_big_file_does_not_download_it(server: FtpServer) -> None:
+    huge_file(server)
+    with mounted(ftpes(server), source="f") as m:
+        assert run("head", "-c", "65536", m.path / "huge.bin").stdout == b"MAGIC" + b"x" * 65531
+        # the read-ahead may still be running: give it the time a whole download would take
+        time.sleep(1)
+        assert cached_bytes(m.home) < 40 << 20
+
+
+@pytest.mark.xfail(reason="cache layer: file(1) reads 7 MiB at the head, then 7 MiB at the tail; "
+                   "the tail's sequential reads extend the head's read-ahead stream to the end "
+                   "of the file (cache/layer.py Reader._fetch)", strict=False)
+def test_file_of_a_big_file_does_not_download_it(server: FtpServer) -> None:
+    huge_file(server)
+    with mounted(ftpes(server), source="f") as m:
+        for _ in range(3):
+            assert run("file", "-b", m.path / "huge.bin").returncode == 0
+            time.sleep(1)
+            assert cached_bytes(m.home) < 64 << 20
+
+
+def test_permission_denied_for_a_read_only_user(server: FtpServer) -> None:
+    (server.root / "ro.txt").write_text("keep")
+    with mounted(config(server.url("ftpes", user="bob"), server.ca, password="secret2"), source="f",
+                 expect_warnings=["never stored", "Not enough privileges"]) as m:
+        assert run("cat", m.path / "ro.txt").stdout == b"keep"
+        done = run("rm", m.path / "ro.txt", check=False)
+        assert done.returncode != 0 and b"ermission denied" in done.stderr
+        done = run("cp", "/etc/hostname", m.path / "new.txt", check=False)
+        assert done.returncode != 0
+    assert (server.root / "ro.txt").exists() and not (server.root / "new.txt").exists()
+    assert not list(server.root.rglob(".fsmount-*"))
+
+
+def test_cp_fails_when_the_server_dies_mid_upload() -> None:
+    with running_ftp() as server:
+        local = Path(tempfile.mkdtemp(prefix="ftp-in-"))
+        (local / "big.bin").write_bytes(os.urandom(48 << 20))
+        server.set_faults(slow=0.0)
+        try:
+            with mounted(ftpes(server, timeout=3), source="f", expect_warnings=[".*"]) as m:
+                os.listdir(m.path)
+                # throttle nothing, but kill the server as soon as the upload has started
+                cp = subprocess.Popen(["cp", str(local / "big.bin"), str(m.path / "big.bin")],
+                                      stderr=subprocess.PIPE)
+                wait_for(lambda: any(p.stat().st_size > 0 for p in server.root.glob(".fsmount-*"))
+                         or cp.poll() is not None, 30, "the upload to start")
+                server.kill()
+                _, err = cp.communicate(timeout=60)
+                assert cp.returncode != 0, err
+                assert not (server.root / "big.bin").exists()
+        finally:
+            shutil.rmtree(local)
+
+
+def test_mount_errors_are_one_line() -> None:
+    with running_ftp() as server:
+        with pytest.raises(RuntimeError, match="login failed"):
+            with mounted(config(server.url("ftpes"), server.ca, password="wrong"), source="f"):
+                pass
+    with pytest.raises(RuntimeError, match="cannot use|did not answer"):  # the server is gone now
+        with mounted(config(server.url("ftpes"), server.ca), source="f"):
+            pass
+
+
+def test_vsftpd_over_tls_with_session_reuse() -> None:
+    files = {"readme.txt": b"read me\n", "pub/data.bin": os.urandom(1 << 20)}
+    with running_vsftpd(files, tls=True) as v:
+        with mounted(config(v.url(), v.ca, password=None), source="f") as m:
+            assert sorted(os.listdir(m.path)) == ["pub", "readme.txt"]
+            assert run("cat", m.path / "readme.txt").stdout == b"read me\n"
+            assert (m.path / "pub" / "data.bin").read_bytes() == files["pub/data.bin"]
+            done = run("touch", "-d", "2020-01-01", m.path / "readme.txt", check=False)
+            assert done.returncode != 0 and b"not supported" in done.stderr
+            assert run("rm", m.path / "readme.txt", check=False).returncode != 0
+            assert (v.root / "readme.txt").exists()
