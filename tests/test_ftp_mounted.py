@@ -212,3 +212,15 @@ def test_vsftpd_over_tls_with_session_reuse() -> None:
             assert done.returncode != 0 and b"not supported" in done.stderr
             assert run("rm", m.path / "readme.txt", check=False).returncode != 0
             assert (v.root / "readme.txt").exists()
+
+
+def test_hostile_names_and_lines_from_the_server(server: FtpServer) -> None:
+    (server.root / "good.txt").write_text("good\n")
+    (server.root / "evil\r\nname").write_text("evil\n")  # a real file whose name holds CR/LF
+    server.set_faults(mlsd_extra=["type=file;size=5;modify=20240101000000; a/b\r\n",
+                                  "type=file;size=99999999999999999999999999; huge\r\n",
+                                  "type=dir; ..\r\n", "\x00\xff garbage\r\n"])
+    with mounted(ftpes(server), source="f") as m:
+        assert os.listdir(m.path) == ["good.txt"]
+        assert run("cat", m.path / "good.txt").stdout == b"good\n"
+        assert run("find", m.path).returncode == 0

@@ -114,3 +114,12 @@ def test_split_lines_crlf_and_lf() -> None:
     assert ftplist.split_lines(b"a\r\nb\nc\r\n") == [b"a", b"b\nc"]
     assert ftplist.split_lines(b"a\nb\n") == [b"a", b"b"]
     assert ftplist.split_lines(b"") == []
+
+
+@pytest.mark.parametrize("mlsd", [True, False])
+def test_a_line_break_inside_a_name_drops_both_parts(mlsd: bool) -> None:
+    first = "type=file;size=5;modify=20240101000000; " if mlsd else "-rw-r--r--   1 u g 5 Jun 10 10:10 "
+    data = (first + "good\r\n" + first + "evil\r\nname\r\n" + first + "also good\r\n").encode()
+    lines = [line.decode() for line in ftplist.split_lines(data)]
+    names = [e.name for e in ftplist.parse_lines(lines, mlsd=mlsd, now=NOW)]
+    assert names == ["good", "also good"]

@@ -263,6 +263,12 @@ class Client(ftplib.FTP_TLS):
         self.lastresp = resp[:3]
         return resp
 
+    def pipeline(self, *cmds: str) -> list[str]:
+        """Send commands without waiting, then read one reply each (saves round trips)."""
+        for cmd in cmds:
+            self.putcmd(cmd)
+        return [self.getresp_any() for _ in cmds]
+
     def close_quietly(self) -> None:
         t, self.transfer = self.transfer, None
         if t is not None:
@@ -539,12 +545,10 @@ class FtpBackend(BackendBase):
                     c.feats.discard("MLST")
                     return self._stat(c, path)
                 raise reply_error(str(e)) from None
-            for line in resp.splitlines()[1:-1]:
-                facts = line.strip().partition(" ")[0]
-                entry = ftplist.parse_mlsd_line(f"{facts} x")
-                if entry is not None:
-                    return dataclasses.replace(entry, name=path[-1])
-            raise FsError(f"unreadable MLST answer for {c.path(path)}")
+            entry = _mlst_entry(resp, path[-1])
+            if entry is None:
+                raise FsError(f"unreadable MLST answer for {c.path(path)}")
+            return entry
         for entry in self._list(c, path[:-1]):
             if entry.name == path[-1]:
                 return entry
@@ -665,14 +669,29 @@ class FtpBackend(BackendBase):
             except ftplib.error_perm as e:
                 raise self._resolve_550(c, path[:-1], e) from None
         try:
-            self._rename(c, temp, final, path)
+            entry = self._move_into_place(c, temp, final, path)
         except BaseException:
             _quietly(c, "DELE " + temp)
             temps.remove(temp)
             raise
         temps.remove(temp)
-        entry = self._stat(c, path)
-        return entry
+        return entry or self._stat(c, path)
+
+    def _move_into_place(self, c: Client, temp: str, final: str, path: Path) -> Entry | None:
+        """RNFR, RNTO and MLST in one round trip; the slow path for servers refusing to
+        rename over an existing file."""
+        cmds = ["RNFR " + temp, "RNTO " + final] + (["MLST " + final] if c.mlst else [])
+        replies = c.pipeline(*cmds)
+        if replies[0][:1] == "3" and replies[1][:1] == "2":
+            if len(replies) > 2 and replies[2][:1] == "2":
+                return _mlst_entry(replies[2], path[-1])
+            return None
+        bad = replies[0] if replies[0][:1] != "3" else replies[1]
+        log.debug("%s: rename into place failed (%s); retrying step by step", c.label, bad.strip())
+        if bad[:1] != "5":
+            raise ftplib.error_temp(bad) if bad[:1] == "4" else ftplib.error_reply(bad)
+        self._rename(c, temp, final, path)
+        return None
 
     @staticmethod
     def _store(c: Client, rpath: str, f: Any) -> None:
@@ -766,6 +785,16 @@ class FtpBackend(BackendBase):
             except ftplib.error_perm as e:
                 raise self._resolve_550(c, path, e) from None
         await self._run(mfmt, what="touch")
+
+
+def _mlst_entry(resp: str, name: str) -> Entry | None:
+    """The entry in an MLST reply (``250-…`` / `` facts path`` / ``250 End``)."""
+    for line in resp.splitlines()[1:-1]:
+        facts = line.strip().partition(" ")[0]
+        entry = ftplist.parse_mlsd_line(f"{facts} x")
+        if entry is not None:
+            return dataclasses.replace(entry, name=name)
+    return None
 
 
 def _quietly(c: Client, cmd: str) -> None:

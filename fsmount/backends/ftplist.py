@@ -9,6 +9,7 @@ command — empty, ``.``/``..``, containing ``/``, NUL, CR or LF — are skipped
 from __future__ import annotations
 
 import calendar
+import functools
 import logging
 import re
 import time
@@ -36,9 +37,12 @@ _WINDOWS = re.compile(
 )
 
 
+_UNUSABLE = re.compile(r"[/\0\r\n]")
+
+
 def valid_name(name: str) -> bool:
     """Whether a name can be used in a later command and means one object in this directory."""
-    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\0\r\n")
+    return bool(name) and name not in (".", "..") and _UNUSABLE.search(name) is None
 
 
 def _skip(line: str, why: str) -> None:
@@ -54,8 +58,24 @@ def _entry(name: str, is_dir: bool, size: int | None, mtime: float | None, mode:
 # -- MLSD ---------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
+def _day(ymd: str) -> int | None:
+    """Days since the epoch of ``YYYYMMDD`` (cached: a directory's files share few days)."""
+    try:
+        return calendar.timegm((int(ymd[:4]), int(ymd[4:6]), int(ymd[6:8]), 0, 0, 0, 0, 0, 0)) // 86400 \
+            if 1 <= int(ymd[4:6]) <= 12 and 1 <= int(ymd[6:8]) <= 31 else None
+    except (ValueError, OverflowError):
+        return None
+
+
 def parse_mlsx_time(value: str) -> float | None:
     """``YYYYMMDDHHMMSS[.sss]`` in UTC (RFC 3659 ``modify``)."""
+    if len(value) == 14 and value.isdigit():  # the common case, fast
+        day = _day(value[:8])
+        hh, mm, ss = int(value[8:10]), int(value[10:12]), int(value[12:14])
+        if day is None or hh > 23 or mm > 59 or ss > 60:
+            return None
+        return float(day * 86400 + hh * 3600 + mm * 60 + ss)
     m = re.fullmatch(r"(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\.\d{1,9})?", value.strip())
     if not m:
         return None
@@ -66,13 +86,11 @@ def parse_mlsx_time(value: str) -> float | None:
     return float(t) + (float(m.group(7)) if m.group(7) else 0.0)
 
 
+_FACT = re.compile(r"([^;=]+)=([^;]*)")
+
+
 def parse_facts(text: str) -> dict[str, str]:
-    facts = {}
-    for part in text.split(";"):
-        key, eq, value = part.partition("=")
-        if eq:
-            facts[key.strip().lower()] = value
-    return facts
+    return {k.strip().lower(): v for k, v in _FACT.findall(text)}
 
 
 def parse_mlsd_line(line: str) -> Entry | None:
@@ -82,41 +100,34 @@ def parse_mlsd_line(line: str) -> Entry | None:
         _skip(line, "no facts")
         return None
     facts = parse_facts(facts_text)
-    kind = facts.get("type", "").lower()
-    if kind in ("cdir", "pdir"):
+    raw_type = facts.get("type", "")
+    kind = raw_type.lower()
+    if kind == "cdir" or kind == "pdir":
         return None
     if not valid_name(name):
         _skip(line, "unusable name")
         return None
     symlink = None
-    if kind.startswith("os.unix=slink") or kind.startswith("os.unix=symlink"):
-        symlink = facts.get("type", "").partition(":")[2] or None
-        if symlink is None:
-            symlink = ""  # a link whose target the server does not tell
-        is_dir = False
-    elif kind == "dir":
-        is_dir = True
-    elif kind in ("file", ""):
-        is_dir = False
-    else:
-        is_dir = False  # OS-specific types: show them as files
+    is_dir = kind == "dir"
+    if kind.startswith(("os.unix=slink", "os.unix=symlink")):
+        symlink = raw_type.partition(":")[2] or None  # unknown target: shown as what it points at
     size = None
     raw_size = facts.get("size") or facts.get("sizd")
     if raw_size is not None:
-        if not raw_size.isdigit() or int(raw_size) > MAX_SIZE:
+        if not raw_size.isdigit() or len(raw_size) > 19 or int(raw_size) > MAX_SIZE:
             _skip(line, "bad size")
             return None
         size = int(raw_size)
-    mtime = parse_mlsx_time(facts["modify"]) if "modify" in facts else None
+    modify = facts.get("modify")
+    mtime = parse_mlsx_time(modify) if modify is not None else None
     mode = None
-    if "unix.mode" in facts:
+    raw_mode = facts.get("unix.mode")
+    if raw_mode is not None:
         try:
-            mode = int(facts["unix.mode"], 8) & 0o7777
+            mode = int(raw_mode, 8) & 0o7777
         except ValueError:
             mode = None
-    if symlink == "":
-        symlink = None  # unknown target: better shown as what it points at
-    return _entry(name, is_dir, size if not is_dir else None, mtime, mode, symlink)
+    return _entry(name, is_dir, None if is_dir else size, mtime, mode, symlink)
 
 
 # -- LIST ---------------------------------------------------------------------------------
@@ -238,20 +249,39 @@ def parse_list_line(line: str, now: float | None = None) -> Entry | None:
         return None
 
 
+def _is_fragment(line: str, mlsd: bool) -> bool:
+    """A line that is no entry at all: the rest of the previous line's name, cut at a line
+    break inside the name (the previous entry then has a wrong name and must go too)."""
+    if mlsd:
+        facts, sep, _ = line.partition(" ")
+        return not sep or "=" not in facts
+    stripped = line.strip()
+    return bool(stripped) and not stripped.lower().startswith("total ") \
+        and _UNIX.match(line) is None and _WINDOWS.match(line) is None
+
+
 def parse_lines(lines: Iterable[str], mlsd: bool, now: float | None = None) -> list[Entry]:
     """All usable entries; the first of duplicate names wins (a broken server repeating one)."""
     seen: dict[str, Entry] = {}
+    previous: str | None = None  # the name the previous line produced
     for line in lines:
         if len(line) > 16384:
             _skip(line, "line too long")
+            previous = None
             continue
         try:
             entry = parse_mlsd_line(line) if mlsd else parse_list_line(line, now)
+            fragment = entry is None and _is_fragment(line, mlsd)
         except Exception as e:
             _skip(line, f"parser error {e!r}")
-            continue
+            entry, fragment = None, False
+        if fragment and previous is not None:
+            _skip(line, f"continues the name {previous!r}, dropped too")
+            seen.pop(previous, None)
+        previous = None
         if entry is not None and entry.name not in seen:
             seen[entry.name] = entry
+            previous = entry.name
     return list(seen.values())
 
 
