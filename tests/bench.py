@@ -99,6 +99,171 @@ def grep_cold_warm(label: str, mount_dir: Path, floor_dir: Path, direct: float, 
     report(f"{label}: warm grep -rl (fsmount) vs floor", warm, floor, "floor", "<= 1.30x")
 
 
+# -- FTP ----------------------------------------------------------------------------------
+
+
+def _make_file(path: Path, size: int) -> None:
+    """Incompressible content, written in 8 MiB pieces (memory stays flat)."""
+    with open(path, "wb") as f:
+        piece = os.urandom(8 << 20)
+        for _ in range(size // len(piece)):
+            f.write(piece)
+        f.write(piece[: size % len(piece)])
+
+
+@contextmanager
+def rclone_mount(port: int) -> Iterator[Path]:
+    """The incumbent: ``rclone mount`` of the same server, default VFS options."""
+    mnt = Path(tempfile.mkdtemp(prefix="rclone-"))
+    secret = subprocess.run(["rclone", "obscure", "secret"], capture_output=True, text=True).stdout.strip()
+    cache = tempfile.mkdtemp(prefix="rclone-cache-")
+    proc = subprocess.Popen(
+        ["rclone", "mount", ":ftp:", str(mnt), "--ftp-host", "127.0.0.1", "--ftp-port", str(port),
+         "--ftp-user", "alice", "--ftp-pass", secret, "--cache-dir", cache, "--config", "/dev/null"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: is_mounted(mnt) or proc.poll() is not None, 30, "the rclone mount")
+        yield mnt
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
+        proc.wait(timeout=30)
+        shutil.rmtree(cache, ignore_errors=True)
+        mnt.rmdir()
+
+
+def _ftp_direct(server, big: int, up: Path, small: list[Path], offsets: list[int]) -> dict[str, float]:
+    import ftplib
+
+    c = server.client()
+    times = {}
+    times["down"] = clock(lambda: c.retrbinary("RETR big.bin", lambda b: None, blocksize=1 << 20))
+    with open(up, "rb") as f:
+        times["up"] = clock(lambda: (f.seek(0), c.storbinary("STOR direct-up.bin", f, blocksize=1 << 20)))
+    c.mkd("direct-small")
+
+    def stor_all() -> None:
+        for p in small:
+            with open(p, "rb") as f:
+                c.storbinary(f"STOR direct-small/{p.name}", f)
+
+    times["small"] = clock(stor_all)
+
+    def random_reads() -> None:
+        for off in offsets:
+            conn = c.transfercmd("RETR rnd.bin", rest=off)
+            got = b""
+            while len(got) < 4096:
+                piece = conn.recv(4096 - len(got))
+                if not piece:
+                    break
+                got += piece
+            conn.close()
+            try:
+                c.voidresp()
+            except ftplib.error_temp:  # 426: transfer aborted, as intended
+                pass
+
+    times["random"] = clock(random_reads)
+    times["mlsd"] = clock(lambda: list(c.mlsd("many")), 3)
+    c.quit()
+    return times
+
+
+def _tool_ops(mnt: Path, up: Path, smalldir: Path, offsets: list[int], tag: str) -> dict[str, float]:
+    """The same operations through a mount (fsmount's or rclone's)."""
+    times = {}
+    drop_page_cache()
+    times["down"] = clock(lambda: sh("cat", mnt / "big.bin"))  # cat writes to /dev/null via stdout
+    times["up"] = clock(lambda: sh("cp", up, mnt / f"{tag}-up.bin"))
+    times["small"] = clock(lambda: sh("cp", "-r", smalldir, mnt / f"{tag}-small"))
+
+    def random_reads() -> None:
+        fd = os.open(mnt / "rnd.bin", os.O_RDONLY)
+        try:
+            for off in offsets:
+                os.pread(fd, 4096, off)
+        finally:
+            os.close(fd)
+
+    times["random"] = clock(random_reads)
+    times["ls_cold"] = clock(lambda: sh("ls", "-l", mnt / "many"))
+    times["ls_warm"] = clock(lambda: sh("ls", "-l", mnt / "many"), 3)
+    return times
+
+
+def bench_ftp() -> None:
+    import random
+
+    from tests.servers.ftp import running_ftp
+
+    work = Path(tempfile.mkdtemp(prefix="bench-ftp-"))
+    root = work / "root"
+    (root / "many").mkdir(parents=True)
+    big = 512 << 20
+    _make_file(root / "big.bin", big)
+    _make_file(root / "rnd.bin", 64 << 20)
+    _make_file(root / "huge.bin", 2 << 30)
+    up = work / "up.bin"
+    _make_file(up, 256 << 20)
+    for i in range(10_000):
+        (root / "many" / f"entry-{i:05d}.txt").write_bytes(b"x" * (i % 100))
+    smalldir = work / "small"
+    smalldir.mkdir()
+    small = []
+    for i in range(1000):
+        p = smalldir / f"small-{i:04d}.txt"
+        p.write_bytes(os.urandom(100 + i * 7))
+        small.append(p)
+    offsets = [random.Random(i).randrange(0, (64 << 20) - 4096) for i in range(200)]
+    with running_ftp(root=root) as server:
+        direct = _ftp_direct(server, big, up, small, offsets)
+        config = (f'[accounts.ftp]\nurl = "ftp://alice@127.0.0.1:{server.port}/"\n'
+                  'password = "secret"\nplaintext_auth = true\ntls = "off"\n')
+        with mounted(config, source="ftp") as m:
+            ours = _tool_ops(m.path, up, smalldir, offsets, "fsmount")
+            assert (root / "fsmount-up.bin").stat().st_size == up.stat().st_size
+            huge_out = clock(lambda: sh("cp", m.path / "huge.bin", work / "huge-out.bin"))
+            huge_in = clock(lambda: sh("cp", work / "huge-out.bin", m.path / "huge-in.bin"))
+            peak = rss_peak(m.proc.pid)
+            for f in ("huge.bin", "huge-in.bin"):
+                (root / f).unlink()
+            (work / "huge-out.bin").unlink()
+        with rclone_mount(server.port) as rc:
+            theirs = _tool_ops(rc, up, smalldir, offsets, "rclone")
+        local_many = root / "many"
+        with floor_mount(root) as fl:
+            drop_page_cache()
+            floor_down = clock(lambda: sh("cat", fl / "big.bin"))
+            floor_ls = clock(lambda: sh("ls", "-l", fl / "many"), 3)
+        del local_many
+    with running_ftp(root=root, throttle=100_000_000) as slow:
+        c = slow.client()
+        capped_direct = clock(lambda: c.retrbinary("RETR rnd.bin", lambda b: None, blocksize=1 << 20))
+        c.quit()
+        config = (f'[accounts.ftp]\nurl = "ftp://alice@127.0.0.1:{slow.port}/"\n'
+                  'password = "secret"\nplaintext_auth = true\ntls = "off"\n')
+        with mounted(config, source="ftp") as m:
+            capped = clock(lambda: sh("cat", m.path / "rnd.bin"))
+    shutil.rmtree(work)
+
+    rate("512 MiB sequential read: fsmount vs direct RETR", big, ours["down"], direct["down"], "direct", ">= 50%")
+    rate("512 MiB sequential read: rclone vs direct RETR", big, theirs["down"], direct["down"], "direct", "(26%)")
+    rate("512 MiB sequential read: fsmount vs floor", big, ours["down"], floor_down, "floor", "")
+    rate("64 MiB read over a 100 MB/s link: fsmount vs direct", 64 << 20, capped, capped_direct, "direct", ">= 95%")
+    rate("cp 256 MiB in: fsmount vs direct STOR", 256 << 20, ours["up"], direct["up"], "direct", ">= 50%")
+    rate("cp 256 MiB in: rclone vs direct STOR", 256 << 20, theirs["up"], direct["up"], "direct", "(29%)")
+    report("cp -r 1000 small files: fsmount vs 1000 direct STORs", ours["small"], direct["small"], "direct", "<= 2x")
+    report("cp -r 1000 small files: rclone vs 1000 direct STORs", theirs["small"], direct["small"], "direct", "(7x)")
+    report("200 random 4 KiB reads: fsmount vs direct REST+RETR", ours["random"], direct["random"], "direct", "<= 3x")
+    report("200 random 4 KiB reads: rclone vs direct REST+RETR", theirs["random"], direct["random"], "direct", "(370x)")
+    report("ls -l 10,000 entries cold: fsmount vs one MLSD", ours["ls_cold"], direct["mlsd"], "MLSD", "<= 2.5x")
+    report("ls -l 10,000 entries cold: rclone vs one MLSD", theirs["ls_cold"], direct["mlsd"], "MLSD", "(5-8x)")
+    report("ls -l 10,000 entries warm: fsmount vs floor", ours["ls_warm"], floor_ls, "floor", f"<= 0.3 s: {ours['ls_warm']:.3f} s")
+    print(f"{'2 GiB copy out + 2 GiB copy in':<58} {huge_out:6.1f}s + {huge_in:6.1f}s; fsmount peak RSS "
+          f"{peak / 2**20:.0f} MiB (target < 150 MiB)", flush=True)
+
+
+
 # -- NNTP ---------------------------------------------------------------------------------
 
 
@@ -130,7 +295,7 @@ def bench_nntp(count: int = 2000) -> None:
         shutil.rmtree(local)
 
 
-SECTIONS = {"nntp": bench_nntp}
+SECTIONS = {"ftp": bench_ftp, "nntp": bench_nntp}
 
 
 def main(argv: list[str]) -> int:

@@ -48,6 +48,7 @@ class Capabilities:
     immutable: bool = False  # an identity's bytes never change: let the kernel cache them
     xattrs: bool = False
     metadata_ttl: float | None = None  # overrides the account's listing TTL (e.g. push-driven)
+    coupled_names: bool = False  # a change to one name may change others (relist after it)
     extra: frozenset[str] = field(default_factory=frozenset)
 
 

@@ -148,50 +148,71 @@ class CachedBackend:
         self._pending.pop(path, None)
 
     async def commit(self, path: Path, spool: str, replacing: Entry | None) -> Entry:
-        return await self._change(path[:-1], self.backend.commit(path, spool, replacing), path)
+        return await self._change(path[:-1], self.backend.commit(path, spool, replacing), gone=path)
 
     async def remove(self, path: Path) -> None:
-        await self._change(path[:-1], self.backend.remove(path), path)
+        await self._change(path[:-1], self.backend.remove(path), gone=path)
 
     async def rmdir(self, path: Path) -> None:
-        await self._change(path[:-1], self.backend.rmdir(path), path)
+        await self._change(path[:-1], self.backend.rmdir(path), gone=path)
 
     async def mkdir(self, path: Path) -> None:
-        await self._change(path[:-1], self.backend.mkdir(path), None)
+        await self._change(path[:-1], self.backend.mkdir(path))
+        await self._refresh(path)
 
     async def rename(self, old: Path, new: Path) -> Entry | None:
         self.meta.changed(new[:-1])
-        result = await self._change(old[:-1], self.backend.rename(old, new), old)
-        self.meta.drop(new)
-        self.meta.forget(new[:-1])
+        result = await self._change(old[:-1], self.backend.rename(old, new), gone=old, into=new[:-1])
+        if result is None or result.name != new[-1]:
+            self.meta.drop(new)
+        if result is None:
+            await self._refresh(new)
         return result
 
     async def set_mode(self, path: Path, mode: int) -> None:
-        await self._change(path[:-1], self.backend.set_mode(path, mode), None)
+        await self._change(path[:-1], self.backend.set_mode(path, mode))
+        await self._refresh(path)
 
     async def set_mtime(self, path: Path, mtime: float) -> None:
-        await self._change(path[:-1], self.backend.set_mtime(path, mtime), None)
+        await self._change(path[:-1], self.backend.set_mtime(path, mtime))
+        await self._refresh(path)
 
-    async def _change(self, directory: Path, call: Awaitable[T], gone: Path | None) -> T:
-        """Run a change; listings of ``directory`` started before it ends are void."""
+    async def _change(self, directory: Path, call: Awaitable[T], *, gone: Path | None = None,
+                      into: Path | None = None) -> T:
+        """Run a change and show its result at once, without relisting the directory.
+
+        Listings of ``directory`` that started before the change ended are void; after a
+        failure the directory is relisted, since its state is unknown.
+        """
         self.meta.changed(directory)
         try:
             result = await call
+        except BaseException:
+            self.meta.forget(directory)
+            raise
         finally:
             self.meta.changed(directory)
             if gone is not None:
                 self.meta.drop(gone)
                 self._pending.pop(gone, None)
+        if self.capabilities.coupled_names:
             self.meta.forget(directory)
         if isinstance(result, Entry):
-            self.meta.put(directory + (result.name,), result)
+            self.meta.put((directory if into is None else into) + (result.name,), result)
         return result
+
+    async def _refresh(self, path: Path) -> None:
+        """Learn the entry a change left at ``path`` (one stat, not a whole listing)."""
+        try:
+            self.meta.put(path, await self.backend.stat(path))
+        except FsError:
+            self.meta.forget(path[:-1])
 
     async def get_xattrs(self, path: Path) -> dict[str, bytes]:
         return await self.backend.get_xattrs(path)
 
     async def set_xattr(self, path: Path, name: str, value: bytes) -> None:
-        await self._change(path[:-1], self.backend.set_xattr(path, name, value), None)
+        await self._change(path[:-1], self.backend.set_xattr(path, name, value))
 
     async def aclose(self) -> None:
         await self.backend.aclose()
