@@ -87,6 +87,7 @@ class OutboxBackend(BackendBase):
         ranged_read=True, write=True, overwrite=True, remove=True, rename=True, xattrs=True,
         set_mode=True, set_mtime=True,  # kept for plain files; a no-op on messages (cp -p, rsync)
         metadata_ttl=0.05,  # the sender changes the listing; ``changed`` makes re-checks free
+        coupled_names=True,  # NAME.eml.status comes and goes with NAME.eml
     )
 
     def __init__(self, account: Account, secret: Secret, env: Environment) -> None:
