@@ -120,7 +120,8 @@ class FtpServer:
 @contextmanager
 def running_ftp(*, sendfile: bool = True, max_cons: int = 0, throttle: int = 0,
                 root: Path | None = None) -> Iterator[FtpServer]:
-    """One pyftpdlib process; ``throttle`` caps each transfer (bytes/s); ``max_cons`` limits
+    """One pyftpdlib process; ``throttle`` caps all transfers together (bytes/s, like one shared
+    link: uploads and downloads of every connection draw on one budget); ``max_cons`` limits
     control connections per client address (more get ``421 Too many connections``)."""
     d = _data_dir("srv-ftp-")
     own_root = root is None
@@ -162,7 +163,7 @@ def _serve(d: Path) -> None:
     """The server process: three listeners on one pyftpdlib I/O loop."""
     from pyftpdlib.authorizers import DummyAuthorizer
     from pyftpdlib.filesystems import AbstractedFS
-    from pyftpdlib.handlers import DTPHandler, FTPHandler, ThrottledDTPHandler, TLS_DTPHandler, TLS_FTPHandler
+    from pyftpdlib.handlers import DTPHandler, FTPHandler, TLS_DTPHandler, TLS_FTPHandler
     from pyftpdlib.ioloop import IOLoop
     from pyftpdlib.servers import FTPServer
 
@@ -179,8 +180,36 @@ def _serve(d: Path) -> None:
             state.update(serial=data.get("serial"), faults=data, times=int(data.get("times", 1)))
         return state["faults"]
 
+    rate = int(config["throttle"])
+    pace = {"next": 0.0}
+
     class FaultDTP:
         sent = 0
+        _pacer = None
+
+        def _pace(self, n):  # type: ignore[no-untyped-def]
+            """One budget for all transfers (a shared link): stop this channel until its
+            bytes fit under ``rate``."""
+            if not rate or not n or self._closed:
+                return
+            now = time.monotonic()
+            pace["next"] = max(pace["next"], now) + n / rate
+            delay = pace["next"] - now
+            if delay > 0.002 and self._pacer is None:
+                event = self.ioloop.READ if self.receive else self.ioloop.WRITE
+                self.del_channel()
+
+                def resume() -> None:
+                    self._pacer = None
+                    if not self._closed:
+                        self.add_channel(events=event)
+
+                self._pacer = self.ioloop.call_later(delay, resume, _errback=self.handle_error)
+
+        def close(self):  # type: ignore[no-untyped-def]
+            if self._pacer is not None and not self._pacer.cancelled:
+                self._pacer.cancel()
+            return super().close()  # type: ignore[misc]
 
         def send(self, data):  # type: ignore[no-untyped-def]
             f = faults()
@@ -194,6 +223,7 @@ def _serve(d: Path) -> None:
                     return 0
             n = super().send(data)  # type: ignore[misc]
             self.sent += n or 0
+            self._pace(n)
             return n
 
         def recv(self, buffer_size):  # type: ignore[no-untyped-def]
@@ -205,13 +235,12 @@ def _serve(d: Path) -> None:
                 self.close()
                 cc.close()
                 return b""
-            return super().recv(buffer_size)  # type: ignore[misc]
+            chunk = super().recv(buffer_size)  # type: ignore[misc]
+            self._pace(len(chunk))
+            return chunk
 
-    base_dtp = ThrottledDTPHandler if config["throttle"] else DTPHandler
-    dtp_plain = type("DTP", (FaultDTP, base_dtp), {})
+    dtp_plain = type("DTP", (FaultDTP, DTPHandler), {})
     dtp_tls = type("TlsDTP", (FaultDTP, TLS_DTPHandler), {})
-    if config["throttle"]:
-        dtp_plain.read_limit = dtp_plain.write_limit = config["throttle"]
 
     class FaultFS(AbstractedFS):
         def format_list(self, basedir, listing, ignore_err=True):  # type: ignore[no-untyped-def]
@@ -262,7 +291,7 @@ def _serve(d: Path) -> None:
         h.auth_failed_timeout = 0
         h.timeout = 120
         h.abstracted_fs = FaultFS
-        h.use_sendfile = bool(config["sendfile"])
+        h.use_sendfile = bool(config["sendfile"]) and not rate  # sendfile would bypass the pacing
         h.banner = "fsmount test server ready."
         return h
 
