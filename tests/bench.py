@@ -219,7 +219,7 @@ def bench_ftp() -> None:
         direct = _ftp_direct(server, big, up, small, offsets)
         config = (f'[accounts.ftp]\nurl = "ftp://alice@127.0.0.1:{server.port}/"\n'
                   'password = "secret"\nplaintext_auth = true\ntls = "off"\n')
-        with mounted(config, source="ftp") as m:
+        with mounted(config, source="ftp", debug=False) as m:
             ours = _tool_ops(m.path, up, smalldir, offsets, "fsmount")
             assert (root / "fsmount-up.bin").stat().st_size == up.stat().st_size
             huge_out = clock(lambda: sh("cp", m.path / "huge.bin", work / "huge-out.bin"))
@@ -242,7 +242,7 @@ def bench_ftp() -> None:
         c.quit()
         config = (f'[accounts.ftp]\nurl = "ftp://alice@127.0.0.1:{slow.port}/"\n'
                   'password = "secret"\nplaintext_auth = true\ntls = "off"\n')
-        with mounted(config, source="ftp") as m:
+        with mounted(config, source="ftp", debug=False) as m:
             capped = clock(lambda: sh("cat", m.path / "rnd.bin"))
     shutil.rmtree(work)
 
@@ -289,7 +289,7 @@ def bench_nntp(count: int = 2000) -> None:
         config = (f'[accounts.news]\nurl = "nntp://alice@127.0.0.1:{inn.port}"\n'
                   f'password = "secret1"\nplaintext_auth = true\ntls = "off"\nmax_articles = {count}\n'
                   f'groups = ["local.test"]\n')
-        with mounted(config) as m:
+        with mounted(config, debug=False) as m:
             grep_cold_warm(f"nntp {count} articles", m.path / "news" / "local.test", local, direct,
                            "no-such-needle")
         shutil.rmtree(local)

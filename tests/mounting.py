@@ -76,16 +76,18 @@ def mounted(
     expect_warnings: Sequence[str] = (),
     home: Path | None = None,
     timeout: float = 30.0,
+    debug: bool = True,
 ) -> Iterator[Mount]:
     """Mount ``source`` (or every account of ``config_toml``) and unmount afterwards.
 
-    Pass the same ``home`` to mount twice over one cache and state directory.
+    Pass the same ``home`` to mount twice over one cache and state directory; ``debug=False``
+    for benchmarks (protocol logging costs time).
     """
     own_home = home is None
     home = home or Path(tempfile.mkdtemp(prefix="fsmount-test-"))
     mnt = Path(tempfile.mkdtemp(prefix="mnt-", dir=home))
     log = home / f"{mnt.name}.log"
-    cmd = [sys.executable, "-m", "fsmount", "-f", "--debug"]
+    cmd = [sys.executable, "-m", "fsmount", "-f", *(["--debug"] if debug else [])]
     if config_toml is not None:
         cfg = home / "config.toml"
         cfg.write_text(config_toml)
