@@ -307,10 +307,11 @@ VS_FILES = {"a.txt": b"hello", "sub/b.bin": bytes(range(256)) * 1200, "grüße.t
 
 @pytest.mark.parametrize("tls", [False, True])
 def test_vsftpd_list_dialect_and_reads(tls: bool) -> None:
-    with running_vsftpd(VS_FILES, tls=tls) as v:
+    with running_vsftpd(VS_FILES, tls=tls, links={"link.txt": "a.txt", "up": "/sub"}) as v:
         async def scenario(b: ftp.FtpBackend) -> None:
             entries = {e.name: e for e in await b.list(())}
-            assert set(entries) == {"a.txt", "sub", "grüße.txt", ".hidden"}
+            assert set(entries) == {"a.txt", "sub", "grüße.txt", ".hidden", "link.txt", "up"}
+            assert entries["link.txt"].symlink == "a.txt" and entries["up"].symlink == "/sub"
             assert entries["a.txt"].size == 5 and entries["sub"].is_dir
             assert entries["a.txt"].mode == 0o444
             assert abs(entries["a.txt"].mtime - (v.root / "a.txt").stat().st_mtime) < 61
@@ -453,3 +454,46 @@ def test_lost_control_connection_is_reestablished(server: FtpServer) -> None:
 
 def test_timed_out_is_transient() -> None:
     assert issubclass(TimedOut, Transient)
+
+
+def test_non_utf8_server_encoding() -> None:
+    with running_ftp(encoding="cp1251") as server:
+        (server.root / "привет.txt").write_text("мир")
+
+        async def scenario(b: ftp.FtpBackend) -> None:
+            assert [e.name for e in await b.list(())] == ["привет.txt"]
+            assert await b.read(("привет.txt",), 0, 100) == "мир".encode()
+            await b.commit(("новый файл.txt",), spool(b"new"), None)
+            await b.rename(("новый файл.txt",), ("ещё.txt",))
+
+        run(alice(server, encoding="cp1251"), scenario)
+        assert sorted(p.name for p in server.root.iterdir()) == ["ещё.txt", "привет.txt"]
+
+
+def test_active_mode(server: FtpServer) -> None:
+    (server.root / "a.txt").write_text("active")
+
+    async def scenario(b: ftp.FtpBackend) -> None:
+        assert [e.name for e in await b.list(())] == ["a.txt"]
+        assert await b.read(("a.txt",), 1, 100) == b"ctive"
+        await b.commit(("b.txt",), spool(b"up"), None)
+
+    run(alice(server, "ftpes", passive=False), scenario)
+    assert (server.root / "b.txt").read_bytes() == b"up"
+
+
+def test_idle_paused_transfer_is_closed(server: FtpServer) -> None:
+    (server.root / "big.bin").write_bytes(os.urandom(4 << 20))
+
+    async def scenario(b: ftp.FtpBackend) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(b.run)
+            await b.read(("big.bin",), 0, 1 << 20)
+            assert any(c.transfer is not None for c, _, _ in b.pool._idle)
+            with trio.fail_after(ftp.PAUSE_IDLE * 4):
+                while any(c.transfer is not None for c, _, _ in b.pool._idle):
+                    await trio.sleep(0.05)
+            assert await b.read(("big.bin",), 1 << 20, 10) == (server.root / "big.bin").read_bytes()[1 << 20:(1 << 20) + 10]
+            nursery.cancel_scope.cancel()
+
+    run(alice(server), scenario)

@@ -224,3 +224,16 @@ def test_hostile_names_and_lines_from_the_server(server: FtpServer) -> None:
         assert os.listdir(m.path) == ["good.txt"]
         assert run("cat", m.path / "good.txt").stdout == b"good\n"
         assert run("find", m.path).returncode == 0
+
+
+def test_a_server_that_stops_answering_fails_operations_and_unmounts(server: FtpServer) -> None:
+    (server.root / "d").mkdir()
+    (server.root / "d" / "f.txt").write_text("x")
+    with mounted(ftpes(server, timeout=2), source="f", expect_warnings=[".*"]) as m:
+        assert os.listdir(m.path) == ["d"]
+        server.set_faults(hang=True)
+        start = time.monotonic()
+        done = subprocess.run(["ls", str(m.path / "d")], capture_output=True, timeout=60)
+        assert done.returncode != 0
+        assert time.monotonic() - start < 20
+    # leaving the block unmounted it (mounted() fails the test if fsmount does not exit)

@@ -119,17 +119,18 @@ class FtpServer:
 
 @contextmanager
 def running_ftp(*, sendfile: bool = True, max_cons: int = 0, throttle: int = 0,
-                root: Path | None = None) -> Iterator[FtpServer]:
+                root: Path | None = None, encoding: str = "utf8") -> Iterator[FtpServer]:
     """One pyftpdlib process; ``throttle`` caps all transfers together (bytes/s, like one shared
     link: uploads and downloads of every connection draw on one budget); ``max_cons`` limits
-    control connections per client address (more get ``421 Too many connections``)."""
+    control connections per client address (more get ``421 Too many connections``);
+    ``encoding``: what names are on the wire (e.g. ``cp1251``; on disk they stay UTF-8)."""
     d = _data_dir("srv-ftp-")
     own_root = root is None
     root = root or d / "root"
     root.mkdir(exist_ok=True)
     c = certs()
     config = {"root": str(root), "certfile": str(c.combined), "sendfile": sendfile,
-              "max_cons": max_cons, "throttle": throttle}
+              "max_cons": max_cons, "throttle": throttle, "encoding": encoding}
     (d / "config.json").write_text(json.dumps(config))
     log = open(d / "server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "tests.servers.ftp", str(d)], cwd=REPO,
@@ -293,6 +294,7 @@ def _serve(d: Path) -> None:
         h.abstracted_fs = FaultFS
         h.use_sendfile = bool(config["sendfile"]) and not rate  # sendfile would bypass the pacing
         h.banner = "fsmount test server ready."
+        h.encoding = config["encoding"]
         return h
 
     plain = setup(type("Plain", (Hooks, FTPHandler), {"dtp_handler": dtp_plain}))
@@ -340,8 +342,10 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running_vsftpd(files: dict[str, bytes], *, tls: bool = False) -> Iterator[Vsftpd]:
-    """Anonymous read-only vsftpd serving ``files`` (relative paths → bytes).
+def running_vsftpd(files: dict[str, bytes], *, tls: bool = False,
+                   links: dict[str, str] | None = None) -> Iterator[Vsftpd]:
+    """Anonymous read-only vsftpd serving ``files`` (relative paths → bytes) and symlinks
+    (``links``: name → target).
 
     With ``tls``: logins and data must use TLS, and every data connection must resume the
     control connection's TLS session (``require_ssl_reuse=YES``).
@@ -354,8 +358,11 @@ def running_vsftpd(files: dict[str, bytes], *, tls: bool = False) -> Iterator[Vs
         p = root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
+    for rel, target in (links or {}).items():
+        os.symlink(target, root / rel)
     for p in [root, *root.rglob("*")]:
-        os.chmod(p, 0o555 if p.is_dir() else 0o444)
+        if not p.is_symlink():
+            os.chmod(p, 0o555 if p.is_dir() else 0o444)
     c = certs()
     proc = None
     try:
@@ -392,7 +399,7 @@ def running_vsftpd(files: dict[str, bytes], *, tls: bool = False) -> Iterator[Vs
             proc.terminate()
             proc.wait(timeout=10)
         for p in [d, *d.rglob("*")]:
-            if p.is_dir():
+            if p.is_dir() and not p.is_symlink():
                 os.chmod(p, 0o755)
         shutil.rmtree(d, ignore_errors=True)
 
