@@ -161,13 +161,17 @@ class Operations(pyfuse3.Operations):
                     seen.add(local)
                     handle.names.append((local, entry))
         base = handle.node.vpath
+        caps = self.tree.capabilities(base + ("",))
         for i in range(start_id, len(handle.names)):
             local, entry = handle.names[i]
             vpath = base + (entry.name,)
             known = self.inodes.at(vpath)
-            writers = self.handles.writers(known) if known is not None else []
+            writers = self.handles.writers(known) if known is not None and known.handles else []
             node = self.inodes.ref(vpath, known.entry if writers else entry)  # type: ignore[union-attr]
-            a = self._attrs_with_size(node, writers[0].size()) if writers else self._attrs(node)
+            if writers:
+                a = self._attrs_with_size(node, writers[0].size())
+            else:
+                a = attrs.make(node.inode, node.entry, caps, self.owner)
             if not pyfuse3.readdir_reply(token, names.to_fs(local), a, i + 1):
                 self.inodes.forget(node.inode, 1)
                 break
