@@ -114,6 +114,8 @@ def test_split_lines_crlf_and_lf() -> None:
     assert ftplist.split_lines(b"a\r\nb\nc\r\n") == [b"a", b"b\nc"]
     assert ftplist.split_lines(b"a\nb\n") == [b"a", b"b"]
     assert ftplist.split_lines(b"") == []
+    assert ftplist.split_text("a\r\nb\nc\r\n") == ["a", "b\nc"]
+    assert ftplist.split_text("a\nb\n") == ["a", "b"]
 
 
 @pytest.mark.parametrize("mlsd", [True, False])

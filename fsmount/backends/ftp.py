@@ -257,6 +257,12 @@ class Client(ftplib.FTP_TLS):
         if resp[:1] not in ("2", "4"):
             raise ftplib.error_proto(resp)
 
+    def getmultiline(self) -> str:
+        resp = super().getmultiline()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s < %s", self.label, resp.replace("\n", " | ")[:300])
+        return resp
+
     def getresp_any(self) -> str:
         """One reply, whatever its code (ftplib's ``getresp`` raises on 4xx/5xx)."""
         resp = self.getmultiline()
@@ -505,15 +511,19 @@ class FtpBackend(BackendBase):
 
     def _list(self, c: Client, path: Path) -> list[Entry]:
         rpath = c.path(path)
+        mlsd = c.mlst
         try:
-            if c.mlst:
+            if mlsd:
                 data = c.read_data("MLSD " + rpath)
             else:
                 data = self._list_raw(c, rpath)
         except ftplib.error_perm as e:
+            if mlsd and str(e)[:3] in ("500", "502"):  # FEAT promised MLST, MLSD is missing
+                c.feats.discard("MLST")
+                return self._list(c, path)
             raise self._resolve_550(c, path, e) from None
-        lines = [line.decode(c.encoding, "surrogateescape") for line in ftplist.split_lines(data)]
-        return ftplist.parse_lines(lines, mlsd=c.mlst)
+        text = data.decode(c.encoding, "surrogateescape")
+        return ftplist.parse_lines(ftplist.split_text(text), mlsd=mlsd)
 
     @staticmethod
     def _list_raw(c: Client, rpath: str) -> bytes:

@@ -295,3 +295,11 @@ def split_lines(data: bytes) -> list[bytes]:
     if lines and lines[-1] == b"":
         lines.pop()
     return lines
+
+
+def split_text(text: str) -> list[str]:
+    """``split_lines`` for a listing already decoded as a whole (cheaper than per line)."""
+    lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
