@@ -6,10 +6,18 @@ passwd file, so it never meets the system's dovecot. Four listeners on ports pic
 mail (Maildir, ``/``-separated folders as real directories) belongs to uid 65534, since
 Dovecot refuses uid 0. The anvil auth penalty and the failure delay are off, so a test with a
 wrong password costs half a second, not fifteen.
+
+Use ``with dovecot() as srv:`` (``running_dovecot`` is the same), or the fixtures
+``dovecot_server`` (one per test module; tests must not rely on an empty mailbox) and
+``fresh_dovecot`` (one per test). Import the fixture into the test module to use it.
+Pre-load mail with ``srv.deliver`` (IMAP APPEND, as a client would), ``srv.append_many`` (one
+connection for many messages) or ``srv.write_maildir`` (files straight into the Maildir: the
+fastest way to make 10,000 messages; Dovecot indexes them on the next access).
 """
 from __future__ import annotations
 
 import imaplib
+import itertools
 import os
 import shutil
 import signal
@@ -18,9 +26,10 @@ import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -106,19 +115,35 @@ def available() -> bool:
 
 @dataclass
 class Dovecot:
-    dir: Path
+    dir: Path  # the data dir: dovecot.conf, passwd, mail/<user>/Maildir, dovecot.log
     imap_port: int  # plain, STARTTLS offered
     imaps_port: int
     pop3_port: int  # plain, STLS offered
     pop3s_port: int
-    ca: Path
+    ca: Path  # CA file that verifies the server certificate (fsmount's ca_file)
     proc: subprocess.Popen
+    host: str = HOST
+    users: dict[str, str] = field(default_factory=lambda: dict(USERS))
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def maildir(self, user: str = "alice") -> Path:
+        return self.dir / "mail" / user / "Maildir"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
 
     def imap(self, user: str = "alice") -> imaplib.IMAP4:
         """A direct client (the tests' view from the server side), over STARTTLS."""
-        conn = imaplib.IMAP4(HOST, self.imap_port, timeout=10)
-        conn.starttls(ssl.create_default_context(cafile=str(self.ca)))
-        conn.login(user, USERS[user])
+        conn = imaplib.IMAP4(self.host, self.imap_port, timeout=10)
+        conn.starttls(self.ssl_context())
+        conn.login(user, self.users[user])
         return conn
 
     def doveadm(self, *args: str, stdin: bytes | None = None) -> str:
@@ -132,15 +157,53 @@ class Dovecot:
         """``name`` in UTF-8 with ``/`` as the separator; parents are created as needed."""
         self.doveadm("mailbox", "create", "-u", user, name)
 
-    def deliver(self, user: str, message: bytes, folder: str = "INBOX", flags: str = "") -> int:
-        """APPEND one message as the user would; returns its UID."""
+    def deliver(self, user: str, message: bytes, folder: str = "INBOX", flags: str = "",
+                date: datetime | None = None) -> int:
+        """APPEND one message as the user would; returns its UID (0 without APPENDUID)."""
+        return self.append_many(user, [message], folder, flags, date)[0]
+
+    def append_many(self, user: str, messages: Iterable[bytes], folder: str = "INBOX",
+                    flags: str = "", date: datetime | None = None) -> list[int]:
+        """APPEND several messages over one connection (folder name in UTF-8); their UIDs."""
+        uids = []
+        when = imaplib.Time2Internaldate(date) if date is not None else None
         with self.imap(user) as conn:
-            typ, data = conn.append(_quote(folder), f"({flags})" if flags else None, None, message)
-            assert typ == "OK", data
-            code = data[0].decode() if data and data[0] else ""
-        if "APPENDUID" in code:
-            return int(code.split("APPENDUID")[1].split()[1].rstrip("]"))
-        return 0
+            for message in messages:
+                typ, data = conn.append(_quote(folder), f"({flags})" if flags else None, when,
+                                        message)
+                assert typ == "OK", data
+                uids.append(_appenduid(data))
+        return uids
+
+    def write_maildir(self, user: str, folder: str, messages: Iterable[bytes], *,
+                      seen: bool = False, mtime: float | None = None) -> list[Path]:
+        """Write messages as Maildir files (``cur/`` with ``:2,S`` when seen, else ``new/``).
+
+        ``folder`` is UTF-8 with ``/`` (``INBOX`` is the Maildir root). The files get uid 65534;
+        Dovecot assigns UIDs in directory order on the next access. ``mtime`` (the file's, which
+        Dovecot uses as INTERNALDATE) defaults to now. Works while the server runs or before.
+        """
+        base = self.maildir(user)
+        if folder.upper() != "INBOX":
+            base = base.joinpath(*(_mutf7(part) for part in folder.split("/")))
+        created = _make_maildir(base, self.maildir(user).parent)
+        target = base / ("cur" if seen else "new")
+        paths = []
+        stamp = int(time.time())
+        for i, message in enumerate(messages):
+            name = f"{stamp}.M{i}P{os.getpid()}Q{next(_counter)}.fsmount-test"
+            if seen:
+                name += ":2,S"
+            tmp = base / "tmp" / name
+            tmp.write_bytes(message)
+            os.chown(tmp, MAIL_UID, MAIL_UID)
+            if mtime is not None:
+                os.utime(tmp, (mtime, mtime))
+            os.rename(tmp, target / name)
+            paths.append(target / name)
+        for d in created:
+            os.chown(d, MAIL_UID, MAIL_UID)
+        return paths
 
     def log(self) -> str:
         try:
@@ -158,11 +221,49 @@ class Dovecot:
                 self.proc.kill()
                 self.proc.wait()
 
+    def restart(self) -> None:
+        """Stop and start again on the same ports and data (e.g. after a 'server down' test)."""
+        self.stop()
+        self.proc = _spawn(self.dir)
+        _wait_listening(self, time.monotonic() + 15)
 
-def _quote(folder: str) -> str:
+
+_counter = itertools.count()
+
+
+def _mutf7(name: str) -> str:
     from imapclient.imap_utf7 import encode
 
-    return '"' + encode(folder).decode().replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return encode(name).decode()
+
+
+def _make_maildir(base: Path, stop: Path) -> list[Path]:
+    """Create ``base`` with cur/new/tmp (and parents); returns what was created, to chown."""
+    created = []
+    for d in reversed([base, *base.parents]):
+        if d == stop or stop not in d.parents:
+            continue
+        if not d.exists():
+            d.mkdir()
+            created.append(d)
+    for sub in ("cur", "new", "tmp"):
+        if not (base / sub).exists():
+            (base / sub).mkdir()
+            created.append(base / sub)
+    for d in created:
+        os.chown(d, MAIL_UID, MAIL_UID)
+    return created
+
+
+def _appenduid(data: list) -> int:
+    code = data[0].decode() if data and data[0] else ""
+    if "APPENDUID" in code:
+        return int(code.split("APPENDUID")[1].split()[1].rstrip("]"))
+    return 0
+
+
+def _quote(folder: str) -> str:
+    return '"' + _mutf7(folder).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _free_ports(n: int) -> list[int]:
@@ -186,29 +287,37 @@ def _listening(port: int) -> bool:
         return False
 
 
+def _spawn(d: Path) -> subprocess.Popen:
+    with open(d / "stderr.log", "ab") as err:
+        return subprocess.Popen([DOVECOT, "-F", "-c", str(d / "dovecot.conf")],
+                                stdout=subprocess.DEVNULL, stderr=err)
+
+
+def _wait_listening(server: Dovecot, deadline: float) -> None:
+    ports = (server.imap_port, server.imaps_port, server.pop3_port, server.pop3s_port)
+    delay = 0.005
+    while not all(_listening(p) for p in ports):
+        if server.proc.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            err = (server.dir / "stderr.log").read_text(errors="replace") + server.log()
+            raise RuntimeError(f"dovecot did not start: {err[-3000:]}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
 def _start(d: Path) -> Dovecot:
     c = certs()
     imap, imaps, pop3, pop3s = _free_ports(4)
     (d / "dovecot.conf").write_text(CONFIG.format(
         d=d, tag=d.name, cert=c.cert, key=c.key, imap=imap, imaps=imaps, pop3=pop3, pop3s=pop3s))
-    proc = subprocess.Popen([DOVECOT, "-F", "-c", str(d / "dovecot.conf")],
-                            stdout=subprocess.DEVNULL, stderr=open(d / "stderr.log", "wb"))
-    server = Dovecot(d, imap, imaps, pop3, pop3s, c.ca, proc)
-    deadline = time.monotonic() + 15
-    delay = 0.005
-    while not all(_listening(p) for p in (imap, imaps, pop3, pop3s)):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            server.stop()
-            err = (d / "stderr.log").read_text(errors="replace") + server.log()
-            raise RuntimeError(f"dovecot did not start: {err[-3000:]}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
+    server = Dovecot(d, imap, imaps, pop3, pop3s, c.ca, _spawn(d))
+    _wait_listening(server, time.monotonic() + 15)
     return server
 
 
 @contextmanager
-def running_dovecot() -> Iterator[Dovecot]:
-    """A fresh Dovecot in a throwaway dir; stopped and removed afterwards."""
+def dovecot() -> Iterator[Dovecot]:
+    """A fresh Dovecot in a throwaway dir; stopped (SIGTERM, PID waited for) and removed after."""
     d = Path(tempfile.mkdtemp(dir="/tmp", prefix="srv-dovecot-"))
     os.chmod(d, 0o755)
     (d / "mail").mkdir()
@@ -235,10 +344,22 @@ def running_dovecot() -> Iterator[Dovecot]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture
-def dovecot() -> Iterator[Dovecot]:
-    """A fresh Dovecot per test (start ~0.05 s, stop ~1 s)."""
+running_dovecot = dovecot  # the name tests/demo.py uses
+
+
+@pytest.fixture(scope="module")
+def dovecot_server() -> Iterator[Dovecot]:
+    """One Dovecot per test module (start ~0.05 s, stop ~1 s); tests share its mailboxes."""
     if not available():
         pytest.skip("dovecot is not installed")
-    with running_dovecot() as server:
+    with dovecot() as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_dovecot() -> Iterator[Dovecot]:
+    """A Dovecot of its own for one test (empty mailboxes; may be stopped or restarted)."""
+    if not available():
+        pytest.skip("dovecot is not installed")
+    with dovecot() as server:
         yield server
