@@ -25,7 +25,6 @@ import contextvars
 import dataclasses
 import ftplib
 import logging
-import os
 import re
 import secrets
 import socket
@@ -136,6 +135,8 @@ class _Transfer:
         self.used = time.monotonic()
 
     def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes, fewer only at the end. Returns a fresh ``bytearray`` (never
+        reused): copying 1 MiB into ``bytes`` halved the throughput."""
         buf = bytearray(size)
         view = memoryview(buf)
         got = 0
@@ -146,7 +147,10 @@ class _Transfer:
             got += n
         self.pos += got
         self.used = time.monotonic()
-        return bytes(buf) if got == size else bytes(view[:got])
+        view.release()
+        if got < size:
+            del buf[got:]
+        return buf  # type: ignore[return-value]
 
 
 class Client(ftplib.FTP_TLS):
@@ -352,11 +356,6 @@ class _Pool(ConnectionPool[Client]):
                 return
             self._idle.append((conn, time.monotonic(), False))
 
-    async def settle_all(self) -> None:
-        for conn, _, _ in list(self._idle):
-            if conn.transfer is not None:
-                await self.settle(conn)
-
 
 # -- the backend ----------------------------------------------------------------------------
 
@@ -375,7 +374,6 @@ class FtpBackend(BackendBase):
             f"ftp {account.host}", self._connect, Client.close_quietly, classify,
             limit=account["connections"], timeout=account["timeout"], check=self._check,
         )
-        self._chmod_ok: bool | None = None
         self._closed = False
 
     # -- connections -------------------------------------------------------------------
@@ -404,7 +402,7 @@ class FtpBackend(BackendBase):
         if acc.tls in (TlsMode.REQUIRE, TlsMode.PREFER):
             try:
                 c.start_tls()
-            except (ftplib.error_perm, ftplib.error_reply) as e:
+            except (ftplib.error_perm, ftplib.error_temp, ftplib.error_reply) as e:
                 if acc.tls == TlsMode.REQUIRE:
                     raise PermissionDenied(f"{acc.label} does not offer TLS (AUTH TLS: {e}); "
                                            "tls = \"require\" forbids a clear-text login") from None

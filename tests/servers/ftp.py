@@ -125,7 +125,6 @@ def running_ftp(*, sendfile: bool = True, max_cons: int = 0, throttle: int = 0,
     control connections per client address (more get ``421 Too many connections``);
     ``encoding``: what names are on the wire (e.g. ``cp1251``; on disk they stay UTF-8)."""
     d = _data_dir("srv-ftp-")
-    own_root = root is None
     root = root or d / "root"
     root.mkdir(exist_ok=True)
     c = certs()
@@ -155,9 +154,7 @@ def running_ftp(*, sendfile: bool = True, max_cons: int = 0, throttle: int = 0,
                 proc.wait()
         if proc.stdout:
             proc.stdout.close()
-        shutil.rmtree(d, ignore_errors=True)
-        if not own_root:
-            pass
+        shutil.rmtree(d, ignore_errors=True)  # holds the root unless the caller gave one
 
 
 def _serve(d: Path) -> None:
