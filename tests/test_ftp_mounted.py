@@ -237,3 +237,25 @@ def test_a_server_that_stops_answering_fails_operations_and_unmounts(server: Ftp
         assert done.returncode != 0
         assert time.monotonic() - start < 20
     # leaving the block unmounted it (mounted() fails the test if fsmount does not exit)
+
+
+def test_an_interrupted_read_resumes_where_it_stopped() -> None:
+    with running_ftp(sendfile=False) as server:
+        blob = os.urandom(24 << 20)
+        (server.root / "f.bin").write_bytes(blob)
+        server.set_faults(drop_after=5 << 20, times=2)  # two transfers die mid-way
+        with mounted(ftpes(server), source="f", expect_warnings=[".*"]) as m:
+            assert run("cat", m.path / "f.bin").stdout == blob
+
+
+def test_a_server_killed_mid_read_fails_the_read() -> None:
+    with running_ftp(throttle=8_000_000) as server:
+        (server.root / "f.bin").write_bytes(os.urandom(64 << 20))
+        with mounted(ftpes(server, timeout=3), source="f", expect_warnings=[".*"]) as m:
+            dd = subprocess.Popen(["dd", f"if={m.path / 'f.bin'}", "of=/dev/null", "bs=1M"],
+                                  stderr=subprocess.PIPE)
+            wait_for(lambda: cached_bytes(m.home) > 2 << 20 or dd.poll() is not None, 30, "the read")
+            server.kill()
+            _, err = dd.communicate(timeout=60)
+            assert dd.returncode != 0, err
+            assert b"Input/output error" in err or b"error" in err.lower()
