@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.mounting import is_mounted, mounted, wait_for  # noqa: E402
+from tests.mounting import is_mounted, mounted, scratch_dir, wait_for  # noqa: E402
 
 FLOOR = Path(__file__).resolve().parent.parent.parent / "shared" / "bench" / "fuse_floor.py"
 RESULTS: list[tuple[str, str, str, str]] = []
@@ -59,7 +58,7 @@ def rate(what: str, nbytes: int, ours: float, theirs: float, against: str, targe
 
 @contextmanager
 def floor_mount(source: Path) -> Iterator[Path]:
-    mnt = Path(tempfile.mkdtemp(prefix="floor-"))
+    mnt = scratch_dir("floor-")
     proc = subprocess.Popen([sys.executable, str(FLOOR), str(source), str(mnt)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -114,9 +113,9 @@ def _make_file(path: Path, size: int) -> None:
 @contextmanager
 def rclone_mount(port: int) -> Iterator[Path]:
     """The incumbent: ``rclone mount`` of the same server, default VFS options."""
-    mnt = Path(tempfile.mkdtemp(prefix="rclone-"))
+    mnt = scratch_dir("rclone-")
     secret = subprocess.run(["rclone", "obscure", "secret"], capture_output=True, text=True).stdout.strip()
-    cache = tempfile.mkdtemp(prefix="rclone-cache-")
+    cache = scratch_dir("rclone-cache-")
     proc = subprocess.Popen(
         ["rclone", "mount", ":ftp:", str(mnt), "--ftp-host", "127.0.0.1", "--ftp-port", str(port),
          "--ftp-user", "alice", "--ftp-pass", secret, "--cache-dir", cache, "--config", "/dev/null"],
@@ -196,7 +195,7 @@ def bench_ftp() -> None:
 
     from tests.servers.ftp import running_ftp
 
-    work = Path(tempfile.mkdtemp(prefix="bench-ftp-"))
+    work = scratch_dir("bench-ftp-")
     root = work / "root"
     (root / "many").mkdir(parents=True)
     big = 512 << 20
@@ -283,7 +282,7 @@ def bench_nntp(count: int = 2000) -> None:
                     c.article(str(n))
 
             direct = clock(direct_loop)
-        local = Path(tempfile.mkdtemp(prefix="bench-nntp-"))
+        local = scratch_dir("bench-nntp-")
         for n in range(1, count + 1):
             (local / f"{n:05d}.eml").write_bytes(inn.article(n, "local.test"))
         config = (f'[accounts.news]\nurl = "nntp://alice@127.0.0.1:{inn.port}"\n'

@@ -11,15 +11,15 @@ from __future__ import annotations
 import contextlib
 import email.message
 import email.utils
+import importlib.util
 import os
 import shlex
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from tests.mounting import check_log, is_mounted, private_env, wait_for
+from tests.mounting import check_log, is_mounted, private_env, scratch_dir, wait_for
 from tests.servers.certs import certs
 
 SAMPLE_MAIL = [
@@ -75,12 +75,10 @@ def start_servers(stack: contextlib.ExitStack, home: Path) -> str:
     stack.callback(smtp.stop)
     outbox = (f'[accounts.outbox]\nurl = "smtps://alice@127.0.0.1:{smtp.tls_port}"\n'
               f'password = "secret1"\nca_file = "{ca}"\nfrom = "alice@example.org"\n')
-    try:
-        from tests.servers.dovecot import running_dovecot  # type: ignore[attr-defined]
-    except ImportError:
-        running_dovecot = None
-    if running_dovecot is not None:
-        dove = stack.enter_context(running_dovecot())
+    if all(importlib.util.find_spec(f"fsmount.backends.{m}") for m in ("imap", "pop3")):
+        from tests.servers.dovecot import dovecot
+
+        dove = stack.enter_context(dovecot())
         for i, (sender, subject, body) in enumerate(SAMPLE_MAIL):
             dove.deliver("alice", sample_message(sender, subject, body, attachment=i == 0))
         config.append(f'[accounts.mail]\nurl = "imaps://alice@127.0.0.1:{dove.imaps_port}"\n'
@@ -117,7 +115,7 @@ def main(argv: list[str]) -> int:
     if is_mounted(mnt):
         print(f"demo: {mnt} is already mounted; unmount it first: fusermount3 -u {mnt}", file=sys.stderr)
         return 1
-    home = Path(tempfile.mkdtemp(prefix="fsmount-demo-"))
+    home = scratch_dir("fsmount-demo-")
     with contextlib.ExitStack() as stack:
         print("demo: starting FTP, IMAP/POP3, NNTP and SMTP servers on 127.0.0.1 …", flush=True)
         config = home / "config.toml"

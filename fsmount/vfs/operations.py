@@ -94,9 +94,11 @@ class Operations(pyfuse3.Operations):
         raise NotFound(name)
 
     def _writable(self, vpath: Path, what: str) -> None:
-        caps = self.tree.capabilities(vpath)
         if self.owner.readonly:
             raise ReadOnly("mounted read-only")
+        if self.tree.is_top(vpath[:-1]):
+            raise ReadOnly("the mount root holds one folder per account")
+        caps = self.tree.capabilities(vpath)
         if not caps.write:
             raise ReadOnly(f"{what}: this folder is read-only")
 
@@ -161,7 +163,8 @@ class Operations(pyfuse3.Operations):
                     seen.add(local)
                     handle.names.append((local, entry))
         base = handle.node.vpath
-        caps = self.tree.capabilities(base + ("",))
+        top = self.tree.is_top(base)  # account folders: each has its own capabilities
+        caps = None if top else self.tree.capabilities(base + ("",))
         for i in range(start_id, len(handle.names)):
             local, entry = handle.names[i]
             vpath = base + (entry.name,)
@@ -171,7 +174,7 @@ class Operations(pyfuse3.Operations):
             if writers:
                 a = self._attrs_with_size(node, writers[0].size())
             else:
-                a = attrs.make(node.inode, node.entry, caps, self.owner)
+                a = attrs.make(node.inode, node.entry, caps or self.tree.capabilities(vpath), self.owner)
             if not pyfuse3.readdir_reply(token, names.to_fs(local), a, i + 1):
                 self.inodes.forget(node.inode, 1)
                 break
@@ -184,6 +187,8 @@ class Operations(pyfuse3.Operations):
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
         vpath = parent.vpath + (names.from_fs(name),)
+        if self.tree.is_top(parent.vpath):
+            raise ReadOnly("the mount root holds one folder per account")
         backend, path = self.tree.route(vpath)
         if self.owner.readonly or not backend.capabilities.mkdir:
             raise ReadOnly("cannot create folders here")
