@@ -464,7 +464,10 @@ class FtpBackend(BackendBase):
 
     def _root(self, c: Client) -> str:
         want = self.account.path.rstrip("/")
-        home = c.pwd() or "/"
+        try:
+            home = c.pwd() or "/"
+        except ftplib.Error:  # a server without PWD: absolute paths still work
+            home = "/"
         if not want:
             root = home
         elif want.startswith("/"):
