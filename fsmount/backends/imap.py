@@ -1,0 +1,1089 @@
+"""IMAP: folders as directories, every message an ``.eml`` file holding the server's exact bytes.
+
+Layout. Folders nest by the server's hierarchy delimiter (``Archive/2024``); names are shown
+decoded from modified UTF-7. A ``\\Noselect`` parent is a plain directory without messages.
+Messages are named ``message_name(uid, Subject, Date)`` — ``2024-05-01 1330 Lunch [42].eml``
+— stable across mounts, unique in the folder. ``st_size`` is RFC822.SIZE, ``st_mtime`` the
+INTERNALDATE, the identity (and content-cache key) ``(UIDVALIDITY, UID)``: a folder recreated
+with a new UIDVALIDITY gets new identities, so stale bytes are never served.
+
+Decoded view (``decoded_view``, on by default). Next to each ``X [42].eml`` is a read-only
+``X [42].txt``: its decoded headers (RFC 2047) and text parts (base64/QP decoded to UTF-8,
+HTML as text), made by ``decoded.decoded_text`` — so ``grep -r`` finds what a person reads
+while the ``.eml`` stays exact. Its size is a hint (``size_exact=False``) until it is first
+read; its identity is the message's plus ``"text"``. The raw bytes behind both files are
+fetched once: a small in-memory LRU keeps recently fetched messages.
+
+Listing. One batched ``FETCH 1:N (UID RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS
+(SUBJECT DATE)])`` in chunks of ``FETCH_CHUNK`` messages, parsed by a small parser for exactly
+that shape (imapclient's general parser is several times slower). A relisting with the same
+UIDVALIDITY fetches only UIDs from the old UIDNEXT on, and asks ``UID SEARCH ALL`` only if
+the count says something was expunged. ``changed()`` is one LIST plus one STATUS (MESSAGES
+UIDNEXT UIDVALIDITY): the cache asks it when its listing TTL expires instead of relisting.
+
+Reading. Always ``BODY.PEEK[]`` (never sets ``\\Seen``); a read of a range is a partial fetch
+``BODY.PEEK[]<offset.size>``, so ``head`` of a 30 MiB message fetches only its start.
+
+Flags as extended attributes (the VFS adds ``user.``):
+  ``imap.flags``     all flags, space separated (``\\Seen \\Flagged $Label1``); writing it
+                     replaces the set (``\\Recent`` cannot be set)
+  ``imap.seen`` ``imap.flagged`` ``imap.answered`` ``imap.draft``
+                     ``1`` or ``0``; writing ``1``/``0`` (also true/false/yes/no) adds/removes
+  ``imap.uid`` ``imap.uidvalidity``   read-only
+Folders: ``imap.name`` (server name), ``imap.special-use`` (``\\Sent``, ``\\Trash`` …) and, for
+selectable folders, ``imap.messages`` and ``imap.unseen``.
+
+Writing. ``cp`` into a folder APPENDs (flag ``\\Seen``, INTERNALDATE from the Date header)
+after checking that the file is a message; the new file is named from its APPENDUID. ``mv``
+between folders is UID MOVE (or COPY + flag + UID EXPUNGE of that UID). ``rm`` moves to the
+``\\Trash`` folder (``delete = "trash"``; in Trash itself it expunges) or flags and expunges
+only that UID (``delete = "expunge"``) — never a folder-wide EXPUNGE, and only after checking
+UIDVALIDITY. ``mkdir``/``rmdir``/``mv`` of folders are CREATE/DELETE/RENAME; ``rmdir`` of a
+folder that still holds messages fails with ENOTEMPTY.
+
+Security. ``imaps://`` is implicit TLS; ``imap://`` upgrades with STARTTLS per ``tls``; no
+LOGIN or AUTHENTICATE over an unencrypted connection unless ``plaintext_auth``. ``auth`` =
+``xoauth2``/``oauthbearer`` authenticates with the token from ``token_command``.
+"""
+from __future__ import annotations
+
+import calendar
+import logging
+import re
+import socket
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import Any
+
+import trio
+from imapclient import IMAPClient
+from imapclient import exceptions as imap_errors
+from imapclient.response_parser import parse_fetch_response
+
+from ..config import Account
+from ..credentials import Secret
+from ..errors import (
+    AlreadyExists, AuthenticationFailed, FsError, InvalidArgument, IsADirectory,
+    NoSpace, NotADirectory, NotEmpty, NotFound, NotPermitted, PermissionDenied, ReadOnly,
+    TimedOut, Transient, Unreachable, Unsupported,
+)
+from ..net.pool import ConnectionPool
+from ..net.tls import TlsMode, client_context
+from .base import BackendBase, Capabilities, Entry, Path
+from .decoded import SUFFIX as TEXT_SUFFIX
+from .decoded import decoded_text
+from .imapfolders import Folder, FolderTree
+from .mailnames import SUFFIX as EML_SUFFIX
+from .mailnames import header_date, key_of, message_name
+
+log = logging.getLogger(__name__)
+
+FETCH_CHUNK = 10_000  # messages per listing FETCH: one round trip for 10k, bounded memory for 100k
+LISTING_ITEMS = "(UID RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT DATE)])"
+WHOLE_LIMIT = 8 << 20  # bigger messages are downloaded in partial fetches of PART bytes
+PART = 4 << 20
+RECENT_BYTES = 32 << 20  # raw messages kept in memory (shared by .eml and .txt reads)
+RECENT_ITEM = 2 << 20
+TEXT_BYTES = 16 << 20
+FLAGS_TTL = 2.0  # getfattr -d asks once per attribute: one FETCH FLAGS serves them all
+TREE_TTL = 2.0  # a folder listing reuses a folder list this young
+BOOL_FLAGS = {"seen": "\\Seen", "flagged": "\\Flagged", "answered": "\\Answered", "draft": "\\Draft"}
+MESSAGE_HEADERS = {b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"received",
+                   b"newsgroups", b"return-path", b"mime-version"}
+
+
+def create(account: Account, secret: Secret, env: Any) -> ImapBackend:
+    return ImapBackend(account, secret)
+
+
+# -- folder state ---------------------------------------------------------------------
+
+
+@dataclass
+class FolderState:
+    """What we know of one folder's messages (touched on the trio thread only)."""
+
+    uidvalidity: int = 0
+    uidnext: int = 0
+    exists: int = 0
+    entries: dict[int, Entry] = field(default_factory=dict)  # uid → .eml entry
+    by_name: dict[str, int] = field(default_factory=dict)
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+    def add(self, uid: int, entry: Entry) -> None:
+        old = self.entries.get(uid)
+        if old is not None:
+            self.by_name.pop(old.name, None)
+        self.entries[uid] = entry
+        self.by_name[entry.name] = uid
+
+    def drop(self, uid: int) -> None:
+        entry = self.entries.pop(uid, None)
+        if entry is not None:
+            self.by_name.pop(entry.name, None)
+
+    def reset(self, uidvalidity: int) -> None:
+        self.uidvalidity, self.uidnext, self.exists = uidvalidity, 0, 0
+        self.entries, self.by_name = {}, {}
+
+
+@dataclass(frozen=True)
+class Scan:
+    """A worker's answer to a listing: what changed since the state it was given."""
+
+    uidvalidity: int
+    uidnext: int
+    exists: int
+    fresh: list[tuple[int, Entry]]
+    all_uids: set[int] | None  # set when some messages may have been expunged
+    reset: bool
+
+
+# -- the backend ----------------------------------------------------------------------
+
+
+class ImapBackend(BackendBase):
+    def __init__(self, account: Account, secret: Secret) -> None:
+        self.account = account
+        self.secret = secret
+        self.label = account.label
+        self.decoded_view = bool(account["decoded_view"])
+        writable = not account["readonly"]
+        self.capabilities = Capabilities(
+            ranged_read=True, write=writable, overwrite=False, mkdir=writable, remove=writable,
+            rename=writable, immutable=True, xattrs=True,
+        )
+        self.pool: ConnectionPool[IMAPClient] = ConnectionPool(
+            self.label, self._connect, _close, classify,
+            limit=account["connections"], timeout=account["timeout"], check=_check,
+        )
+        self._tree: FolderTree | None = None
+        self._tree_lock = trio.Lock()
+        self._states: dict[Path, FolderState] = {}
+        self._recent: OrderedDict[tuple, bytes] = OrderedDict()
+        self._recent_size = 0
+        self._texts: OrderedDict[tuple, bytes] = OrderedDict()
+        self._texts_size = 0
+        self._flags: dict[tuple, tuple[float, tuple[bytes, ...]]] = {}
+        self._inflight: dict[tuple, trio.Event] = {}
+
+    # -- connections (worker threads) ---------------------------------------------------
+
+    def _context(self) -> ssl.SSLContext:
+        return client_context(self.account["ca_file"], self.account["tls_verify"])
+
+    def _connect(self) -> IMAPClient:
+        acc = self.account
+        log.debug("%s: connecting (%s)", self.label, acc.tls.value)
+        implicit = acc.tls is TlsMode.IMPLICIT
+        conn = IMAPClient(acc.host, acc.port, ssl=implicit, ssl_context=self._context() if implicit else None,
+                          timeout=acc["timeout"])
+        conn._imap.debug = 0  # imaplib's own trace logs every line of every message: far too much
+        conn.normalise_times = False
+        try:
+            encrypted = implicit or self._starttls(conn)
+            self._login(conn, encrypted)
+        except BaseException:
+            _close(conn)
+            raise
+        return conn
+
+    def _starttls(self, conn: IMAPClient) -> bool:
+        mode = self.account.tls
+        if mode is TlsMode.OFF:
+            return False
+        if not conn.has_capability("STARTTLS"):
+            if mode is TlsMode.REQUIRE:
+                raise PermissionDenied(f"{self.label} does not offer STARTTLS (tls = require)")
+            return False
+        log.debug("%s: STARTTLS", self.label)
+        conn.starttls(self._context())
+        conn._cached_capabilities = None  # capabilities change after TLS
+        return True
+
+    def _login(self, conn: IMAPClient, encrypted: bool) -> None:
+        acc = self.account
+        if not encrypted and not acc["plaintext_auth"]:
+            raise PermissionDenied(
+                f"{self.label}: refusing to send the password unencrypted (no TLS); use imaps://, "
+                "a server with STARTTLS, or set plaintext_auth = true"
+            )
+        user = acc.user or ""
+        method = (acc["auth"] or "login").lower()
+        log.debug("%s: %s as %s (secret not logged)", self.label, method.upper(), user)
+        if method == "xoauth2":
+            conn.oauth2_login(user, self.secret.token())
+        elif method == "oauthbearer":
+            conn.oauthbearer_login(user, self.secret.token())
+        elif method == "login":
+            conn.login(user, self.secret.password or "")
+        else:
+            raise PermissionDenied(f"{self.label}: unknown auth method {method!r}")
+        conn._cached_capabilities = None
+        conn.fsm_selected = None
+
+    async def _run(self, fn: Callable[[IMAPClient], Any], what: str, *, retry: bool = True) -> Any:
+        def call(conn: IMAPClient) -> Any:
+            conn._imap.untagged_responses.clear()  # unsolicited EXISTS/FETCH from earlier commands
+            return fn(conn)
+
+        return await self.pool.run(call, retry=retry, what=f"{self.label}: {what}")
+
+    def _select(self, conn: IMAPClient, folder: str, *, write: bool = False, fresh: bool = False) -> dict:
+        """SELECT (or EXAMINE for reading) ``folder`` unless it is already selected that way."""
+        current = getattr(conn, "fsm_selected", None)
+        if not fresh and current is not None and current[0] == folder and (current[1] or not write):
+            return current[2]
+        log.debug("%s: %s %s", self.label, "SELECT" if write else "EXAMINE", folder)
+        conn.fsm_selected = None
+        info = conn.select_folder(folder, readonly=not write)
+        conn.fsm_selected = (folder, write, info)
+        return info
+
+    def _status(self, conn: IMAPClient, folder: str, items: tuple[str, ...]) -> dict:
+        """STATUS; the selected folder is unselected first, since a server may answer STATUS
+        for it from the session's own (stale) view."""
+        current = getattr(conn, "fsm_selected", None)
+        if current is not None and current[0] == folder:
+            self._unselect(conn)
+        log.debug("%s: STATUS %s (%s)", self.label, folder, " ".join(items))
+        return conn.folder_status(folder, items)
+
+    def _unselect(self, conn: IMAPClient) -> None:
+        current, conn.fsm_selected = getattr(conn, "fsm_selected", None), None
+        if current is None:
+            return
+        log.debug("%s: UNSELECT %s", self.label, current[0])
+        if conn.has_capability("UNSELECT"):
+            conn.unselect_folder()
+        elif not current[1]:
+            conn.close_folder()  # EXAMINEd: CLOSE expunges nothing
+        else:
+            conn.select_folder(current[0], readonly=True)  # swap to a read-only view: no expunge
+            conn.fsm_selected = (current[0], False, {})
+
+    # -- the folder tree -----------------------------------------------------------------
+
+    async def _folders(self, *, max_age: float | None = None) -> FolderTree:
+        async with self._tree_lock:
+            tree = self._tree
+            if tree is None or (max_age is not None and time.monotonic() - tree.fetched >= max_age):
+                tree = self._tree = await self._run(self._list_folders, "LIST")
+                for path in [p for p in self._states if tree.folder(p) is None]:
+                    del self._states[path]
+            return tree
+
+    def _list_folders(self, conn: IMAPClient) -> FolderTree:
+        log.debug('%s: LIST "" "*"', self.label)
+        return FolderTree.build(conn.list_folders())
+
+    # -- paths ---------------------------------------------------------------------------
+
+    async def stat(self, path: Path) -> Entry:
+        tree = await self._folders()
+        if tree.is_dir(path):
+            return Entry(path[-1] if path else "", True)
+        if not path or not tree.is_dir(path[:-1]):
+            raise NotFound("/".join(path))
+        entry, _, _ = await self._message(path, tree)
+        return entry
+
+    async def _message(self, path: Path, tree: FolderTree | None = None
+                       ) -> tuple[Entry, Folder, bool]:
+        """(entry, folder, is the decoded view) for a file path; scans the folder if needed."""
+        tree = tree or await self._folders()
+        folder = tree.folder(path[:-1])
+        name = path[-1]
+        text = self.decoded_view and name.endswith(TEXT_SUFFIX)
+        eml = name[: -len(TEXT_SUFFIX)] + EML_SUFFIX if text else name
+        if folder is None or key_of(eml) is None:
+            raise NotFound("/".join(path))
+        state = self._states.get(path[:-1])
+        uid = state.by_name.get(eml) if state else None
+        if uid is None:
+            state = await self._scan(path[:-1], folder)
+            uid = state.by_name.get(eml)
+        if uid is None:
+            raise NotFound("/".join(path))
+        entry = state.entries[uid]
+        return (_text_entry(entry) if text else entry), folder, text
+
+    async def list(self, path: Path) -> list[Entry]:
+        tree = await self._folders(max_age=TREE_TTL)
+        if not tree.is_dir(path):
+            if path and tree.is_dir(path[:-1]):
+                raise NotADirectory("/".join(path))
+            raise NotFound("/".join(path))
+        entries = [Entry(n, True) for n in sorted(tree.children[path])]
+        folder = tree.folder(path)
+        if folder is not None:
+            state = await self._scan(path, folder)
+            messages = list(state.entries.values())
+            entries += messages
+            if self.decoded_view:
+                entries += [_text_entry(e) for e in messages]
+        return entries
+
+    async def _scan(self, path: Path, folder: Folder) -> FolderState:
+        state = self._states.setdefault(path, FolderState())
+        async with state.lock:
+            known = (state.uidvalidity, state.uidnext, len(state.entries))
+            scan: Scan = await self._run(lambda conn: self._fetch_listing(conn, folder.name, known),
+                                         f"FETCH {folder.name}")
+            if scan.reset:
+                state.reset(scan.uidvalidity)
+            if scan.all_uids is not None:
+                for uid in [u for u in state.entries if u not in scan.all_uids]:
+                    state.drop(uid)
+            for uid, entry in scan.fresh:
+                state.add(uid, entry)
+            state.uidnext, state.exists = scan.uidnext, scan.exists
+            return state
+
+    def _fetch_listing(self, conn: IMAPClient, folder: str, known: tuple[int, int, int]) -> Scan:
+        uidvalidity, uidnext, count = known
+        info = self._select(conn, folder, fresh=True)
+        new_validity = int(info.get(b"UIDVALIDITY") or 0)
+        exists = int(info.get(b"EXISTS") or 0)
+        new_next = int(info.get(b"UIDNEXT") or 0)
+        if new_validity != uidvalidity or not uidnext or not new_next:
+            fresh = self._fetch_range(conn, new_validity, exists)
+            return Scan(new_validity, new_next, exists, fresh, None, True)
+        fresh = []
+        if new_next > uidnext:
+            fresh = self._fetch_uids(conn, new_validity, f"{uidnext}:*", uidnext)
+        all_uids = None
+        if count + len(fresh) != exists:
+            log.debug("%s: UID SEARCH ALL (in %s)", self.label, folder)
+            all_uids = set(conn.search("ALL"))
+        return Scan(new_validity, new_next, exists, fresh, all_uids, False)
+
+    def _fetch_range(self, conn: IMAPClient, uidvalidity: int, exists: int) -> list[tuple[int, Entry]]:
+        found: list[tuple[int, Entry]] = []
+        for start in range(1, exists + 1, FETCH_CHUNK):
+            end = min(start + FETCH_CHUNK - 1, exists)
+            found += self._fetch_items(conn, uidvalidity, False, f"{start}:{end}", 0)
+        return found
+
+    def _fetch_uids(self, conn: IMAPClient, uidvalidity: int, uids: str, least: int) -> list[tuple[int, Entry]]:
+        return self._fetch_items(conn, uidvalidity, True, uids, least)
+
+    def _fetch_items(self, conn: IMAPClient, uidvalidity: int, by_uid: bool, spec: str,
+                     least: int) -> list[tuple[int, Entry]]:
+        imap = conn._imap
+        log.debug("%s: %sFETCH %s %s", self.label, "UID " if by_uid else "", spec, LISTING_ITEMS)
+        if by_uid:
+            tag = imap._command("UID", "FETCH", spec, LISTING_ITEMS)
+        else:
+            tag = imap._command("FETCH", spec, LISTING_ITEMS)
+        typ, data = imap._command_complete("FETCH", tag)
+        if typ != "OK":
+            raise imap_errors.IMAPClientError(f"FETCH failed: {data}")
+        _, data = imap._untagged_response(typ, data, "FETCH")
+        imap.untagged_responses.clear()
+        found = []
+        for uid, size, internal, header in _parse_listing(data):
+            if uid >= least:
+                found.append((uid, _entry(uidvalidity, uid, size, internal, header)))
+        return found
+
+    async def changed(self, path: Path) -> bool:
+        """One LIST (did folders below appear or go?) plus, for a folder, one STATUS."""
+        old_tree = self._tree
+        if old_tree is None:
+            return True
+        folder = old_tree.folder(path)
+        state = self._states.get(path) if folder is not None else None
+
+        def check(conn: IMAPClient) -> tuple[FolderTree, dict | None]:
+            tree = self._list_folders(conn)
+            status = None
+            if folder is not None and state is not None and tree.folder(path) is not None:
+                status = self._status(conn, folder.name, ("MESSAGES", "UIDNEXT", "UIDVALIDITY"))
+            return tree, status
+
+        tree, status = await self._run(check, f"LIST/STATUS {path}")
+        async with self._tree_lock:
+            self._tree = tree
+        if old_tree.children.get(path) != tree.children.get(path):
+            return True
+        if (folder is None) != (tree.folder(path) is None):
+            return True
+        if status is None:
+            return folder is not None
+        return (int(status.get(b"UIDVALIDITY", 0)) != state.uidvalidity
+                or int(status.get(b"UIDNEXT", 0)) != state.uidnext
+                or int(status.get(b"MESSAGES", 0)) != len(state.entries))
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def read(self, path: Path, offset: int, size: int) -> bytes:
+        entry, folder, text = await self._message(path)
+        if text:
+            data = await self._text(path, entry, folder)
+            return data[offset:offset + size]
+        key = (path[:-1],) + entry.identity
+        raw = self._recent.get(key)
+        if raw is not None:
+            return raw[offset:offset + size]
+        if offset == 0 and entry.size is not None and size >= entry.size:
+            return (await self._raw(path, entry, folder))[:size]
+        if entry.size is not None and offset >= entry.size:
+            return b""
+        uid = entry.identity[1]
+
+        def partial(conn: IMAPClient) -> bytes:
+            return self._fetch_body(conn, folder.name, entry.identity, offset, size)
+
+        return await self._run(partial, f"FETCH {uid} part {offset}+{size}")
+
+    async def download(self, path: Path, into: str) -> Entry:
+        entry, folder, text = await self._message(path)
+        if entry.is_dir:
+            raise IsADirectory("/".join(path))
+        if text:
+            data = await self._text(path, entry, folder)
+            await trio.to_thread.run_sync(_write, into, data)
+            return Entry(entry.name, False, len(data), entry.mtime, entry.identity)
+        if entry.size is not None and entry.size > WHOLE_LIMIT:
+            size = await self._download_parts(folder, entry, into)
+            return Entry(entry.name, False, size, entry.mtime, entry.identity)
+        data = await self._raw(path, entry, folder)
+        await trio.to_thread.run_sync(_write, into, data)
+        return Entry(entry.name, False, len(data), entry.mtime, entry.identity)
+
+    async def _raw(self, path: Path, entry: Entry, folder: Folder) -> bytes:
+        """The whole message (from the LRU when .eml and .txt are read one after the other)."""
+        key = (path[:-1],) + entry.identity[:2]
+        while key in self._inflight:
+            await self._inflight[key].wait()
+        raw = self._recent.get(key)
+        if raw is not None:
+            self._recent.move_to_end(key)
+            return raw
+        done = self._inflight[key] = trio.Event()
+        try:
+            raw = await self._run(
+                lambda conn: self._fetch_body(conn, folder.name, entry.identity, None, None),
+                f"FETCH {entry.identity[1]}")
+            self._remember(key, raw)
+            return raw
+        finally:
+            del self._inflight[key]
+            done.set()
+
+    def _remember(self, key: tuple, raw: bytes) -> None:
+        if len(raw) > RECENT_ITEM:
+            return
+        self._recent[key] = raw
+        self._recent_size += len(raw)
+        while self._recent_size > RECENT_BYTES:
+            _, old = self._recent.popitem(last=False)
+            self._recent_size -= len(old)
+
+    async def _text(self, path: Path, entry: Entry, folder: Folder) -> bytes:
+        key = (path[:-1],) + entry.identity
+        text = self._texts.get(key)
+        if text is not None:
+            return text
+        eml = path[-1][: -len(TEXT_SUFFIX)] + EML_SUFFIX
+        source = self._states[path[:-1]].entries[entry.identity[1]]
+        if source.size is not None and source.size > WHOLE_LIMIT:
+            raw = await self._run(
+                lambda conn: self._fetch_body(conn, folder.name, source.identity, None, None),
+                f"FETCH {entry.identity[1]}")
+        else:
+            raw = await self._raw(path[:-1] + (eml,), source, folder)
+        text = await trio.to_thread.run_sync(decoded_text, raw)
+        self._texts[key] = text
+        self._texts_size += len(text)
+        while self._texts_size > TEXT_BYTES:
+            _, old = self._texts.popitem(last=False)
+            self._texts_size -= len(old)
+        return text
+
+    def _fetch_body(self, conn: IMAPClient, folder: str, identity: tuple, offset: int | None,
+                    size: int | None) -> bytes:
+        """BODY.PEEK[] (or a range of it) of one UID, after checking UIDVALIDITY."""
+        uidvalidity, uid = identity[0], identity[1]
+        info = self._select(conn, folder)
+        if int(info.get(b"UIDVALIDITY") or 0) != uidvalidity:
+            info = self._select(conn, folder, fresh=True)
+            if int(info.get(b"UIDVALIDITY") or 0) != uidvalidity:
+                raise NotFound(f"{folder} was replaced on the server (UIDVALIDITY changed); list it again")
+        item = "BODY.PEEK[]" if offset is None else f"BODY.PEEK[]<{offset}.{size}>"
+        log.debug("%s: UID FETCH %d (%s)", self.label, uid, item)
+        response = conn.fetch([uid], [item])
+        data = response.get(uid, {})
+        key = b"BODY[]" if offset is None else f"BODY[]<{offset}>".encode()
+        if key not in data:
+            if not data and not conn.search(["UID", str(uid)]):
+                raise NotFound(f"message {uid} is no longer in {folder}")
+            value = next((v for k, v in data.items() if k.startswith(b"BODY[]")), None)
+            if value is None:
+                raise NotFound(f"message {uid} is no longer in {folder}")
+            return value or b""
+        return data[key] or b""
+
+    async def _download_parts(self, folder: Folder, entry: Entry, into: str) -> int:
+        """A big message in PART-sized partial fetches, written as they arrive."""
+        with open(into, "wb"):
+            pass
+        offset = 0
+        while True:
+            chunk = await self._run(
+                lambda conn, o=offset: self._fetch_body(conn, folder.name, entry.identity, o, PART),
+                f"FETCH {entry.identity[1]} part {offset}")
+            await trio.to_thread.run_sync(_append, into, chunk)
+            offset += len(chunk)
+            if len(chunk) < PART:
+                return offset
+
+    # -- extended attributes -------------------------------------------------------------
+
+    async def get_xattrs(self, path: Path) -> dict[str, bytes]:
+        tree = await self._folders()
+        if tree.is_dir(path):
+            return await self._folder_xattrs(path, tree)
+        entry, folder, text = await self._message(path, tree)
+        if text:
+            return {}
+        flags = await self._get_flags(path, entry, folder)
+        values = {"imap.flags": b" ".join(flags)}
+        lowered = {f.lower() for f in flags}
+        for name, flag in BOOL_FLAGS.items():
+            values[f"imap.{name}"] = b"1" if flag.lower().encode() in lowered else b"0"
+        values["imap.uid"] = str(entry.identity[1]).encode()
+        values["imap.uidvalidity"] = str(entry.identity[0]).encode()
+        return values
+
+    async def _folder_xattrs(self, path: Path, tree: FolderTree) -> dict[str, bytes]:
+        info = tree.folders.get(path)
+        if info is None:
+            return {}
+        values = {"imap.name": info.name.encode("utf-8", "surrogateescape")}
+        if info.special:
+            values["imap.special-use"] = info.special.encode()
+        if info.selectable:
+            status = await self._run(
+                lambda conn: self._status(conn, info.name, ("MESSAGES", "UNSEEN")), f"STATUS {info.name}")
+            values["imap.messages"] = str(status.get(b"MESSAGES", 0)).encode()
+            values["imap.unseen"] = str(status.get(b"UNSEEN", 0)).encode()
+        return values
+
+    async def _get_flags(self, path: Path, entry: Entry, folder: Folder) -> tuple[bytes, ...]:
+        key = (path[:-1],) + entry.identity
+        cached = self._flags.get(key)
+        if cached is not None and time.monotonic() - cached[0] < FLAGS_TTL:
+            return cached[1]
+
+        def fetch(conn: IMAPClient) -> tuple[bytes, ...]:
+            self._check_validity(conn, folder.name, entry.identity[0], write=False)
+            log.debug("%s: UID FETCH %d (FLAGS)", self.label, entry.identity[1])
+            data = conn.fetch([entry.identity[1]], ["FLAGS"]).get(entry.identity[1])
+            if data is None:
+                raise NotFound(f"message {entry.identity[1]} is no longer in {folder.name}")
+            return tuple(f for f in data.get(b"FLAGS", ()) if f.lower() != b"\\recent")
+
+        flags = await self._run(fetch, f"FETCH FLAGS {entry.identity[1]}")
+        if len(self._flags) > 10_000:
+            self._flags.clear()
+        self._flags[key] = (time.monotonic(), flags)
+        return flags
+
+    async def set_xattr(self, path: Path, name: str, value: bytes) -> None:
+        self._writable()
+        tree = await self._folders()
+        if tree.is_dir(path):
+            raise NotPermitted(f"{name} cannot be set on a folder")
+        entry, folder, text = await self._message(path, tree)
+        if text:
+            raise NotPermitted("the decoded view is read-only; set flags on the .eml file")
+        uid = entry.identity[1]
+        if name == "imap.flags":
+            flags = [f for f in value.decode("utf-8", "replace").split() if f.lower() != "\\recent"]
+            if any(not re.fullmatch(r"\\?[!#$&'+\-.0-9:<>?@A-Z^_`a-z|~]+", f) for f in flags):
+                raise InvalidArgument(f"not a list of IMAP flags: {value!r}")
+            op, what = "set", flags
+        elif name.startswith("imap.") and name[5:] in BOOL_FLAGS:
+            on = value.strip().lower()
+            if on not in (b"1", b"0", b"true", b"false", b"yes", b"no"):
+                raise InvalidArgument(f"{name} takes 1 or 0, not {value!r}")
+            op, what = ("add" if on in (b"1", b"true", b"yes") else "remove"), [BOOL_FLAGS[name[5:]]]
+        elif name in ("imap.uid", "imap.uidvalidity"):
+            raise NotPermitted(f"{name} is read-only")
+        else:
+            raise Unsupported(f"unknown attribute {name} (see imap.flags, imap.seen …)")
+
+        def store(conn: IMAPClient) -> None:
+            self._check_validity(conn, folder.name, entry.identity[0], write=True)
+            log.debug("%s: UID STORE %d %sFLAGS %s", self.label, uid, {"add": "+", "remove": "-"}.get(op, ""), what)
+            {"set": conn.set_flags, "add": conn.add_flags, "remove": conn.remove_flags}[op]([uid], what, silent=True)
+
+        await self._run(store, f"STORE {uid}")
+        self._flags.pop((path[:-1],) + entry.identity, None)
+
+    def _check_validity(self, conn: IMAPClient, folder: str, uidvalidity: int, *, write: bool) -> None:
+        info = self._select(conn, folder, write=write)
+        if int(info.get(b"UIDVALIDITY") or 0) != uidvalidity:
+            info = self._select(conn, folder, write=write, fresh=True)
+        if int(info.get(b"UIDVALIDITY") or 0) != uidvalidity:
+            raise NotFound(f"{folder} was replaced on the server (UIDVALIDITY changed); list it again")
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _writable(self) -> None:
+        if self.account["readonly"]:
+            raise ReadOnly("this mail account is read-only")
+
+    async def commit(self, path: Path, spool: str, replacing: Entry | None) -> Entry:
+        self._writable()
+        if replacing is not None:
+            raise NotPermitted("messages cannot be changed once stored; copy a new file instead")
+        tree = await self._folders()
+        folder = tree.folder(path[:-1])
+        if folder is None:
+            if tree.is_dir(path[:-1]):
+                raise NotPermitted(f"{'/'.join(path[:-1]) or 'the top folder'} holds no messages; "
+                                   "copy messages into a mail folder")
+            raise NotFound("/".join(path[:-1]))
+        raw = await trio.to_thread.run_sync(_read, spool)
+        message, date, message_id = prepare_message(raw)
+        return await self._append(path[:-1], folder, message, date, message_id)
+
+    async def _append(self, directory: Path, folder: Folder, message: bytes, date: datetime | None,
+                      message_id: str | None) -> Entry:
+        def append(conn: IMAPClient) -> tuple[int, int] | None:
+            log.debug("%s: APPEND %s (\\Seen) %d bytes", self.label, folder.name, len(message))
+            response = conn.append(folder.name, message, flags=(b"\\Seen",), msg_time=date)
+            return _appenduid(response)
+
+        try:
+            ids = await self._run(append, f"APPEND {folder.name}", retry=False)
+        except Transient:
+            if message_id and await self.contains_message_id(directory, message_id):
+                ids = None  # it arrived before the connection broke: do not append twice
+            else:
+                ids = await self._run(append, f"APPEND {folder.name}", retry=False)
+        state = await self._scan(directory, folder)
+        if ids is not None and ids[0] == state.uidvalidity and ids[1] in state.entries:
+            return state.entries[ids[1]]
+        if message_id:
+            uid = await self._run(lambda conn: self._search_id(conn, folder.name, message_id),
+                                  f"SEARCH {message_id}")
+            if uid and uid in state.entries:
+                return state.entries[uid]
+        raise FsError(f"the message was appended to {folder.name} but cannot be found there")
+
+    async def remove(self, path: Path) -> None:
+        self._writable()
+        tree = await self._folders()
+        if tree.is_dir(path):
+            raise IsADirectory("/".join(path))
+        entry, folder, text = await self._message(path, tree)
+        if text:
+            raise NotPermitted("the decoded view is read-only; remove the .eml file")
+        uid = entry.identity[1]
+        trash = tree.special("\\Trash")
+        to_trash = self.account["delete"] != "expunge" and path[:-1] != trash
+        if to_trash and trash is None:
+            raise NotPermitted("no Trash folder on the server; create one or set delete = \"expunge\"")
+
+        def delete(conn: IMAPClient) -> None:
+            self._check_validity(conn, folder.name, entry.identity[0], write=True)
+            if to_trash:
+                self._move(conn, uid, tree.folders[trash].name)
+            else:
+                self._expunge_one(conn, uid)
+
+        await self._run(delete, f"delete {uid} from {folder.name}", retry=False)
+        state = self._states.get(path[:-1])
+        if state is not None:
+            state.drop(uid)
+
+    def _expunge_one(self, conn: IMAPClient, uid: int) -> None:
+        if not conn.has_capability("UIDPLUS"):
+            raise NotPermitted("the server lacks UIDPLUS: expunging one message would expunge "
+                               "every message another client marked deleted")
+        log.debug("%s: UID STORE %d +FLAGS.SILENT (\\Deleted); UID EXPUNGE %d", self.label, uid, uid)
+        conn.add_flags([uid], [b"\\Deleted"], silent=True)
+        conn.uid_expunge([uid])
+
+    def _move(self, conn: IMAPClient, uid: int, target: str) -> tuple[int, int] | None:
+        """UID MOVE, else COPY + expunge of that UID; returns (uidvalidity, new uid) if told."""
+        if conn.has_capability("MOVE"):
+            log.debug("%s: UID MOVE %d %s", self.label, uid, target)
+            response = conn.move([uid], target)
+            code = conn._imap.untagged_responses.pop("COPYUID", [None])[-1] or response
+        else:
+            log.debug("%s: UID COPY %d %s", self.label, uid, target)
+            code = conn.copy([uid], target)
+            self._expunge_one(conn, uid)
+        return _copyuid(code)
+
+    async def rename(self, old: Path, new: Path) -> Entry | None:
+        self._writable()
+        tree = await self._folders()
+        if not tree.is_dir(new[:-1]):
+            raise NotFound("/".join(new[:-1]))
+        if tree.is_dir(old):
+            return await self._rename_folder(tree, old, new)
+        entry, folder, text = await self._message(old, tree)
+        if text:
+            raise NotPermitted("the decoded view is read-only; move the .eml file")
+        if old[:-1] == new[:-1]:
+            return entry  # names come from the message: renaming in place keeps the name
+        target = tree.folder(new[:-1])
+        if target is None:
+            raise NotPermitted(f"{'/'.join(new[:-1]) or 'the top folder'} holds no messages")
+        uid = entry.identity[1]
+
+        def move(conn: IMAPClient) -> tuple[int, int] | None:
+            self._check_validity(conn, folder.name, entry.identity[0], write=True)
+            return self._move(conn, uid, target.name)
+
+        ids = await self._run(move, f"MOVE {uid} to {target.name}", retry=False)
+        state = self._states.get(old[:-1])
+        if state is not None:
+            state.drop(uid)
+        if ids is None:
+            return None
+        name = entry.name.replace(f"[{uid}]{EML_SUFFIX}", f"[{ids[1]}]{EML_SUFFIX}")
+        moved = Entry(name, False, entry.size, entry.mtime, ids)
+        target_state = self._states.get(new[:-1])
+        if target_state is not None and target_state.uidvalidity == ids[0]:
+            target_state.add(ids[1], moved)
+        return moved
+
+    async def _rename_folder(self, tree: FolderTree, old: Path, new: Path) -> Entry | None:
+        info = tree.folders.get(old)
+        if info is None:
+            raise NotPermitted(f"{'/'.join(old)} is not a folder on the server")
+        if tree.is_dir(new):
+            raise AlreadyExists("/".join(new))
+        new_name = _folder_name(tree, new)
+
+        def rename(conn: IMAPClient) -> None:
+            log.debug("%s: RENAME %s %s", self.label, info.name, new_name)
+            conn.fsm_selected = None
+            conn.rename_folder(info.name, new_name)
+
+        await self._run(rename, f"RENAME {info.name}", retry=False)
+        n = len(old)
+        for path in [p for p in self._states if p[:n] == old]:
+            del self._states[path]
+        await self._folders(max_age=0)
+        return Entry(new[-1], True)
+
+    async def mkdir(self, path: Path) -> None:
+        self._writable()
+        tree = await self._folders()
+        if tree.is_dir(path):
+            raise AlreadyExists("/".join(path))
+        if not tree.is_dir(path[:-1]):
+            raise NotFound("/".join(path[:-1]))
+        name = _folder_name(tree, path)
+
+        def create(conn: IMAPClient) -> None:
+            log.debug("%s: CREATE %s", self.label, name)
+            conn.create_folder(name)
+
+        await self._run(create, f"CREATE {name}", retry=False)
+        await self._folders(max_age=0)
+
+    async def rmdir(self, path: Path) -> None:
+        self._writable()
+        tree = await self._folders(max_age=0)
+        if not tree.is_dir(path) or not path:
+            raise NotFound("/".join(path))
+        if tree.children[path]:
+            raise NotEmpty("/".join(path))
+        info = tree.folders.get(path)
+        if info is None:  # a parent the server never listed: gone with its last child
+            return
+
+        def delete(conn: IMAPClient) -> None:
+            if info.selectable:
+                count = self._status(conn, info.name, ("MESSAGES",)).get(b"MESSAGES", 0)
+                if count:
+                    raise NotEmpty(f"{'/'.join(path)} still holds {count} messages")
+            current = getattr(conn, "fsm_selected", None)
+            if current is not None and current[0] == info.name:
+                self._unselect(conn)
+            log.debug("%s: DELETE %s", self.label, info.name)
+            conn.delete_folder(info.name)
+
+        await self._run(delete, f"DELETE {info.name}", retry=False)
+        self._states.pop(path, None)
+        await self._folders(max_age=0)
+
+    # -- for the outbox --------------------------------------------------------------------
+
+    async def sent_folder(self) -> tuple[str, ...] | None:
+        """The path of the ``\\Sent`` special-use folder (or a top-level one named Sent)."""
+        return (await self._folders()).special("\\Sent")
+
+    async def contains_message_id(self, folder: tuple[str, ...], message_id: str) -> bool:
+        info = (await self._folders()).folder(folder)
+        if info is None:
+            raise NotFound("/".join(folder))
+        uid = await self._run(lambda conn: self._search_id(conn, info.name, message_id),
+                              f"SEARCH {message_id}")
+        return uid is not None
+
+    def _search_id(self, conn: IMAPClient, folder: str, message_id: str) -> int | None:
+        self._select(conn, folder, fresh=True)
+        log.debug("%s: UID SEARCH HEADER Message-ID %s", self.label, message_id)
+        uids = conn.search(["HEADER", "Message-ID", message_id])
+        return max(uids) if uids else None
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+
+# -- listing parser -------------------------------------------------------------------
+
+_UID = re.compile(rb"\bUID (\d+)")
+_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
+_DATE = re.compile(rb'\bINTERNALDATE "([^"]*)"')
+_MONTHS = {m.encode(): i for i, m in enumerate(
+    ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1)}
+
+
+def _parse_listing(data: list) -> list[tuple[int, int | None, float | None, bytes]]:
+    """(uid, size, internaldate, header bytes) from imaplib's raw FETCH response items.
+
+    The common shape — a tuple (line up to the literal, literal) then the closing bytes —
+    takes a regex each; anything else goes through imapclient's general parser.
+    """
+    out = []
+    pending: bytes | None = None
+    for item in data:
+        if isinstance(item, tuple):
+            head, literal = item
+            if pending is not None:
+                out.extend(_general([pending]))
+            pending = None
+            uid = _UID.search(head)
+            if uid is None:
+                out.extend(_general([item]))
+                continue
+            size = _SIZE.search(head)
+            date = _DATE.search(head)
+            out.append((int(uid.group(1)), int(size.group(1)) if size else None,
+                        _internaldate(date.group(1)) if date else None, literal or b""))
+        elif isinstance(item, bytes) and item.strip() not in (b")", b""):
+            out.extend(_general([item]))
+    return out
+
+
+def _general(items: list) -> list[tuple[int, int | None, float | None, bytes]]:
+    out = []
+    try:
+        parsed = parse_fetch_response(items, False, True)
+    except Exception as e:  # a garbled line loses one message, not the listing
+        log.debug("unparsable FETCH response %r: %s", items, e)
+        return out
+    for uid, values in parsed.items():
+        internal = values.get(b"INTERNALDATE")
+        header = next((v for k, v in values.items() if k.startswith(b"BODY[HEADER")), b"") or b""
+        out.append((uid, values.get(b"RFC822.SIZE"),
+                    internal.timestamp() if isinstance(internal, datetime) else None, header))
+    return out
+
+
+def _internaldate(text: bytes) -> float | None:
+    """``17-Jul-1996 02:44:25 -0700`` → POSIX time (a strict parser is 10× faster than strptime)."""
+    try:
+        day, rest = text.strip().split(b"-", 1)
+        month, rest = rest.split(b"-", 1)
+        year, clock, zone = rest.split(b" ")
+        h, m, s = clock.split(b":")
+        t = calendar.timegm((int(year), _MONTHS[month], int(day), int(h), int(m), int(s)))
+        offset = (int(zone[1:3]) * 3600 + int(zone[3:5]) * 60) * (-1 if zone[:1] == b"-" else 1)
+        return float(t - offset)
+    except (ValueError, KeyError, IndexError):
+        return None
+
+
+def _header_fields(raw: bytes) -> dict[bytes, bytes]:
+    fields: dict[bytes, bytes] = {}
+    for line in re.sub(rb"\r?\n[ \t]+", b" ", raw).split(b"\n"):
+        name, colon, value = line.partition(b":")
+        if colon:
+            fields.setdefault(name.strip().lower(), value.strip())
+    return fields
+
+
+def _text(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("cp1252", "replace")
+
+
+def _entry(uidvalidity: int, uid: int, size: int | None, internal: float | None, header: bytes) -> Entry:
+    fields = _header_fields(header)
+    date = header_date(fields.get(b"date"))
+    when = date if date is not None else internal
+    return Entry(message_name(str(uid), _text(fields.get(b"subject")), when), False, size,
+                 internal if internal is not None else (date.timestamp() if date else None),
+                 (uidvalidity, uid))
+
+
+def _text_entry(entry: Entry) -> Entry:
+    """The decoded view's entry: size unknown until made (the raw size is the hint)."""
+    return Entry(entry.name[: -len(EML_SUFFIX)] + TEXT_SUFFIX, False, entry.size, entry.mtime,
+                 entry.identity + ("text",), mode=0o444, size_exact=False)
+
+
+# -- messages in ----------------------------------------------------------------------
+
+
+def prepare_message(raw: bytes) -> tuple[bytes, datetime | None, str | None]:
+    """The message as APPENDed (CRLF line ends), its Date and Message-ID; InvalidArgument if
+    it is not a mail message, so nothing half-valid reaches the server."""
+    if not raw.strip():
+        raise InvalidArgument("an empty file is not a mail message")
+    if b"\0" in raw:
+        raise InvalidArgument("a mail message cannot contain NUL bytes (is this a binary file?)")
+    lines = raw.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+        tail = True
+    else:
+        tail = False
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    try:
+        blank = lines.index(b"")
+    except ValueError:
+        blank = len(lines)
+    head = lines[:blank]
+    names = set()
+    for i, line in enumerate(head):
+        if line[:1] in (b" ", b"\t") and i > 0:
+            continue
+        m = re.match(rb"([\x21-\x39\x3b-\x7e]+):", line)
+        if m is None:
+            raise InvalidArgument(f"not a mail message: line {i + 1} of the header is not "
+                                  f"'Name: value' ({line[:60]!r})")
+        names.add(m.group(1).lower())
+    if not names & MESSAGE_HEADERS:
+        raise InvalidArgument("not a mail message: no From, To, Subject, Date or Message-ID header")
+    message = b"\r\n".join(lines) + (b"\r\n" if tail else b"")
+    headers = BytesHeaderParser(policy=compat32).parsebytes(b"\r\n".join(head) + b"\r\n\r\n")
+    date = header_date(str(headers["Date"])) if headers["Date"] is not None else None
+    message_id = str(headers["Message-ID"]).strip() if headers["Message-ID"] is not None else None
+    return message, date, message_id or None
+
+
+def _appenduid(response: bytes | str | None) -> tuple[int, int] | None:
+    if isinstance(response, str):
+        response = response.encode()
+    m = re.search(rb"\[APPENDUID (\d+) (\d+)\]", response or b"", re.I)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _copyuid(code: bytes | str | None) -> tuple[int, int] | None:
+    """(uidvalidity, new uid) from a COPYUID code: ``[COPYUID v old new]`` in a COPY reply,
+    or ``v old new`` as imaplib files it from MOVE's untagged OK."""
+    if isinstance(code, str):
+        code = code.encode()
+    if not code:
+        return None
+    m = re.search(rb"\[COPYUID (\d+) \S+ (\d+)\]", code, re.I) or re.fullmatch(rb"(\d+) \S+ (\d+)", code.strip())
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _folder_name(tree: FolderTree, path: Path) -> str:
+    try:
+        return tree.name_for(path)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _write(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _append(path: str, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+def _close(conn: IMAPClient) -> None:
+    try:
+        conn.logout()
+    except Exception:
+        try:
+            conn.shutdown()
+        except Exception:
+            pass
+
+
+def _check(conn: IMAPClient) -> None:
+    """A cheap round trip before reusing an idle connection."""
+    conn.noop()
+
+
+def classify(exc: BaseException) -> FsError:
+    """Map a client failure to the FsError the user sees; only Transient ones are retried."""
+    if isinstance(exc, imap_errors.LoginError):
+        return AuthenticationFailed(f"IMAP login failed: {_reason(exc)}")
+    if isinstance(exc, imap_errors.CapabilityError):
+        return Unsupported(f"the IMAP server lacks {exc}")
+    if isinstance(exc, imap_errors.IMAPClientAbortError):
+        return Transient(f"connection to the IMAP server lost: {exc}")
+    if isinstance(exc, imap_errors.IMAPClientReadOnlyError):
+        return ReadOnly(f"the IMAP folder is read-only: {exc}")
+    if isinstance(exc, imap_errors.IMAPClientError):
+        reason = _reason(exc)
+        upper = reason.upper()
+        if "[AUTHENTICATIONFAILED]" in upper or "[AUTHORIZATIONFAILED]" in upper:
+            return AuthenticationFailed(reason)
+        if "[NONEXISTENT]" in upper or "DOESN'T EXIST" in upper or "NO SUCH" in upper:
+            return NotFound(reason)
+        if "[ALREADYEXISTS]" in upper or "ALREADY EXISTS" in upper:
+            return AlreadyExists(reason)
+        if "[OVERQUOTA]" in upper or "QUOTA" in upper:
+            return NoSpace(reason)
+        if "[NOPERM]" in upper:
+            return PermissionDenied(reason)
+        if "[UNAVAILABLE]" in upper or "[INUSE]" in upper or "[SERVERBUG]" in upper:
+            return Transient(reason)
+        if "[CANNOT]" in upper or "[PARSE]" in upper:
+            return InvalidArgument(reason)
+        return FsError(f"IMAP server: {reason}")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return PermissionDenied(f"TLS certificate not trusted: {exc.verify_message}")
+    if isinstance(exc, ConnectionRefusedError | socket.gaierror):
+        return Unreachable(f"IMAP server unreachable: {exc}")
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return TimedOut(f"IMAP server timed out: {exc}")
+    if isinstance(exc, EOFError | OSError):
+        return Transient(f"connection to the IMAP server lost: {exc!r}")
+    return FsError(repr(exc))
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    m = re.search(r"\[b?['\"](.*)['\"]\]\s*$", text)
+    return m.group(1) if m else text
+
