@@ -86,11 +86,13 @@ def parse_mlsx_time(value: str) -> float | None:
     return float(t) + (float(m.group(7)) if m.group(7) else 0.0)
 
 
-_FACT = re.compile(r"([^;=]+)=([^;]*)")
-
-
 def parse_facts(text: str) -> dict[str, str]:
-    return {k.strip().lower(): v for k, v in _FACT.findall(text)}
+    facts = {}
+    for part in text.split(";"):
+        key, eq, value = part.partition("=")
+        if eq:
+            facts[key.strip().lower()] = value
+    return facts
 
 
 def parse_mlsd_line(line: str) -> Entry | None:
