@@ -334,6 +334,21 @@ def test_vsftpd_list_dialect_and_reads(tls: bool) -> None:
         run(backend_for(v.url(), ca=v.ca), scenario)
 
 
+def test_vsftpd_ambiguous_550_is_told_apart() -> None:
+    # vsftpd answers "550 Failed to open file." both for a missing and an unreadable file
+    with running_vsftpd({"secret.txt": b"s", "open.txt": b"o"}, modes={"secret.txt": 0o000}) as v:
+        async def scenario(b: ftp.FtpBackend) -> None:
+            with pytest.raises(PermissionDenied):
+                await b.read(("secret.txt",), 0, 10)
+            with pytest.raises(NotFound):
+                await b.read(("missing.txt",), 0, 10)
+            with pytest.raises(PermissionDenied):
+                await b.download(("secret.txt",), spool(b""))
+            assert await b.read(("open.txt",), 0, 10) == b"o"
+
+        run(backend_for(v.url()), scenario)
+
+
 def test_vsftpd_requires_session_reuse_and_we_do_it() -> None:
     with running_vsftpd(VS_FILES, tls=True) as v:
         # ftplib alone does not resume the session: vsftpd refuses its data connection

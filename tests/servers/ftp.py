@@ -340,9 +340,9 @@ def _free_port() -> int:
 
 @contextmanager
 def running_vsftpd(files: dict[str, bytes], *, tls: bool = False,
-                   links: dict[str, str] | None = None) -> Iterator[Vsftpd]:
+                   links: dict[str, str] | None = None, modes: dict[str, int] | None = None) -> Iterator[Vsftpd]:
     """Anonymous read-only vsftpd serving ``files`` (relative paths → bytes) and symlinks
-    (``links``: name → target).
+    (``links``: name → target); ``modes`` overrides a path's permission bits.
 
     With ``tls``: logins and data must use TLS, and every data connection must resume the
     control connection's TLS session (``require_ssl_reuse=YES``).
@@ -359,7 +359,7 @@ def running_vsftpd(files: dict[str, bytes], *, tls: bool = False,
         os.symlink(target, root / rel)
     for p in [root, *root.rglob("*")]:
         if not p.is_symlink():
-            os.chmod(p, 0o555 if p.is_dir() else 0o444)
+            os.chmod(p, (modes or {}).get(str(p.relative_to(root)), 0o555 if p.is_dir() else 0o444))
     c = certs()
     proc = None
     try:
