@@ -510,3 +510,88 @@ def test_linked_account_without_sent_folder_falls_back_to_local(smtp_server: Smt
         assert await names(b) == {"sent"} and len(await names(b, ("sent",))) == 1
 
     run(state, account(smtp_server, sent_account="mail"), body, peers={"mail": NoSent(set())})
+
+
+# -- the Sent folder of a real Dovecot, through the real IMAP backend ----------------------
+
+
+def _sent_messages(srv: Any) -> list[tuple[bytes, bytes]]:
+    """(flags, message) of every message in alice's Sent folder, seen from the server."""
+    conn = srv.imap()
+    try:
+        conn.select("Sent", readonly=True)
+        _, data = conn.search(None, "ALL")
+        out = []
+        for num in data[0].split():
+            _, parts = conn.fetch(num, "(FLAGS BODY.PEEK[])")
+            out.append((parts[0][0], parts[0][1]))
+        return out
+    finally:
+        conn.logout()
+
+
+def _with_imap(state: Path, srv: Any, outbox_acc: Any, body: Callable[[OutboxBackend], Awaitable[None]]) -> None:
+    from fsmount.backends import create as create_backend
+
+    mail_acc = make_account("mail", {"url": f"imaps://alice@127.0.0.1:{srv.imaps_port}",
+                                     "ca_file": str(srv.ca)}, where="test")
+
+    async def main() -> None:
+        env = Environment(state, {})
+        mail = create_backend(mail_acc, Secret("secret1"), env)
+        env.peers = {"mail": mail}
+        outbox = create(outbox_acc, Secret("secret1"), env)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(outbox.run)
+                with trio.fail_after(30):
+                    await body(outbox)
+                nursery.cancel_scope.cancel()
+        finally:
+            await outbox.aclose()
+            await mail.aclose()
+
+    trio.run(main)
+
+
+def test_files_into_dovecot_sent_folder(smtp_server: SmtpServer, state: Path) -> None:
+    from tests.servers.dovecot import available, dovecot
+
+    if not available():
+        pytest.skip("dovecot is not installed")
+    with dovecot() as srv:
+        async def body(b: OutboxBackend) -> None:
+            await _put_and_flush(b, "filed.eml", MSG)
+            assert await names(b) == set()  # nothing left, and no local sent/ folder
+
+        _with_imap(state, srv, account(smtp_server, sent_account="mail"), body)
+        [d] = smtp_server.deliveries
+        [(flags, copy)] = _sent_messages(srv)
+        assert b"\\Seen" in flags
+        assert b"Bcc: hidden@example.org" in copy and b"Friday at noon?" in copy
+        mid = d.content.split(b"Message-ID: ")[1].split(b"\r\n")[0]
+        assert b"Message-ID: " + mid in copy
+
+
+def test_crash_after_acceptance_is_not_resent_with_dovecot(smtp_server: SmtpServer, state: Path) -> None:
+    """The provider filed the message itself; fsmount died before recording the success."""
+    from tests.servers.dovecot import available, dovecot
+
+    if not available():
+        pytest.skip("dovecot is not installed")
+    acc = account(smtp_server, sent_account="mail", provider_files_sent=True)
+    run(state, acc, lambda b: put(b, "once.eml", MSG), sender=False)
+    queue = OutQueue(state / "outbox" / "out" / "queue")
+    [record] = queue.load()
+    record.in_flight = True
+    queue.save(record)
+    with dovecot() as srv:
+        srv.deliver("alice", queue.read(record), folder="Sent", flags="\\Seen")
+
+        async def body(b: OutboxBackend) -> None:
+            await b.flush_queue()
+            assert await names(b) == set()
+
+        _with_imap(state, srv, acc, body)
+        assert smtp_server.deliveries == []
+        assert len(_sent_messages(srv)) == 1  # and not filed a second time

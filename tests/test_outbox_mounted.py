@@ -177,3 +177,35 @@ def test_mail_with_newsgroups_is_also_posted(smtp_server: SmtpServer) -> None:
             assert d.rcpt_tos == ("bob@example.org",)
             wait_for(lambda: "both.eml" not in listing(outbox), what="mail and news done")
             assert b"Mail and news." in inn.article("<cross-1@example.org>")
+
+
+def test_sent_copy_lands_in_the_linked_imap_sent_folder(smtp_server: SmtpServer) -> None:
+    from tests.servers.dovecot import available, dovecot
+
+    if not available():
+        pytest.skip("dovecot is not installed")
+    with dovecot() as srv:
+        mail = "\n".join([
+            "[accounts.mail]",
+            f'url = "imaps://alice@127.0.0.1:{srv.imaps_port}"',
+            f'ca_file = "{srv.ca}"',
+            'password = "secret1"',
+        ])
+        with mounted(config(smtp_server, sent_account="mail") + mail + "\n") as m:
+            outbox = m.path / "outbox"
+            run("cp", "/dev/stdin", outbox / "filed.eml", input=MSG.encode())
+            smtp_server.wait_deliveries(1)
+            wait_for(lambda: "filed.eml" not in listing(outbox), what="delivery and filing")
+            assert listing(outbox) == set()  # no local sent/: the copy went to IMAP
+            sent = wait_for(lambda: [p for p in (m.path / "mail" / "Sent").iterdir()
+                                     if p.suffix == ".eml"], what="the copy in mail/Sent")
+            [copy] = sent  # type: ignore[misc]
+            assert "Report" in copy.name
+            assert b"The report is attached in spirit." in copy.read_bytes()
+        conn = srv.imap()
+        try:
+            conn.select("Sent", readonly=True)
+            _, data = conn.search(None, "SEEN", "SUBJECT", "Report")
+            assert len(data[0].split()) == 1
+        finally:
+            conn.logout()
