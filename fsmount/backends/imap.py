@@ -317,7 +317,8 @@ class ImapBackend(BackendBase):
     async def list(self, path: Path) -> list[Entry]:
         tree = await self._folders(max_age=TREE_TTL)
         if not tree.is_dir(path):
-            if path and tree.is_dir(path[:-1]):
+            if path and tree.folder(path[:-1]) is not None:
+                await self._message(path, tree)  # NotFound unless it is a message
                 raise NotADirectory("/".join(path))
             raise NotFound("/".join(path))
         entries = [Entry(n, True) for n in sorted(tree.children[path])]
