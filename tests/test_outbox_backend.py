@@ -595,3 +595,38 @@ def test_crash_after_acceptance_is_not_resent_with_dovecot(smtp_server: SmtpServ
         _with_imap(state, srv, acc, body)
         assert smtp_server.deliveries == []
         assert len(_sent_messages(srv)) == 1  # and not filed a second time
+
+
+def test_only_one_sender_per_outbox(smtp_server: SmtpServer, state: Path, monkeypatch: Any) -> None:
+    monkeypatch.setattr("fsmount.backends.outbox.LOCK_POLL", 0.05)
+    acc = account(smtp_server)
+
+    async def main() -> None:
+        first = create(acc, Secret("secret1"), Environment(state))
+        second = create(acc, Secret("secret1"), Environment(state))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(first.run)
+            await nursery.start(second.run)  # finds the lock taken: sends nothing for now
+            await put(second, "one.eml", MSG)
+            await put(first, "two.eml", MSG.replace("Lunch", "Dinner"))
+            await first.flush_queue()
+            assert len(smtp_server.deliveries) == 1  # only its own
+            # the first mount ends: the second takes over and sends what is left
+            first_done = trio.Event()
+
+            async def stop_first() -> None:
+                await first.aclose()
+                first_done.set()
+
+            nursery.start_soon(stop_first)
+            await first_done.wait()
+            with trio.fail_after(10):
+                while len(smtp_server.deliveries) < 2:
+                    await second._progress.wait()
+                await second.flush_queue()
+            nursery.cancel_scope.cancel()
+        await second.aclose()
+
+    trio.run(main)
+    subjects = sorted(d.content.split(b"Subject: ")[1].split(b"\r\n")[0] for d in smtp_server.deliveries)
+    assert subjects == [b"Dinner", b"Lunch"]

@@ -209,3 +209,24 @@ def test_sent_copy_lands_in_the_linked_imap_sent_folder(smtp_server: SmtpServer)
             assert len(data[0].split()) == 1
         finally:
             conn.logout()
+
+
+@pytest.mark.skipif(shutil.which("rsync") is None, reason="no rsync")
+def test_rsync_and_mv_into_the_outbox(smtp_server: SmtpServer, tmp_path: Path) -> None:
+    drafts = tmp_path / "drafts"
+    drafts.mkdir()
+    for i in range(3):
+        (drafts / f"d{i}.eml").write_text(MSG.replace("Report", f"Report {i}"))
+    (drafts / "README").write_text("drafts folder\n")
+    moved = tmp_path / "moved.eml"
+    moved.write_text(MSG.replace("Report", "Moved"))
+    with mounted(config(smtp_server)) as m:
+        outbox = m.path / "outbox"
+        run("rsync", "-a", f"{drafts}/", f"{outbox}/")  # temp names, then renames; chmod, utime
+        run("mv", moved, outbox)  # across filesystems: copy, then remove the source
+        smtp_server.wait_deliveries(4)
+        wait_for(lambda: listing(outbox) == {"README", "sent"}, what="all four sent")
+        assert not moved.exists()
+        assert len(list((outbox / "sent").iterdir())) == 4
+    subjects = sorted(d.content.split(b"Subject: ")[1].split(b"\r\n")[0] for d in smtp_server.deliveries)
+    assert subjects == [b"Moved", b"Report 0", b"Report 1", b"Report 2"]

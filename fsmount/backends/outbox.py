@@ -67,6 +67,7 @@ from .smtpsend import Outcome, Prepared, Refused, SendFailure, Server, prepare, 
 log = logging.getLogger(__name__)
 
 SENT_DIR = "sent"
+LOCK_POLL = 2.0  # seconds between checks whether another mount stopped sending this outbox
 STATUS_SUFFIX = ".status"
 
 
@@ -478,30 +479,52 @@ class OutboxBackend(BackendBase):
         """The sender: resend what is pending, then send what arrives, until cancelled."""
         records = await self._load()
         if not await trio.to_thread.run_sync(self._lock_queue):
-            log.warning("%s: another fsmount is sending this outbox; messages queued here wait "
-                        "for it", self.account.name)
+            log.warning("%s: another fsmount is sending this outbox; this one sends once that "
+                        "one ends", self.account.name)
             task_status.started()
-            await trio.sleep_forever()
-        pending = [r for r in records.values() if r.waiting or (r.delivered and not r.filed)]
+            task_status = trio.TASK_STATUS_IGNORED
+            while not await trio.to_thread.run_sync(self._lock_queue):
+                await trio.sleep(LOCK_POLL)
+            records = await self._reload()
+        pending = [r for r in records.values() if self._due_work(r)]
         if pending:
             log.info("%s: %d message(s) waiting in the outbox", self.account.name, len(pending))
         async with trio.open_nursery() as nursery:
             task_status.started()
             while True:
                 self._wake = trio.Event()
-                now = time.time()
-                soonest = math.inf
-                for record in list(records.values()):
-                    if record.id in self._busy or record.id in self._held or not self._due_work(record):
-                        continue
-                    if record.next_try <= now:
-                        self._busy.add(record.id)
-                        self._changed(record)
-                        nursery.start_soon(self._process, record)
-                    else:
-                        soonest = min(soonest, record.next_try)
+                soonest = self._start_due(records, nursery)
                 with trio.move_on_after(max(0.0, soonest - time.time())):
                     await self._wake.wait()
+
+    def _start_due(self, records: dict[str, Record], nursery: trio.Nursery) -> float:
+        """Start an attempt for every message that is due; → when the next one will be."""
+        now = time.time()
+        soonest = math.inf
+        for record in list(records.values()):
+            if record.id in self._busy or record.id in self._held or not self._due_work(record):
+                continue
+            if record.next_try <= now:
+                self._busy.add(record.id)
+                self._changed(record)
+                nursery.start_soon(self._process, record)
+            else:
+                soonest = min(soonest, record.next_try)
+        return soonest
+
+    async def _reload(self) -> dict[str, Record]:
+        """The queue as the previous sender left it (plus what was queued here meanwhile)."""
+        loaded = await trio.to_thread.run_sync(self.queue.load)
+        records = self._records if self._records is not None else {}
+        known = {r.id for r in records.values()}
+        for record in loaded:
+            if record.id not in known and record.name not in records:
+                records[record.name] = record
+            elif record.id in known:  # the other sender's progress replaces ours
+                records[record.name] = record
+        self._records = records
+        self._changed()
+        return records
 
     def _due_work(self, record: Record) -> bool:
         return record.waiting or (record.delivered and not record.filed and not record.refused)
