@@ -17,6 +17,7 @@ import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from email import policy
 from email.message import Message
 from email.parser import HeaderParser
@@ -222,9 +223,7 @@ def _unique(addresses: Iterable[str]) -> list[str]:
     return out
 
 
-def _local(stamp: float):  # noqa: ANN202 - a datetime
-    from datetime import datetime
-
+def _local(stamp: float) -> datetime:
     return datetime.fromtimestamp(stamp).astimezone()
 
 
