@@ -211,13 +211,13 @@ class Session:
             try:
                 conn.quit()
             finally:
-                conn.close()
+                _close(conn)
 
     def abort(self) -> None:
         """Close without QUIT (a broken session: nothing of it is committed)."""
         conn, self.conn, self.uidls = self.conn, None, None
         if conn is not None:
-            conn.close()
+            _close(conn)
 
     # -- commands --------------------------------------------------------------------
 
@@ -374,7 +374,7 @@ class Pop3Backend(BackendBase):
             self._login(conn, caps, encrypted)
             return conn, caps
         except BaseException:
-            conn.close()
+            _close(conn)
             raise
 
     def _stls(self, conn: poplib.POP3, caps: dict[str, list[str]]) -> bool:
@@ -621,6 +621,14 @@ class Pop3Backend(BackendBase):
 
 
 # -- protocol helpers -------------------------------------------------------------------
+
+
+def _close(conn: poplib.POP3) -> None:
+    """Close the socket; one already broken (a failed TLS handshake) raises nothing."""
+    try:
+        conn.close()
+    except OSError as e:
+        log.debug("closing a POP3 connection: %s", e)
 
 
 def _capa(conn: poplib.POP3) -> dict[str, list[str]]:
