@@ -125,3 +125,22 @@ def test_a_line_break_inside_a_name_drops_both_parts(mlsd: bool) -> None:
     lines = [line.decode() for line in ftplist.split_lines(data)]
     names = [e.name for e in ftplist.parse_lines(lines, mlsd=mlsd, now=NOW)]
     assert names == ["good", "also good"]
+
+
+@pytest.mark.parametrize("piece", [1, 7, 64, 100000])
+def test_streaming_parser_any_pieces(piece: int) -> None:
+    data = ("type=file;size=5;modify=20240101000000; grüße\r\n"
+            "type=file;size=5;modify=20240101000000; evil\r\nname\r\n"
+            "type=dir;modify=20240101000000; d\r\n"
+            "type=file;size=7;modify=20240101000000; last").encode()
+    parser = ftplist.ListingParser(mlsd=True)
+    for i in range(0, len(data), piece):
+        parser.feed(data[i:i + piece])
+    assert [(e.name, e.is_dir) for e in parser.entries()] == [("grüße", False), ("d", True), ("last", False)]
+
+
+def test_streaming_parser_lf_and_other_encodings() -> None:
+    parser = ftplist.ListingParser(mlsd=False, encoding="cp1251", now=NOW)
+    for line in ["total 2", "-rw-r--r-- 1 u g 3 Jun 10 10:10 привет", "drwxr-xr-x 2 u g 0 Jun 10 10:10 папка"]:
+        parser.feed(line.encode("cp1251") + b"\n")
+    assert [e.name for e in parser.entries()] == ["привет", "папка"]

@@ -234,17 +234,15 @@ class Client(ftplib.FTP_TLS):
     def mlst(self) -> bool:
         return "MLST" in self.feats
 
-    def read_data(self, cmd: str) -> bytes:
-        """Run a listing command and return its data connection's bytes."""
+    def read_data(self, cmd: str, sink: Callable[[bytes], None]) -> None:
+        """Run a listing command, handing its data connection's bytes to ``sink`` as they come."""
         with self.transfercmd(cmd) as conn:
-            chunks = []
             while True:
                 chunk = conn.recv(1 << 16)
                 if not chunk:
                     break
-                chunks.append(chunk)
+                sink(chunk)
         self.voidresp()
-        return b"".join(chunks)
 
     def end_transfer(self) -> None:
         """Abandon a paused read: close its socket, then read the transfer's final reply."""
@@ -513,29 +511,29 @@ class FtpBackend(BackendBase):
     def _list(self, c: Client, path: Path) -> list[Entry]:
         rpath = c.path(path)
         mlsd = c.mlst
+        parser = ftplist.ListingParser(mlsd, c.encoding)
         try:
             if mlsd:
-                data = c.read_data("MLSD " + rpath)
+                c.read_data("MLSD " + rpath, parser.feed)
             else:
-                data = self._list_raw(c, rpath)
+                self._list_raw(c, rpath, parser.feed)
         except ftplib.error_perm as e:
             if mlsd and str(e)[:3] in ("500", "502"):  # FEAT promised MLST, MLSD is missing
                 c.feats.discard("MLST")
                 return self._list(c, path)
             raise self._resolve_550(c, path, e) from None
-        text = data.decode(c.encoding, "surrogateescape")
-        return ftplist.parse_lines(ftplist.split_text(text), mlsd=mlsd)
+        return parser.entries()
 
     @staticmethod
-    def _list_raw(c: Client, rpath: str) -> bytes:
+    def _list_raw(c: Client, rpath: str, sink: Callable[[bytes], None]) -> None:
         """LIST of a directory, entered with CWD so that no name is mistaken for an option."""
         c.cwd(rpath)
         if c.list_args:
             try:
-                return c.read_data("LIST " + c.list_args)
+                return c.read_data("LIST " + c.list_args, sink)
             except ftplib.error_perm:
                 c.list_args = None
-        return c.read_data("LIST")
+        c.read_data("LIST", sink)
 
     async def stat(self, path: Path) -> Entry:
         if not path:

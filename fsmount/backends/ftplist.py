@@ -262,29 +262,72 @@ def _is_fragment(line: str, mlsd: bool) -> bool:
         and _UNIX.match(line) is None and _WINDOWS.match(line) is None
 
 
+class ListingParser:
+    """Parses a listing while it arrives, so parsing overlaps the server's sending.
+
+    ``feed`` raw bytes in any pieces; ``entries()`` at the end. Lines end with CRLF when the
+    server uses CRLF (decided from the first line break seen), so a bare LF inside a name
+    makes the rest of that name a separate, unparsable line (and both parts are dropped).
+    """
+
+    def __init__(self, mlsd: bool, encoding: str = "utf-8", now: float | None = None) -> None:
+        self.mlsd = mlsd
+        self.encoding = encoding
+        self.now = now
+        self.seen: dict[str, Entry] = {}
+        self.previous: str | None = None  # the name the previous line produced
+        self._sep: str | None = None
+        self._pending = b""
+
+    def feed(self, data: bytes) -> None:
+        buf = self._pending + data
+        if self._sep is None:
+            if b"\n" not in buf:
+                self._pending = buf
+                return
+            self._sep = "\r\n" if b"\r\n" in buf else "\n"
+        cut = buf.rfind(self._sep.encode())
+        if cut < 0:
+            self._pending = buf
+            return
+        self._pending = buf[cut + len(self._sep):]
+        text = buf[:cut].decode(self.encoding, "surrogateescape")
+        self.lines(text.split(self._sep))
+
+    def entries(self) -> list[Entry]:
+        if self._pending:
+            rest = self._pending.decode(self.encoding, "surrogateescape")
+            self._pending = b""
+            self.lines([rest[:-1] if rest.endswith("\n") else rest])
+        return list(self.seen.values())
+
+    def lines(self, lines: Iterable[str]) -> None:
+        mlsd, seen = self.mlsd, self.seen
+        for line in lines:
+            if len(line) > 16384:
+                _skip(line, "line too long")
+                self.previous = None
+                continue
+            try:
+                entry = parse_mlsd_line(line) if mlsd else parse_list_line(line, self.now)
+                fragment = entry is None and _is_fragment(line, mlsd)
+            except Exception as e:
+                _skip(line, f"parser error {e!r}")
+                entry, fragment = None, False
+            if fragment and self.previous is not None:
+                _skip(line, f"continues the name {self.previous!r}, dropped too")
+                seen.pop(self.previous, None)
+            self.previous = None
+            if entry is not None and entry.name not in seen:
+                seen[entry.name] = entry
+                self.previous = entry.name
+
+
 def parse_lines(lines: Iterable[str], mlsd: bool, now: float | None = None) -> list[Entry]:
     """All usable entries; the first of duplicate names wins (a broken server repeating one)."""
-    seen: dict[str, Entry] = {}
-    previous: str | None = None  # the name the previous line produced
-    for line in lines:
-        if len(line) > 16384:
-            _skip(line, "line too long")
-            previous = None
-            continue
-        try:
-            entry = parse_mlsd_line(line) if mlsd else parse_list_line(line, now)
-            fragment = entry is None and _is_fragment(line, mlsd)
-        except Exception as e:
-            _skip(line, f"parser error {e!r}")
-            entry, fragment = None, False
-        if fragment and previous is not None:
-            _skip(line, f"continues the name {previous!r}, dropped too")
-            seen.pop(previous, None)
-        previous = None
-        if entry is not None and entry.name not in seen:
-            seen[entry.name] = entry
-            previous = entry.name
-    return list(seen.values())
+    parser = ListingParser(mlsd, now=now)
+    parser.lines(lines)
+    return list(parser.seen.values())
 
 
 def split_lines(data: bytes) -> list[bytes]:
