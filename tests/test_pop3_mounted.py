@@ -1,0 +1,156 @@
+"""POP3 through the real mount, driven by real tools; every result checked on the server.
+
+The Dovecot here locks the maildrop per POP3 session (see test_pop3_backend), so the direct
+client's logins between tool runs also prove that the mount holds no session open.
+"""
+from __future__ import annotations
+
+import os
+import poplib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.mounting import mounted, run, wait_for
+from tests.servers.dovecot import Dovecot
+from tests.test_pop3_backend import direct, message, server_uidls, srv  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no FUSE")
+
+
+@pytest.fixture(autouse=True)
+def _empty_maildrop(srv: Dovecot) -> None:  # noqa: F811
+    with direct(srv) as conn:
+        for n in range(1, conn.stat()[0] + 1):
+            conn.dele(n)
+
+
+def config(server: Dovecot, **options: object) -> str:
+    lines = [
+        "[accounts.mail]",
+        f'url = "pop3s://alice@127.0.0.1:{server.pop3s_port}"',
+        f'ca_file = "{server.ca}"',
+        'password = "secret1"',
+        "timeout = 10",
+    ]
+    for key, value in options.items():
+        lines.append(f"{key} = {str(value).lower() if isinstance(value, bool) else value!r}")
+    return "\n".join(lines) + "\n"
+
+
+def retrieved(server: Dovecot) -> list[bytes]:
+    """Every message as RETR gives it (CRLF lines), in maildrop order."""
+    with direct(server) as conn:
+        return [b"\r\n".join(conn.retr(n)[1]) + b"\r\n" for n in range(1, conn.stat()[0] + 1)]
+
+
+def unlocked(server: Dovecot) -> None:
+    """A direct login succeeds at once: the mount holds no POP3 session."""
+    with direct(server, timeout=3):
+        pass
+
+
+def emls(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.suffix == ".eml")
+
+
+def test_ls_cat_cp_grep(srv: Dovecot, tmp_path: Path) -> None:  # noqa: F811
+    srv.append_many("alice", [
+        message(f"Report {i}", f"Quarter {i} figures.\r\n.dotted line {i}\r\n") for i in range(4)])
+    srv.deliver("alice", message("Needle", "The secret word is xylophone.\r\n"))
+    stored = retrieved(srv)
+    with mounted(config(srv)) as m:
+        box = m.path / "mail"
+        files = emls(box)
+        assert len(files) == 5
+        assert sorted(f.name.split(" ", 2)[2].rsplit(" [", 1)[0] for f in files) == \
+            ["Needle", *(f"Report {i}" for i in range(4))]
+        unlocked(srv)
+        by_subject = {f.name.split(" ", 2)[2].rsplit(" [", 1)[0]: f for f in files}
+        for i in range(4):
+            f = by_subject[f"Report {i}"]
+            assert run("cat", f).stdout == stored[i]
+            assert f.stat().st_size == len(stored[i])
+        unlocked(srv)
+        run("cp", by_subject["Needle"], tmp_path)
+        assert (tmp_path / by_subject["Needle"].name).read_bytes() == stored[4]
+        found = run("grep", "-rl", "xylophone", box).stdout.decode().splitlines()
+        assert found == [str(by_subject["Needle"])]
+        found = run("grep", "-rlF", ".dotted line 2", box).stdout.decode().splitlines()
+        assert found == [str(by_subject["Report 2"])]
+        retrs = m.log_text().count(": RETR ")
+        assert run("grep", "-rlc", "Quarter", box).returncode == 0  # warm: from the cache
+        assert m.log_text().count(": RETR ") == retrs
+        with open(by_subject["Report 3"], "rb") as f:  # Python file I/O, partial reads
+            assert f.read(10) == stored[3][:10]
+            f.seek(-5, os.SEEK_END)
+            assert f.read() == stored[3][-5:]
+        unlocked(srv)
+
+
+def test_rm_deletes_on_the_server(srv: Dovecot) -> None:  # noqa: F811
+    srv.append_many("alice", [message("Keep me"), message("Delete me"), message("Delete me too")])
+    uidls = server_uidls(srv)
+    with mounted(config(srv)) as m:
+        box = m.path / "mail"
+        victims = [f for f in emls(box) if "Delete me" in f.name]
+        run("rm", victims[0])
+        assert server_uidls(srv) == [uidls[0], uidls[2]]  # committed before rm returned
+        assert not victims[0].exists()
+        os.unlink(victims[1])
+        assert server_uidls(srv) == [uidls[0]]
+        assert [f.name for f in emls(box) if "Keep me" in f.name] and len(emls(box)) == 1
+        done = run("rm", box / "no such [aaaaaaaaaaaa].eml", check=False)
+        assert done.returncode != 0
+        unlocked(srv)
+
+
+def test_read_only_by_nature(srv: Dovecot, tmp_path: Path) -> None:  # noqa: F811
+    srv.deliver("alice", message("Immutable"))
+    src = tmp_path / "new.eml"
+    src.write_bytes(message("Copied in"))
+    with mounted(config(srv), expect_warnings=["never stored", "commit failed"]) as m:
+        box = m.path / "mail"
+        [f] = emls(box)
+        assert run("cp", src, box, check=False).returncode != 0
+        assert run("mv", f, box / "renamed.eml", check=False).returncode != 0
+        assert run("mkdir", box / "folder", check=False).returncode != 0
+        with pytest.raises(OSError):
+            with open(f, "ab") as out:
+                out.write(b"more")
+        assert len(server_uidls(srv)) == 1
+
+
+def test_new_mail_and_deletions_elsewhere_appear(srv: Dovecot) -> None:  # noqa: F811
+    srv.deliver("alice", message("Old news"))
+    with mounted(config(srv, poll_interval=1)) as m:
+        box = m.path / "mail"
+        assert len(emls(box)) == 1
+        srv.deliver("alice", message("Fresh mail"))
+        wait_for(lambda: any("Fresh mail" in f.name for f in emls(box)), 15, "the new message")
+        with direct(srv) as conn:
+            conn.dele(1)
+        wait_for(lambda: not any("Old news" in f.name for f in emls(box)), 15, "the deletion")
+        [f] = emls(box)
+        assert f.read_bytes() == retrieved(srv)[0]
+
+
+def test_wrong_password_fails_the_mount(srv: Dovecot) -> None:  # noqa: F811
+    with pytest.raises(RuntimeError, match="(?i)auth"):
+        with mounted(config(srv).replace("secret1", "wrong")):
+            pass
+
+
+def test_many_messages_grep(srv: Dovecot) -> None:  # noqa: F811
+    srv.write_maildir("alice", "INBOX", [message(f"Bulk {i}", f"item {i:04d}\r\n") for i in range(300)])
+    with mounted(config(srv), debug=False) as m:
+        box = m.path / "mail"
+        assert len(emls(box)) == 300
+        found = run("grep", "-rl", "item 0123", box).stdout.decode().splitlines()
+        assert len(found) == 1 and "Bulk 123 " in found[0]
+        unlocked(srv)
+        assert shutil.disk_usage(box) is not None
+    with pytest.raises(poplib.error_proto):  # sanity: the direct client sees errors
+        with direct(srv) as conn:
+            conn.retr(1000)
