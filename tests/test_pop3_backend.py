@@ -486,7 +486,8 @@ class Proxy:
 
     ``hide`` drops those CAPA lines; ``refuse`` answers those commands itself with ``-ERR``
     (``refuse_times`` times, -1 for always); ``cut_retr`` closes the connection after that
-    many bytes of the next RETR answer. ``commands`` records every command's first word.
+    many bytes of the next RETR answer; ``list_delta`` is added to every size LIST reports.
+    ``commands`` records every command's first word.
     """
 
     def __init__(self, server: Dovecot) -> None:
@@ -497,6 +498,7 @@ class Proxy:
         self.refused = 0
         self.cut_retr: int | None = None
         self.cuts = 0
+        self.list_delta = 0
         self.commands: list[str] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -521,7 +523,7 @@ class Proxy:
             upstream = socket.create_connection((self.server.host, self.server.pop3_port))
             self.sockets += [client, upstream]
             lock = threading.Lock()
-            state = {"retr": False}
+            state = {"retr": False, "list": False}
             threading.Thread(target=self._up, args=(client, upstream, lock, state), daemon=True).start()
             threading.Thread(target=self._down, args=(client, upstream, lock, state), daemon=True).start()
 
@@ -540,6 +542,7 @@ class Proxy:
                     continue
                 if word == b"RETR":
                     state["retr"] = True
+                state["list"] = word == b"LIST"
                 upstream.sendall(line)
         except OSError:
             pass
@@ -552,6 +555,9 @@ class Proxy:
             for line in f:
                 if line.rstrip(b"\r\n").split(b" ")[0] in self.hide:
                     continue
+                if state["list"] and self.list_delta and re.fullmatch(rb"\d+ \d+\r\n", line):
+                    number, size = line.split()
+                    line = b"%s %d\r\n" % (number, int(size) + self.list_delta)
                 if state["retr"] and self.cut_retr is not None:
                     if sent + len(line) > self.cut_retr:
                         with lock:
@@ -641,3 +647,19 @@ def test_server_without_uidl_mounts_read_only(srv: Dovecot, proxy: Proxy,
 
     run(via(proxy), scenario)
     assert len(server_uidls(srv)) == 2
+
+
+@pytest.mark.parametrize("delta", [-25, 40])
+def test_list_sizes_are_hints_and_download_gives_the_exact_size(srv: Dovecot, proxy: Proxy,
+                                                                delta: int) -> None:
+    raw = message("Sized", "Some text.\r\n" * 20)
+    srv.deliver("alice", raw)
+    proxy.list_delta = delta
+
+    async def scenario(b: pop3.Pop3Backend) -> None:
+        [entry] = await b.list(())
+        assert entry.size == len(raw) + delta and not entry.size_exact
+        got, data = await download(b, entry)
+        assert data == raw and got.size == len(raw) and got.size_exact
+
+    run(via(proxy), scenario)

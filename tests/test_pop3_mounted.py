@@ -14,7 +14,7 @@ import pytest
 
 from tests.mounting import mounted, run, wait_for
 from tests.servers.dovecot import Dovecot
-from tests.test_pop3_backend import direct, message, server_uidls, srv  # noqa: F401  (fixture)
+from tests.test_pop3_backend import Proxy, direct, message, server_uidls, srv  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no FUSE")
 
@@ -154,3 +154,28 @@ def test_many_messages_grep(srv: Dovecot) -> None:  # noqa: F811
     with pytest.raises(poplib.error_proto):  # sanity: the direct client sees errors
         with direct(srv) as conn:
             conn.retr(1000)
+
+
+@pytest.mark.parametrize("delta", [-30, 50])
+def test_wrong_list_sizes_still_read_whole_messages(srv: Dovecot, delta: int) -> None:  # noqa: F811
+    """A server whose LIST sizes are off: readers get every byte, and the size is corrected."""
+    srv.append_many("alice", [message("Misreported", "A line of text.\r\n" * 30), message("Other")])
+    stored = retrieved(srv)
+    proxy = Proxy(srv)
+    proxy.list_delta = delta
+    table = "\n".join([
+        "[accounts.mail]", f'url = "pop3://alice@127.0.0.1:{proxy.port}"', 'password = "secret1"',
+        'tls = "off"', "plaintext_auth = true", "timeout = 10", ""])
+    try:
+        with mounted(table) as m:
+            files = emls(m.path / "mail")
+            assert [f.stat().st_size for f in files] == [len(s) + delta for s in stored]
+            assert run("cat", files[0]).stdout == stored[0]
+            assert files[0].stat().st_size == len(stored[0])
+            with open(files[1], "rb") as f:
+                assert f.read() == stored[1]
+            assert files[1].stat().st_size == len(stored[1])
+            found = run("grep", "-rl", "A line of text", m.path / "mail").stdout.decode().split("\n")
+            assert found[0] == str(files[0])
+    finally:
+        proxy.close()
