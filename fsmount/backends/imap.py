@@ -158,6 +158,7 @@ class ImapBackend(BackendBase):
         self.capabilities = Capabilities(
             ranged_read=True, write=writable, overwrite=False, mkdir=writable, remove=writable,
             rename=writable, immutable=True, xattrs=True,
+            coupled_names=self.decoded_view,  # a message's .txt comes and goes with its .eml
         )
         self.pool: ConnectionPool[IMAPClient] = ConnectionPool(
             self.label, self._connect, _close, classify,

@@ -1,0 +1,133 @@
+"""IMAP through the real mount, driven by real tools; every result checked on the server."""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.mounting import mounted, run, wait_for
+from tests.servers.dovecot import Dovecot, _quote, dovecot_server  # noqa: F401  (fixture)
+from tests.test_imap_backend import ATTACHMENT, CORPUS, EIGHTBIT, PLAIN, server_messages, unique
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no FUSE")
+
+
+def config(server: Dovecot, **options: object) -> str:
+    lines = ["[accounts.mail]", f'url = "imaps://alice@127.0.0.1:{server.imaps_port}"',
+             f'ca_file = "{server.ca}"', 'password = "secret1"']
+    for key, value in options.items():
+        lines.append(f"{key} = {value!r}".replace("'", '"').replace("True", "true").replace("False", "false"))
+    return "\n".join(lines) + "\n"
+
+
+def emls(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.suffix == ".eml")
+
+
+def uid_of(path: Path) -> int:
+    return int(re.search(r"\[(\d+)\]\.eml$", path.name).group(1))
+
+
+def test_ls_cat_grep_find(dovecot_server: Dovecot) -> None:
+    folder = unique("Read")
+    dovecot_server.create_folder(folder)
+    dovecot_server.create_folder(f"{folder}/Unter ü")
+    uids = dovecot_server.append_many("alice", CORPUS, folder)
+    held = server_messages(dovecot_server, folder)
+    with mounted(config(dovecot_server)) as m:
+        mail = m.path / "mail"
+        assert {"INBOX", "Sent", "Trash", "Drafts", folder} <= set(os.listdir(mail))
+        d = mail / folder
+        files = emls(d)
+        assert sorted(uid_of(f) for f in files) == uids
+        assert (d / "Unter ü").is_dir()
+        for f in files:
+            assert f.stat().st_size == len(held[uid_of(f)][0])
+            assert run("cat", f).stdout == held[uid_of(f)][0]
+        head = run("head", "-c", "100", files[0]).stdout
+        assert head == held[uid_of(files[0])][0][:100]
+        found = run("grep", "-rl", "pineapplestorm", mail).stdout.decode().splitlines()
+        assert len(found) == 1 and found[0].endswith(".txt") and "Report attached" in found[0]
+        raw_hits = run("grep", "-rlF", "Straße", d, "--include=*.eml").stdout.decode().splitlines()
+        assert len(raw_hits) == 1
+        listed = run("find", d, "-name", "*.eml").stdout.decode().splitlines()
+        assert len(listed) == len(CORPUS)
+        assert os.getxattr(files[0], "user.imap.seen") == b"0"
+    assert all(b"\\Seen" not in flags for _, flags in server_messages(dovecot_server, folder).values())
+
+
+def test_cp_mv_rm_and_refusals(dovecot_server: Dovecot, tmp_path: Path) -> None:
+    a, z = unique("WriteA"), unique("WriteZ")
+    dovecot_server.create_folder(a)
+    dovecot_server.create_folder(z)
+    dovecot_server.deliver("alice", EIGHTBIT, a)
+    source = tmp_path / "note.eml"
+    source.write_bytes(PLAIN)
+    junk = tmp_path / "junk.eml"
+    junk.write_bytes(b"this is not a mail message\n")
+    with mounted(config(dovecot_server), expect_warnings=["junk.eml: closed with changes that were never stored"]) as m:
+        da, dz = m.path / "mail" / a, m.path / "mail" / z
+        run("cp", source, da)
+        copied = [f for f in emls(da) if "Plain hello" in f.name]
+        assert len(copied) == 1 and copied[0].read_bytes() == PLAIN
+        assert not (da / "note.eml").exists()
+        done = run("cp", junk, da, check=False)
+        assert done.returncode != 0
+        with pytest.raises(OSError) as err:
+            with open(copied[0], "r+b") as f:
+                f.write(b"X")
+        assert err.value.errno in (errno.EPERM, errno.EROFS, errno.EACCES)
+        run("mv", copied[0], dz)
+        moved = emls(dz)
+        assert len(moved) == 1 and moved[0].read_bytes() == PLAIN
+        (other,) = emls(da)
+        run("rm", other)
+        assert emls(da) == []
+        run("mkdir", da / "Sub dir")
+        run("mv", da / "Sub dir", da / "Renamed")
+        run("rmdir", da / "Renamed")
+        assert sorted(os.listdir(da)) == []
+    assert server_messages(dovecot_server, a) == {}
+    assert [raw for raw, _ in server_messages(dovecot_server, z).values()] == [PLAIN]
+    assert any(raw == EIGHTBIT for raw, _ in server_messages(dovecot_server, "Trash").values())
+    with dovecot_server.imap() as conn:
+        _, names = conn.list(_quote(a), "*")
+    assert all(name is None or b"Renamed" not in name for name in names)
+
+
+def test_flags_with_xattr_tools(dovecot_server: Dovecot) -> None:
+    folder = unique("Xattr")
+    dovecot_server.create_folder(folder)
+    uid = dovecot_server.deliver("alice", ATTACHMENT, folder)
+    with mounted(config(dovecot_server)) as m:
+        (f,) = emls(m.path / "mail" / folder)
+        os.setxattr(f, "user.imap.seen", b"1")
+        os.setxattr(f, "user.imap.flagged", b"1")
+        assert os.getxattr(f, "user.imap.flagged") == b"1"
+        names = os.listxattr(f)
+        assert "user.imap.flags" in names and "user.imap.seen" in names
+        if subprocess.run(["which", "getfattr"], capture_output=True).returncode == 0:
+            out = run("getfattr", "-n", "user.imap.flags", "--only-values", f).stdout
+            assert set(out.split()) == {b"\\Seen", b"\\Flagged"}
+        assert os.getxattr(m.path / "mail" / "Trash", "user.imap.special-use") == b"\\Trash"
+    assert set(server_messages(dovecot_server, folder)[uid][1].split()) == {b"\\Seen", b"\\Flagged"}
+
+
+def test_new_mail_appears_without_remount(dovecot_server: Dovecot) -> None:
+    folder = unique("Live")
+    dovecot_server.create_folder(folder)
+    dovecot_server.deliver("alice", PLAIN, folder)
+    with mounted(config(dovecot_server, metadata_ttl=0.5)) as m:
+        d = m.path / "mail" / folder
+        assert len(emls(d)) == 1
+        dovecot_server.deliver("alice", EIGHTBIT, folder)
+        wait_for(lambda: len(emls(d)) == 2, 20, "the new message")
+        with dovecot_server.imap() as conn:
+            conn.select(_quote(folder))
+            conn.uid("STORE", "1", "+FLAGS", "(\\Deleted)")
+            conn.expunge()
+        wait_for(lambda: len(emls(d)) == 1, 20, "the expunged message to go")
