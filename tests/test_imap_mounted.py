@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -131,3 +133,74 @@ def test_new_mail_appears_without_remount(dovecot_server: Dovecot) -> None:
             conn.uid("STORE", "1", "+FLAGS", "(\\Deleted)")
             conn.expunge()
         wait_for(lambda: len(emls(d)) == 1, 20, "the expunged message to go")
+
+
+# -- benchmark (FSMOUNT_BENCH=1 pytest -s -k bench, or bench_imap() from tests/bench.py) -----
+
+def bench_message(i: int, rng: random.Random) -> bytes:
+    """2–50 KiB, mixed plain text and a base64 part, like real mail."""
+    size = rng.randint(2 << 10, 50 << 10)
+    words = " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "report", "meeting", "lunch"])
+                     for _ in range(size // 12))
+    lines = "\r\n".join(words[k:k + 70] for k in range(0, len(words), 70))
+    return (f"From: sender{i}@example.org\r\nTo: alice@example.org\r\nSubject: Bench message {i}\r\n"
+            f"Date: Mon, 06 May 2024 10:{i % 60:02d}:00 +0000\r\nMessage-ID: <bench{i}@example.org>\r\n"
+            f"\r\n{lines}\r\n").encode()
+
+
+def bench_imap(count: int = 10_000) -> None:
+    """Cold/warm grep -rl and cold ls -l of a ``count``-message folder against a direct batch
+    FETCH of the same messages, and the FUSE floor; prints one line per ratio."""
+    import imaplib
+    import time
+
+    from tests.bench import clock, floor_mount, report
+    from tests.mounting import scratch_dir
+    from tests.servers.dovecot import dovecot
+
+    rng = random.Random(7)
+    messages = [bench_message(i, rng) for i in range(count)]
+    with dovecot() as server:
+        server.write_maildir("alice", "Bench", messages)
+        conn = imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=600)
+        conn.login("alice", "secret1")
+        conn.select("Bench", readonly=True)  # let Dovecot index the folder before timing
+        conn.fetch("1:*", "(UID RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT DATE)])")
+        listing = clock(lambda: conn.fetch(
+            "1:*", "(UID RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT DATE)])"), 3)
+        direct = clock(lambda: conn.fetch("1:*", "(BODY.PEEK[])"), 3)
+        conn.logout()
+        local = scratch_dir("bench-imap-")
+        for i, raw in enumerate(messages):
+            (local / f"{i:05d}.eml").write_bytes(raw)
+        for view in (False, True):
+            cfg = (f'[accounts.mail]\nurl = "imap://alice@127.0.0.1:{server.imap_port}"\n'
+                   f'password = "secret1"\nplaintext_auth = true\ntls = "off"\n'
+                   f'decoded_view = {"true" if view else "false"}\ntimeout = 120\n')
+            label = f"imap {count} msgs{' +decoded view' if view else ''}"
+            with mounted(cfg, debug=False) as m:
+                folder = m.path / "mail" / "Bench"
+                start = time.perf_counter()
+                subprocess.run(["ls", "-l", str(folder)], stdout=subprocess.DEVNULL, check=True)
+                ls_cold = time.perf_counter() - start
+                report(f"{label}: cold ls -l vs one batched listing FETCH", ls_cold, listing,
+                       "fetch", "<= 2.00x")
+                cold = clock(lambda: subprocess.run(["grep", "-rl", "no-such-needle", str(folder)],
+                                                    stdout=subprocess.DEVNULL))
+                warm = clock(lambda: subprocess.run(["grep", "-rl", "no-such-needle", str(folder)],
+                                                    stdout=subprocess.DEVNULL), 3)
+                report(f"{label}: cold grep -rl vs direct batch FETCH", cold, direct, "direct", "<= 2.00x")
+                if not view:
+                    with floor_mount(local) as fl:
+                        subprocess.run(["grep", "-rl", "x", str(fl)], stdout=subprocess.DEVNULL)
+                        floor = clock(lambda: subprocess.run(["grep", "-rl", "no-such-needle", str(fl)],
+                                                             stdout=subprocess.DEVNULL), 3)
+                    report(f"{label}: warm grep -rl vs floor", warm, floor, "floor", "<= 1.30x")
+                else:
+                    print(f"{label}: warm grep -rl {warm:.3f}s", flush=True)
+        shutil.rmtree(local, ignore_errors=True)
+
+
+@pytest.mark.skipif(not os.environ.get("FSMOUNT_BENCH"), reason="benchmark: set FSMOUNT_BENCH=1")
+def test_bench_imap() -> None:
+    bench_imap(int(os.environ.get("FSMOUNT_BENCH_COUNT", "10000")))
