@@ -277,7 +277,9 @@ class Session:
         if message.uidl is None:  # no UIDL: the number holds if the headers still match
             heads = self.tops([message.number])
             return message.number if heads[message.number].digest == message.digest else None
-        if self.uidls is None and hint is not None:
+        if self.uidls is None and hint is not None and self.backend._waiting <= 1:
+            # One message: confirm its number with one short UIDL. When more operations wait
+            # for this session (a scan), one full UIDL serves them all.
             conn = self.open()
             self._debug(f"UIDL {hint}")
             try:
