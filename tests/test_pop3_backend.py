@@ -486,7 +486,9 @@ class Proxy:
 
     ``hide`` drops those CAPA lines; ``refuse`` answers those commands itself with ``-ERR``
     (``refuse_times`` times, -1 for always); ``cut_retr`` closes the connection after that
-    many bytes of the next RETR answer; ``list_delta`` is added to every size LIST reports.
+    many bytes of the next RETR answer; ``lose_quit`` loses the next QUIT (``"request"``: never
+    forwarded; ``"reply"``: forwarded, its answer not relayed) and cuts the connection;
+    ``list_delta`` is added to every size LIST reports.
     ``commands`` records every command's first word.
     """
 
@@ -499,6 +501,7 @@ class Proxy:
         self.cut_retr: int | None = None
         self.cuts = 0
         self.list_delta = 0
+        self.lose_quit: str | None = None
         self.commands: list[str] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -523,7 +526,7 @@ class Proxy:
             upstream = socket.create_connection((self.server.host, self.server.pop3_port))
             self.sockets += [client, upstream]
             lock = threading.Lock()
-            state = {"retr": False, "list": False}
+            state = {"retr": False, "list": False, "swallow": False}
             threading.Thread(target=self._up, args=(client, upstream, lock, state), daemon=True).start()
             threading.Thread(target=self._down, args=(client, upstream, lock, state), daemon=True).start()
 
@@ -540,6 +543,12 @@ class Proxy:
                     with lock:
                         client.sendall(self.refuse[word] + b"\r\n")
                     continue
+                if word == b"QUIT" and self.lose_quit is not None:
+                    how, self.lose_quit = self.lose_quit, None
+                    if how == "request":
+                        _cut(client, upstream)
+                        return
+                    state["swallow"] = True
                 if word == b"RETR":
                     state["retr"] = True
                 state["list"] = word == b"LIST"
@@ -555,6 +564,9 @@ class Proxy:
             for line in f:
                 if line.rstrip(b"\r\n").split(b" ")[0] in self.hide:
                     continue
+                if state["swallow"]:  # the server answered QUIT (and committed): lose it
+                    _cut(client, upstream)
+                    return
                 if state["list"] and self.list_delta and re.fullmatch(rb"\d+ \d+\r\n", line):
                     number, size = line.split()
                     line = b"%s %d\r\n" % (number, int(size) + self.list_delta)
@@ -564,12 +576,20 @@ class Proxy:
                             client.sendall(line[: self.cut_retr - sent])
                         self.cut_retr = None
                         self.cuts += 1
-                        client.shutdown(socket.SHUT_RDWR)
-                        upstream.close()
+                        _cut(client, upstream)
                         return
                     sent += len(line)
                 with lock:
                     client.sendall(line)
+        except OSError:
+            pass
+
+
+def _cut(*socks: socket.socket) -> None:
+    """Really disconnect (close() alone waits for the other thread's makefile)."""
+    for s in socks:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 
@@ -663,3 +683,21 @@ def test_list_sizes_are_hints_and_download_gives_the_exact_size(srv: Dovecot, pr
         assert data == raw and got.size == len(raw) and got.size_exact
 
     run(via(proxy), scenario)
+
+
+@pytest.mark.parametrize("lost", ["request", "reply"])
+def test_remove_survives_a_lost_quit(srv: Dovecot, proxy: Proxy, lost: str) -> None:
+    """QUIT lost before the server saw it (nothing committed: DELE again) or its answer lost
+    (committed: the retry finds the message gone): either way one message is deleted."""
+    srv.append_many("alice", [message("Stays"), message("Goes")])
+    uidls = server_uidls(srv)
+
+    async def scenario(b: pop3.Pop3Backend) -> None:
+        entries = await b.list(())
+        proxy.lose_quit = lost
+        await b.remove((entries[1].name,))
+        assert proxy.lose_quit is None  # the fault happened
+        assert proxy.commands.count("DELE") == (2 if lost == "request" else 1)
+
+    run(via(proxy), scenario)
+    assert server_uidls(srv) == [uidls[0]]
