@@ -170,6 +170,17 @@ def test_copy_multiline_unstuffs_keeps_long_lines_and_ends_lines_with_crlf(
         pop3.copy_multiline(io.BytesIO(b"body\r\n"), None)
 
 
+def test_colliding_keys_get_longer_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names must be unique even if two UIDLs' short hashes collide."""
+    real = pop3.uidl_key
+    monkeypatch.setattr(pop3, "uidl_key", lambda u, length=12: real("x" if length == 12 else u, length))
+    b = backend_for(None, port=110)
+    h = pop3.Headers.parse(b"Subject: s\r\n\r\n")
+    b._apply(pop3.Scan({1: "u1", 2: "u2"}, {1: 10, 2: 20}, {1: h, 2: h}))
+    names = [e.name for e in b._entries or []]
+    assert len(set(names)) == 2 and all(len(key_of(n) or "") == 26 for n in names)
+
+
 def test_classify() -> None:
     assert isinstance(pop3.classify(poplib.error_proto("-ERR EOF")), pop3.Transient)
     assert isinstance(pop3.classify(poplib.error_proto(b"-ERR [IN-USE] locked")), pop3.MaildropLocked)

@@ -44,6 +44,7 @@ import poplib
 import re
 import socket
 import ssl
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -509,8 +510,7 @@ class Pop3Backend(BackendBase):
                 headers = scan.heads.get(number, NO_HEADERS)
                 key = f"{number}-{headers.digest[:6]}"
             rows.append((number, Message(number, uidl, headers.digest), headers, key))
-        keys = [r[3] for r in rows]
-        duplicated = {k for k in keys if keys.count(k) > 1} if len(set(keys)) < len(keys) else set()
+        duplicated = {k for k, n in Counter(r[3] for r in rows).items() if n > 1}
         messages: dict[str, Message] = {}
         entries: list[Entry] = []
         headers_by_uidl: dict[str, Headers] = {}
