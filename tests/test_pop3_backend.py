@@ -330,6 +330,23 @@ def test_concurrent_reads_share_one_session(srv: Dovecot) -> None:
     run(backend_for(srv), scenario)
 
 
+def test_a_long_scan_ends_its_session_now_and_then(srv: Dovecot, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pop3, "MAX_SESSION", 0.0)
+    srv.append_many("alice", [message(f"Scan {i}") for i in range(4)])
+
+    async def scenario(b: pop3.Pop3Backend) -> None:
+        entries = await b.list(())
+        before = login_count(srv)
+        async with trio.open_nursery() as nursery:
+            for e in entries:
+                nursery.start_soon(download, b, e)
+        await trio.to_thread.run_sync(  # the server logs asynchronously
+            lambda: wait_for(lambda: login_count(srv) - before >= 4, 5, "four logins"))
+        assert login_count(srv) - before == 4  # one session per read
+
+    run(backend_for(srv), scenario)
+
+
 def test_locked_maildrop_waits_then_works(srv: Dovecot) -> None:
     srv.deliver("alice", message("Locked"))
 

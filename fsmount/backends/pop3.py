@@ -10,7 +10,8 @@ server offers PIPELINING). A server without UIDL still mounts, read-only: its ke
 Sessions. A POP3 server locks the maildrop for a whole session, so fsmount never keeps one
 idle: a session opens for an operation, stays open only while further operations wait for
 it (a ``grep -r`` with read-ahead uses one session for many RETRs), and ends with QUIT the
-moment nothing waits. There is one session at a time per account (``connections`` does not
+moment nothing waits (or after ``MAX_SESSION`` seconds of a long scan, so that another
+client gets its turn). There is one session at a time per account (``connections`` does not
 apply): a second one would only wait for the first one's lock. A maildrop locked by another
 client (``[IN-USE]``, or a server like Dovecot that makes the login wait) is ``Transient``
 and retried until the account's ``timeout``.
@@ -44,6 +45,7 @@ import poplib
 import re
 import socket
 import ssl
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +72,7 @@ T = TypeVar("T")
 KEY_LENGTH = 12  # base32 characters of sha1(UIDL): 60 bits, unique among any real maildrop
 LONG_KEY_LENGTH = 26  # used for both messages in the (theoretical) case of a collision
 TOP_BATCH = 200  # pipelined TOP commands per write
+MAX_SESSION = 10.0  # seconds: a long scan still ends its session (and lock) this often
 LINE_LIMIT = 1 << 20  # longer lines are copied in pieces; only whole lines are unstuffed
 CRLF = b"\r\n"
 
@@ -196,10 +199,12 @@ class Session:
         self.conn: poplib.POP3 | None = None
         self.pipelining = False
         self.uidls: dict[str, int] | None = None
+        self.opened = 0.0
 
     def open(self) -> poplib.POP3:
         if self.conn is None:
             self.conn, caps = self.backend._connect()
+            self.opened = time.monotonic()
             self.pipelining = "PIPELINING" in caps
             self.uidls = None
         return self.conn
@@ -433,9 +438,16 @@ class Pop3Backend(BackendBase):
 
     async def _session(self, fn: Callable[[Session], T], what: str, *, retry: bool = True) -> T:
         """Run ``fn`` in the session; QUIT as soon as no other operation waits for it."""
+        def call(session: Session) -> T:
+            try:
+                return fn(session)
+            finally:
+                if session.conn is not None and time.monotonic() - session.opened > MAX_SESSION:
+                    session.quit()  # let another client have the maildrop between our bursts
+
         self._waiting += 1
         try:
-            return await self.pool.run(fn, retry=retry, what=f"{self.account.label}: {what}")
+            return await self.pool.run(call, retry=retry, what=f"{self.account.label}: {what}")
         finally:
             self._waiting -= 1
             if self._waiting == 0:
