@@ -92,6 +92,9 @@ PART = 4 << 20
 RECENT_BYTES = 32 << 20  # raw messages kept in memory (shared by .eml and .txt reads)
 RECENT_ITEM = 2 << 20
 TEXT_BYTES = 16 << 20
+BATCH_BYTES = 2 << 20  # one scan FETCH: enough to hide the round trip, small beside the LRU
+BATCH_COUNT = 64
+SCAN_GAP = 32  # a request this far after the previous one (in name order) continues a scan
 FLAGS_TTL = 2.0  # getfattr -d asks once per attribute: one FETCH FLAGS serves them all
 TREE_TTL = 2.0  # a folder listing reuses a folder list this young
 BOOL_FLAGS = {"seen": "\\Seen", "flagged": "\\Flagged", "answered": "\\Answered", "draft": "\\Draft"}
@@ -116,8 +119,17 @@ class FolderState:
     entries: dict[int, Entry] = field(default_factory=dict)  # uid → .eml entry
     by_name: dict[str, int] = field(default_factory=dict)
     lock: trio.Lock = field(default_factory=trio.Lock)
+    _order: NameOrder | None = None
+
+    def order(self) -> NameOrder:
+        """UIDs in the order of their names (readdir order), made once per change."""
+        if self._order is None:
+            uids = sorted(self.entries, key=lambda u: self.entries[u].name)
+            self._order = NameOrder(uids, {u: i for i, u in enumerate(uids)})
+        return self._order
 
     def add(self, uid: int, entry: Entry) -> None:
+        self._order = None
         old = self.entries.get(uid)
         if old is not None:
             self.by_name.pop(old.name, None)
@@ -125,6 +137,7 @@ class FolderState:
         self.by_name[entry.name] = uid
 
     def drop(self, uid: int) -> None:
+        self._order = None
         entry = self.entries.pop(uid, None)
         if entry is not None:
             self.by_name.pop(entry.name, None)
@@ -132,6 +145,16 @@ class FolderState:
     def reset(self, uidvalidity: int) -> None:
         self.uidvalidity, self.uidnext, self.exists = uidvalidity, 0, 0
         self.entries, self.by_name = {}, {}
+        self._order = None
+
+
+@dataclass(frozen=True)
+class NameOrder:
+    uids: list[int]
+    positions: dict[int, int]
+
+    def index_of(self, uid: int) -> int:
+        return self.positions[uid]
 
 
 @dataclass(frozen=True)
@@ -174,6 +197,7 @@ class ImapBackend(BackendBase):
         self._texts_size = 0
         self._flags: dict[tuple, tuple[float, tuple[bytes, ...]]] = {}
         self._inflight: dict[tuple, trio.Event] = {}
+        self._scan_pos: dict[Path, int] = {}  # folder → name-order position of the last fetch
 
     # -- connections (worker threads) ---------------------------------------------------
 
@@ -468,24 +492,68 @@ class ImapBackend(BackendBase):
         return Entry(entry.name, False, len(data), entry.mtime, entry.identity)
 
     async def _raw(self, path: Path, entry: Entry, folder: Folder) -> bytes:
-        """The whole message (from the LRU when .eml and .txt are read one after the other)."""
-        key = (path[:-1],) + entry.identity[:2]
+        """The whole message, from the LRU where possible.
+
+        In a sequential scan (``grep -r``: each request a little after the previous one in
+        name order) the messages that follow are fetched with it, in one ``UID FETCH`` of up
+        to ``BATCH_BYTES``, so the scan runs at the server's pace, not one round trip a file.
+        """
+        directory = path[:-1]
+        key = (directory,) + entry.identity[:2]
+        scanning = self._note_position(directory, entry.identity[1])
         while key in self._inflight:
             await self._inflight[key].wait()
         raw = self._recent.get(key)
         if raw is not None:
             self._recent.move_to_end(key)
             return raw
-        done = self._inflight[key] = trio.Event()
+        uids = self._batch(directory, entry) if scanning else [entry.identity[1]]
+        keys = [(directory, entry.identity[0], uid) for uid in uids]
+        done = trio.Event()
+        for k in keys:
+            self._inflight[k] = done
         try:
-            raw = await self._run(
-                lambda conn: self._fetch_body(conn, folder.name, entry.identity, None, None),
-                f"FETCH {entry.identity[1]}")
-            self._remember(key, raw)
-            return raw
+            found = await self._run(
+                lambda conn: self._fetch_bodies(conn, folder.name, entry.identity[0], uids),
+                f"FETCH {len(uids)} messages from {entry.identity[1]}")
+            for uid, body in found.items():
+                self._remember((directory, entry.identity[0], uid), body)
+            if entry.identity[1] not in found:
+                raise NotFound(f"message {entry.identity[1]} is no longer in {folder.name}")
+            return found[entry.identity[1]]
         finally:
-            del self._inflight[key]
+            for k in keys:
+                del self._inflight[k]
             done.set()
+
+    def _note_position(self, directory: Path, uid: int) -> bool:
+        """Remember where in the folder (name order) this request is; True if it continues a
+        scan: a little after the previous request."""
+        state = self._states.get(directory)
+        if state is None or uid not in state.entries:
+            return False
+        pos = state.order().index_of(uid)
+        last = self._scan_pos.get(directory)
+        self._scan_pos[directory] = pos
+        return last is not None and 0 < pos - last <= SCAN_GAP
+
+    def _batch(self, directory: Path, entry: Entry) -> list[int]:
+        """``entry``'s UID and the next ones in name order not fetched yet."""
+        state = self._states[directory]
+        order = state.order()
+        uid = entry.identity[1]
+        pos = order.index_of(uid)
+        uids, total = [uid], entry.size or 0
+        for other in order.uids[pos + 1:pos + BATCH_COUNT]:
+            e = state.entries[other]
+            key = (directory, e.identity[0], other)
+            if e.size is None or e.size > RECENT_ITEM or key in self._recent or key in self._inflight:
+                continue
+            if total + e.size > BATCH_BYTES:
+                break
+            uids.append(other)
+            total += e.size
+        return uids
 
     def _remember(self, key: tuple, raw: bytes) -> None:
         if len(raw) > RECENT_ITEM:
@@ -516,6 +584,15 @@ class ImapBackend(BackendBase):
             _, old = self._texts.popitem(last=False)
             self._texts_size -= len(old)
         return text
+
+    def _fetch_bodies(self, conn: IMAPClient, folder: str, uidvalidity: int, uids: list[int]
+                      ) -> dict[int, bytes]:
+        """BODY.PEEK[] of several UIDs in one command, after checking UIDVALIDITY."""
+        self._check_validity(conn, folder, uidvalidity, write=False)
+        log.debug("%s: UID FETCH %s (BODY.PEEK[])", self.label, ",".join(map(str, uids)))
+        response = conn.fetch(uids, ["BODY.PEEK[]"])
+        return {uid: data.get(b"BODY[]") or b"" for uid, data in response.items()
+                if b"BODY[]" in data}
 
     def _fetch_body(self, conn: IMAPClient, folder: str, identity: tuple, offset: int | None,
                     size: int | None) -> bytes:
