@@ -188,3 +188,17 @@ def test_wrong_list_sizes_still_read_whole_messages(srv: Dovecot, delta: int) ->
             assert found[0] == str(files[0])
     finally:
         proxy.close()
+
+
+def test_mount_a_url_from_the_command_line(srv: Dovecot) -> None:  # noqa: F811
+    """``fsmount pop3s://bob@host DIR``: the maildrop is the mount's top directory."""
+    srv.deliver("bob", message("For Bob", "Only bob reads this.\r\n"))
+    with mounted(source=f"pop3s://bob@127.0.0.1:{srv.pop3s_port}", options=[f"ca_file={srv.ca}"],
+                 env={"FSMOUNT_PASSWORD": "secret2"}) as m:
+        [f] = emls(m.path)
+        assert "For Bob" in f.name
+        assert run("cat", f).stdout.endswith(b"\r\n\r\nOnly bob reads this.\r\n")
+        run("rm", f)
+        assert emls(m.path) == []
+    with direct(srv, "bob") as conn:
+        assert conn.stat()[0] == 0
