@@ -6,7 +6,6 @@ Tests share one Dovecot per module and each works in folders of its own.
 from __future__ import annotations
 
 import email.utils
-import imaplib
 import logging
 import os
 import re

@@ -112,7 +112,8 @@ def _text(part: Message) -> str:
 
 
 class _TextExtractor(HTMLParser):
-    BLOCK = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "blockquote"}
+    BLOCK = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table",
+             "blockquote"}
     SKIP = {"script", "style", "head", "title"}
 
     def __init__(self) -> None:

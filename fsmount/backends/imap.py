@@ -22,8 +22,10 @@ the count says something was expunged. ``changed()`` is one LIST plus one STATUS
 UIDNEXT UIDVALIDITY): the cache asks it when its listing TTL expires instead of relisting.
 
 Reading. Always ``BODY.PEEK[]`` (never sets ``\\Seen``, although folders are SELECTed
-read-write so the server can keep its index; read-only accounts EXAMINE); a read of a range is a partial fetch
-``BODY.PEEK[]<offset.size>``, so ``head`` of a 30 MiB message fetches only its start.
+read-write so the server can keep its index; read-only accounts EXAMINE). A read of a range
+is a partial fetch ``BODY.PEEK[]<offset.size>``, so ``head`` of a 30 MiB message fetches only
+its start. A sequential scan (``grep -r``) fetches the next messages in name order along
+with the one asked for, up to 64 or 2 MiB per ``UID FETCH``.
 
 Flags as extended attributes (the VFS adds ``user.``):
   ``imap.flags``     all flags, space separated (``\\Seen \\Flagged $Label1``); writing it
@@ -57,7 +59,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
@@ -97,7 +99,8 @@ BATCH_COUNT = 64
 SCAN_GAP = 32  # a request this far after the previous one (in name order) continues a scan
 FLAGS_TTL = 2.0  # getfattr -d asks once per attribute: one FETCH FLAGS serves them all
 TREE_TTL = 2.0  # a folder listing reuses a folder list this young
-BOOL_FLAGS = {"seen": "\\Seen", "flagged": "\\Flagged", "answered": "\\Answered", "draft": "\\Draft"}
+BOOL_FLAGS = {"seen": "\\Seen", "flagged": "\\Flagged", "answered": "\\Answered",
+              "draft": "\\Draft"}
 MESSAGE_HEADERS = {b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"received",
                    b"newsgroups", b"return-path", b"mime-version"}
 
@@ -208,8 +211,8 @@ class ImapBackend(BackendBase):
         acc = self.account
         log.debug("%s: connecting (%s)", self.label, acc.tls.value)
         implicit = acc.tls is TlsMode.IMPLICIT
-        conn = IMAPClient(acc.host, acc.port, ssl=implicit, ssl_context=self._context() if implicit else None,
-                          timeout=acc["timeout"])
+        conn = IMAPClient(acc.host, acc.port, ssl=implicit,
+                          ssl_context=self._context() if implicit else None, timeout=acc["timeout"])
         conn._imap.debug = 0  # imaplib's own trace logs every line of every message: far too much
         conn.normalise_times = False
         try:
@@ -261,7 +264,8 @@ class ImapBackend(BackendBase):
 
         return await self.pool.run(call, retry=retry, what=f"{self.label}: {what}")
 
-    def _select(self, conn: IMAPClient, folder: str, *, write: bool = False, fresh: bool = False) -> dict:
+    def _select(self, conn: IMAPClient, folder: str, *, write: bool = False,
+                fresh: bool = False) -> dict:
         """SELECT ``folder`` unless it is already selected.
 
         Read-write even for reading (EXAMINE only on read-only accounts): reads use BODY.PEEK,
@@ -397,14 +401,16 @@ class ImapBackend(BackendBase):
             all_uids = set(conn.search("ALL"))
         return Scan(new_validity, new_next, exists, fresh, all_uids, False)
 
-    def _fetch_range(self, conn: IMAPClient, uidvalidity: int, exists: int) -> list[tuple[int, Entry]]:
+    def _fetch_range(self, conn: IMAPClient, uidvalidity: int, exists: int
+                     ) -> list[tuple[int, Entry]]:
         found: list[tuple[int, Entry]] = []
         for start in range(1, exists + 1, FETCH_CHUNK):
             end = min(start + FETCH_CHUNK - 1, exists)
             found += self._fetch_items(conn, uidvalidity, False, f"{start}:{end}", 0)
         return found
 
-    def _fetch_uids(self, conn: IMAPClient, uidvalidity: int, uids: str, least: int) -> list[tuple[int, Entry]]:
+    def _fetch_uids(self, conn: IMAPClient, uidvalidity: int, uids: str, least: int
+                    ) -> list[tuple[int, Entry]]:
         return self._fetch_items(conn, uidvalidity, True, uids, least)
 
     def _fetch_items(self, conn: IMAPClient, uidvalidity: int, by_uid: bool, spec: str,
@@ -547,7 +553,8 @@ class ImapBackend(BackendBase):
         for other in order.uids[pos + 1:pos + BATCH_COUNT]:
             e = state.entries[other]
             key = (directory, e.identity[0], other)
-            if e.size is None or e.size > RECENT_ITEM or key in self._recent or key in self._inflight:
+            if e.size is None or e.size > RECENT_ITEM or key in self._recent \
+                    or key in self._inflight:
                 continue
             if total + e.size > BATCH_BYTES:
                 break
@@ -602,7 +609,8 @@ class ImapBackend(BackendBase):
         if int(info.get(b"UIDVALIDITY") or 0) != uidvalidity:
             info = self._select(conn, folder, fresh=True)
             if int(info.get(b"UIDVALIDITY") or 0) != uidvalidity:
-                raise NotFound(f"{folder} was replaced on the server (UIDVALIDITY changed); list it again")
+                raise NotFound(f"{folder} was replaced on the server (UIDVALIDITY changed); "
+                               "list it again")
         item = "BODY.PEEK[]" if offset is None else f"BODY.PEEK[]<{offset}.{size}>"
         log.debug("%s: UID FETCH %d (%s)", self.label, uid, item)
         response = conn.fetch([uid], [item])
@@ -658,7 +666,8 @@ class ImapBackend(BackendBase):
             values["imap.special-use"] = info.special.encode()
         if info.selectable:
             status = await self._run(
-                lambda conn: self._status(conn, info.name, ("MESSAGES", "UNSEEN")), f"STATUS {info.name}")
+                lambda conn: self._status(conn, info.name, ("MESSAGES", "UNSEEN")),
+                f"STATUS {info.name}")
             values["imap.messages"] = str(status.get(b"MESSAGES", 0)).encode()
             values["imap.unseen"] = str(status.get(b"UNSEEN", 0)).encode()
         return values
@@ -701,7 +710,8 @@ class ImapBackend(BackendBase):
             on = value.strip().lower()
             if on not in (b"1", b"0", b"true", b"false", b"yes", b"no"):
                 raise InvalidArgument(f"{name} takes 1 or 0, not {value!r}")
-            op, what = ("add" if on in (b"1", b"true", b"yes") else "remove"), [BOOL_FLAGS[name[5:]]]
+            op = "add" if on in (b"1", b"true", b"yes") else "remove"
+            what = [BOOL_FLAGS[name[5:]]]
         elif name in ("imap.uid", "imap.uidvalidity"):
             raise NotPermitted(f"{name} is read-only")
         else:
@@ -709,18 +719,22 @@ class ImapBackend(BackendBase):
 
         def store(conn: IMAPClient) -> None:
             self._check_validity(conn, folder.name, entry.identity[0], write=True)
-            log.debug("%s: UID STORE %d %sFLAGS %s", self.label, uid, {"add": "+", "remove": "-"}.get(op, ""), what)
-            {"set": conn.set_flags, "add": conn.add_flags, "remove": conn.remove_flags}[op]([uid], what, silent=True)
+            sign = {"add": "+", "remove": "-"}.get(op, "")
+            log.debug("%s: UID STORE %d %sFLAGS %s", self.label, uid, sign, what)
+            method = {"set": conn.set_flags, "add": conn.add_flags, "remove": conn.remove_flags}
+            method[op]([uid], what, silent=True)
 
         await self._run(store, f"STORE {uid}")
         self._flags.pop((path[:-1],) + entry.identity, None)
 
-    def _check_validity(self, conn: IMAPClient, folder: str, uidvalidity: int, *, write: bool) -> None:
+    def _check_validity(self, conn: IMAPClient, folder: str, uidvalidity: int, *,
+                        write: bool) -> None:
         info = self._select(conn, folder, write=write)
         if int(info.get(b"UIDVALIDITY") or 0) != uidvalidity:
             info = self._select(conn, folder, write=write, fresh=True)
         if int(info.get(b"UIDVALIDITY") or 0) != uidvalidity:
-            raise NotFound(f"{folder} was replaced on the server (UIDVALIDITY changed); list it again")
+            raise NotFound(f"{folder} was replaced on the server (UIDVALIDITY changed); "
+                           "list it again")
 
     # -- writing -------------------------------------------------------------------------
 
@@ -779,7 +793,8 @@ class ImapBackend(BackendBase):
         trash = tree.special("\\Trash")
         to_trash = self.account["delete"] != "expunge" and path[:-1] != trash
         if to_trash and trash is None:
-            raise NotPermitted("no Trash folder on the server; create one or set delete = \"expunge\"")
+            raise NotPermitted("no Trash folder on the server; create one or set "
+                               "delete = \"expunge\"")
 
         def delete(conn: IMAPClient) -> None:
             self._check_validity(conn, folder.name, entry.identity[0], write=True)
@@ -797,7 +812,8 @@ class ImapBackend(BackendBase):
         if not conn.has_capability("UIDPLUS"):
             raise NotPermitted("the server lacks UIDPLUS: expunging one message would expunge "
                                "every message another client marked deleted")
-        log.debug("%s: UID STORE %d +FLAGS.SILENT (\\Deleted); UID EXPUNGE %d", self.label, uid, uid)
+        log.debug("%s: UID STORE %d +FLAGS.SILENT (\\Deleted); UID EXPUNGE %d",
+                  self.label, uid, uid)
         conn.add_flags([uid], [b"\\Deleted"], silent=True)
         conn.uid_expunge([uid])
 
@@ -985,7 +1001,7 @@ def _general(items: list) -> list[tuple[int, int | None, float | None, bytes]]:
 
 
 def _internaldate(text: bytes) -> float | None:
-    """``17-Jul-1996 02:44:25 -0700`` → POSIX time (a strict parser is 10× faster than strptime)."""
+    """``17-Jul-1996 02:44:25 -0700`` → POSIX time (10× faster than strptime)."""
     try:
         day, rest = text.strip().split(b"-", 1)
         month, rest = rest.split(b"-", 1)
@@ -1016,7 +1032,8 @@ def _text(value: bytes | None) -> str | None:
         return value.decode("cp1252", "replace")
 
 
-def _entry(uidvalidity: int, uid: int, size: int | None, internal: float | None, header: bytes) -> Entry:
+def _entry(uidvalidity: int, uid: int, size: int | None, internal: float | None,
+           header: bytes) -> Entry:
     fields = _header_fields(header)
     date = header_date(fields.get(b"date"))
     when = date if date is not None else internal
@@ -1085,7 +1102,8 @@ def _copyuid(code: bytes | str | None) -> tuple[int, int] | None:
         code = code.encode()
     if not code:
         return None
-    m = re.search(rb"\[COPYUID (\d+) \S+ (\d+)\]", code, re.I) or re.fullmatch(rb"(\d+) \S+ (\d+)", code.strip())
+    m = (re.search(rb"\[COPYUID (\d+) \S+ (\d+)\]", code, re.I)
+         or re.fullmatch(rb"(\d+) \S+ (\d+)", code.strip()))
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 

@@ -45,7 +45,8 @@ class FolderTree:
     fetched: float = field(default_factory=time.monotonic)
 
     @classmethod
-    def build(cls, listing: Iterable[tuple[tuple[bytes, ...], bytes | str | None, str]]) -> FolderTree:
+    def build(cls, listing: Iterable[tuple[tuple[bytes, ...], bytes | str | None, str]]
+              ) -> FolderTree:
         delimiter: str | None = None
         folders: dict[Path, Folder] = {}
         children: dict[Path, set[str]] = {(): set()}
