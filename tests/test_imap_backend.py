@@ -544,3 +544,41 @@ def test_readonly_account(dovecot_server: Dovecot) -> None:
             await b.mkdir(("Nope",))
 
     run(backend_for(dovecot_server, readonly=True), scenario)
+
+
+def test_folder_deleted_by_another_client(dovecot_server: Dovecot) -> None:
+    folder = unique("Vanish")
+    dovecot_server.create_folder(folder)
+    dovecot_server.deliver("alice", PLAIN, folder)
+
+    async def scenario(b: imap.ImapBackend) -> None:
+        (entry,) = files(await b.list((folder,)))
+        with dovecot_server.imap() as conn:
+            conn.delete(_quote(folder))
+        assert await b.changed(())
+        with pytest.raises(NotFound):
+            await b.read((folder, entry.name), 0, 100)
+        assert folder not in [e.name for e in await b.list(())]
+        with pytest.raises(NotFound):
+            await b.list((folder,))
+
+    run(backend_for(dovecot_server), scenario)
+
+
+def test_hostile_subjects_make_safe_names(dovecot_server: Dovecot) -> None:
+    folder = unique("Hostile")
+    dovecot_server.create_folder(folder)
+    subjects = [b"../../etc/passwd", b"a/b\\c: d*?\"<>|", b"bell\x07 and tab\there", b"..", b"",
+                b"=?utf-8?b?Li4vLi4v?=", b"x" * 300]
+    dovecot_server.append_many("alice", [b"From: a@example.org\r\nSubject: " + s + b"\r\n\r\nx\r\n"
+                                         for s in subjects], folder)
+
+    async def scenario(b: imap.ImapBackend) -> None:
+        names = [e.name for e in files(await b.list((folder,)))]
+        assert len(set(names)) == len(subjects)
+        for name in names:
+            assert "/" not in name and not re.search(r"[\x00-\x1f]", name) and name not in (".", "..")
+            assert len(name.encode()) < 255 and key_of(name) is not None
+            assert (await b.stat((folder, name))).name == name
+
+    run(backend_for(dovecot_server), scenario)
