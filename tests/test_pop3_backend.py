@@ -188,6 +188,11 @@ def test_classify() -> None:
     assert isinstance(pop3.classify(ConnectionRefusedError()), Unreachable)
     assert isinstance(pop3.classify(socket.timeout()), TimedOut)
     assert not isinstance(pop3.classify(poplib.error_proto(b"-ERR no such message")), pop3.Transient)
+    login_error = pop3.Pop3Backend._login_error
+    assert isinstance(login_error("-ERR unable to lock maildrop"), pop3.MaildropLocked)
+    assert isinstance(login_error("-ERR [AUTH] Authentication failed."), AuthenticationFailed)
+    assert isinstance(login_error("-ERR invalid password"), AuthenticationFailed)
+    assert isinstance(login_error("-ERR [SYS/TEMP] try later"), pop3.Transient)
 
 
 # -- listing and reading ---------------------------------------------------------------

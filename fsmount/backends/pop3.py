@@ -391,13 +391,13 @@ class Pop3Backend(BackendBase):
             return False
         if "STLS" not in caps:
             if mode is TlsMode.REQUIRE:
-                raise PermissionDenied(f"{self.account.label} does not offer STLS (tls = require)")
+                raise PermissionDenied("the server does not offer STLS (tls = require)")
             return False
         log.debug("%s: STLS", self.account.label)
         try:
             conn.stls(self._context())
         except poplib.error_proto as e:
-            raise PermissionDenied(f"{self.account.label}: STLS failed: {_reply(e)}") from None
+            raise PermissionDenied(f"STLS failed: {_reply(e)}") from None
         return True
 
     def _login(self, conn: poplib.POP3, caps: dict[str, list[str]], encrypted: bool) -> None:
@@ -406,14 +406,14 @@ class Pop3Backend(BackendBase):
         try:
             if acc["apop"]:
                 if not re.search(rb"<[^>]+>", conn.getwelcome()):
-                    raise PermissionDenied(f"{acc.label} does not offer APOP (no timestamp in "
+                    raise PermissionDenied("the server does not offer APOP (no timestamp in "
                                            "its greeting); remove 'apop' from the account")
                 log.debug("%s: APOP %s (digest not logged)", acc.label, user)
                 conn.apop(user, password)
                 return
             if not encrypted and not acc["plaintext_auth"]:
                 raise PermissionDenied(
-                    f"{acc.label}: refusing to send the password unencrypted (no TLS); use "
+                    "refusing to send the password unencrypted (no TLS); use "
                     "pop3s://, a server with STLS, apop = true, or set plaintext_auth = true")
             if "PLAIN" in (m.upper() for m in caps.get("SASL", [])):
                 log.debug("%s: AUTH PLAIN %s (credentials not logged)", acc.label, user)
@@ -425,16 +425,18 @@ class Pop3Backend(BackendBase):
         except poplib.error_proto as e:
             raise self._login_error(_reply(e)) from None
         except (TimeoutError, socket.timeout):
-            raise TimedOut(f"{acc.label}: no answer to the login within {acc['timeout']:g} s "
+            raise TimedOut(f"no answer to the login within {acc['timeout']:g} s "
                            "(is the maildrop locked by another POP3 client?)") from None
 
-    def _login_error(self, reply: str) -> FsError:
-        if "[IN-USE]" in reply:
-            return MaildropLocked(f"{self.account.label}: the maildrop is in use by another "
-                                  f"POP3 session ({reply})")
+    @staticmethod
+    def _login_error(reply: str) -> FsError:
+        """A refused login: locked (``[IN-USE]``, or an older server's "unable to lock"
+        without ``[AUTH]``), temporary, or a wrong user name or password."""
+        if "[IN-USE]" in reply or ("[AUTH]" not in reply and re.search(r"lock", reply, re.I)):
+            return MaildropLocked(f"the maildrop is in use by another POP3 session ({reply})")
         if "[SYS/TEMP]" in reply or "EOF" in reply:
-            return Transient(f"{self.account.label}: login failed for now: {reply}")
-        return AuthenticationFailed(f"{self.account.label}: login refused: {reply}")
+            return Transient(f"login failed for now: {reply}")
+        return AuthenticationFailed(f"login refused: {reply}")
 
     async def _session(self, fn: Callable[[Session], T], what: str, *, retry: bool = True) -> T:
         """Run ``fn`` in the session; QUIT as soon as no other operation waits for it."""
