@@ -101,6 +101,22 @@ def test_cp_mv_rm_and_refusals(dovecot_server: Dovecot, tmp_path: Path) -> None:
     assert all(name is None or b"Renamed" not in name for name in names)
 
 
+def test_python_writes(dovecot_server: Dovecot) -> None:
+    """(A rename of the name a message was written under, as rsync and editors do, fails for
+    now: after APPEND the file has its message name, and the kernel no longer finds the old.)"""
+    folder = unique("Write")
+    dovecot_server.create_folder(folder)
+    with mounted(config(dovecot_server)) as m:
+        d = m.path / "mail" / folder
+        (d / "one.eml").write_bytes(PLAIN)
+        with open(d / "two.eml", "wb") as f:
+            f.write(EIGHTBIT[:100])
+            f.write(EIGHTBIT[100:])
+        assert len(emls(d)) == 2
+    held = sorted(raw for raw, _ in server_messages(dovecot_server, folder).values())
+    assert held == sorted([PLAIN, EIGHTBIT])
+
+
 def test_flags_with_xattr_tools(dovecot_server: Dovecot) -> None:
     folder = unique("Xattr")
     dovecot_server.create_folder(folder)

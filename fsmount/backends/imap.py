@@ -201,6 +201,9 @@ class ImapBackend(BackendBase):
         self._flags: dict[tuple, tuple[float, tuple[bytes, ...]]] = {}
         self._inflight: dict[tuple, trio.Event] = {}
         self._scan_pos: dict[Path, int] = {}  # folder → name-order position of the last fetch
+        # name a file was written under → the message's name: rsync and editors write a
+        # temporary name, then rename it; that rename must find the appended message
+        self._committed: dict[Path, Path] = {}
 
     # -- connections (worker threads) ---------------------------------------------------
 
@@ -755,7 +758,11 @@ class ImapBackend(BackendBase):
             raise NotFound("/".join(path[:-1]))
         raw = await trio.to_thread.run_sync(_read, spool)
         message, date, message_id = prepare_message(raw)
-        return await self._append(path[:-1], folder, message, date, message_id)
+        entry = await self._append(path[:-1], folder, message, date, message_id)
+        if len(self._committed) > 1000:
+            self._committed.clear()
+        self._committed[path] = path[:-1] + (entry.name,)
+        return entry
 
     async def _append(self, directory: Path, folder: Folder, message: bytes, date: datetime | None,
                       message_id: str | None) -> Entry:
@@ -836,6 +843,7 @@ class ImapBackend(BackendBase):
             raise NotFound("/".join(new[:-1]))
         if tree.is_dir(old):
             return await self._rename_folder(tree, old, new)
+        old = self._committed.get(old, old)
         entry, folder, text = await self._message(old, tree)
         if text:
             raise NotPermitted("the decoded view is read-only; move the .eml file")
