@@ -582,3 +582,33 @@ def test_hostile_subjects_make_safe_names(dovecot_server: Dovecot) -> None:
             assert (await b.stat((folder, name))).name == name
 
     run(backend_for(dovecot_server), scenario)
+
+
+def test_idle_reports_new_mail_without_polling(fresh_dovecot: Dovecot,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    async def wait_until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+        with trio.fail_after(10):
+            while not await condition():
+                await trio.sleep(0.02)
+
+    async def scenario(b: imap.ImapBackend) -> None:
+        assert b.capabilities.metadata_ttl == imap.IDLE_TTL
+        await b.list(())
+        assert files(await b.list(("INBOX",))) == []
+        watcher = b._watcher
+        assert watcher is not None
+
+        async def idling() -> bool:
+            return watcher.idling
+
+        await wait_until(idling, "IDLE")
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="fsmount.backends.imap"):
+            assert not await b.changed(("INBOX",))
+            fresh_dovecot.deliver("alice", PLAIN)
+            await wait_until(lambda: b.changed(("INBOX",)), "IDLE to report the new message")
+        assert not [r for r in caplog.records if "STATUS" in r.getMessage()]
+        assert len(files(await b.list(("INBOX",)))) == 1
+        assert not await b.changed(("INBOX",))
+
+    run(backend_for(fresh_dovecot), scenario)

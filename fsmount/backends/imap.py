@@ -20,6 +20,9 @@ that shape (imapclient's general parser is several times slower). A relisting wi
 UIDVALIDITY fetches only UIDs from the old UIDNEXT on, and asks ``UID SEARCH ALL`` only if
 the count says something was expunged. ``changed()`` is one LIST plus one STATUS (MESSAGES
 UIDNEXT UIDVALIDITY): the cache asks it when its listing TTL expires instead of relisting.
+With ``idle`` (default) one extra connection IDLEs on INBOX in a thread, the listing TTL is
+``IDLE_TTL`` (1 s), and ``changed(INBOX)`` answers from what IDLE reported, without a round
+trip: new mail shows up within about a second. Servers without IDLE are polled (STATUS).
 
 Reading. Always ``BODY.PEEK[]`` (never sets ``\\Seen``, although folders are SELECTed
 read-write so the server can keep its index; read-only accounts EXAMINE). A read of a range
@@ -55,6 +58,7 @@ import logging
 import re
 import socket
 import ssl
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -96,6 +100,8 @@ RECENT_ITEM = 2 << 20
 TEXT_BYTES = 16 << 20
 BATCH_BYTES = 2 << 20  # one scan FETCH: enough to hide the round trip, small beside the LRU
 BATCH_COUNT = 64
+IDLE_TTL = 1.0  # listing TTL with IDLE on: the INBOX check is then free, others one STATUS
+IDLE_RENEW = 25 * 60  # RFC 2177: re-issue IDLE before the server's 30-minute timeout
 SCAN_GAP = 32  # a request this far after the previous one (in name order) continues a scan
 FLAGS_TTL = 2.0  # getfattr -d asks once per attribute: one FETCH FLAGS serves them all
 TREE_TTL = 2.0  # a folder listing reuses a folder list this young
@@ -186,6 +192,7 @@ class ImapBackend(BackendBase):
             ranged_read=True, write=writable, overwrite=False, mkdir=writable, remove=writable,
             rename=writable, immutable=True, xattrs=True,
             coupled_names=self.decoded_view,  # a message's .txt comes and goes with its .eml
+            metadata_ttl=IDLE_TTL if account["idle"] else None,
         )
         self.pool: ConnectionPool[IMAPClient] = ConnectionPool(
             self.label, self._connect, _close, classify,
@@ -204,6 +211,7 @@ class ImapBackend(BackendBase):
         # name a file was written under → the message's name: rsync and editors write a
         # temporary name, then rename it; that rename must find the appended message
         self._committed: dict[Path, Path] = {}
+        self._watcher: IdleWatcher | None = None
 
     # -- connections (worker threads) ---------------------------------------------------
 
@@ -372,7 +380,10 @@ class ImapBackend(BackendBase):
 
     async def _scan(self, path: Path, folder: Folder) -> FolderState:
         state = self._states.setdefault(path, FolderState())
+        watcher = self._watch(path, folder)
         async with state.lock:
+            if watcher is not None:
+                watcher.dirty = False  # anything reported from now on is after this scan began
             known = (state.uidvalidity, state.uidnext, len(state.entries))
             scan: Scan = await self._run(lambda conn: self._fetch_listing(conn, folder.name, known),
                                          f"FETCH {folder.name}")
@@ -435,11 +446,24 @@ class ImapBackend(BackendBase):
                 found.append((uid, _entry(uidvalidity, uid, size, internal, header)))
         return found
 
+    def _watch(self, path: Path, folder: Folder) -> IdleWatcher | None:
+        """Start IDLE on INBOX (once) where the account wants it."""
+        if not self.account["idle"] or folder.name.upper() != "INBOX":
+            return None
+        if self._watcher is None:
+            self._watcher = IdleWatcher(self, path, folder.name)
+            self._watcher.start()
+        return self._watcher
+
     async def changed(self, path: Path) -> bool:
-        """One LIST (did folders below appear or go?) plus, for a folder, one STATUS."""
+        """One LIST (did folders below appear or go?) plus, for a folder, one STATUS — or,
+        for the folder IDLE watches, no round trip at all."""
         old_tree = self._tree
         if old_tree is None:
             return True
+        watcher = self._watcher
+        if watcher is not None and watcher.path == path and watcher.idling and path in self._states:
+            return watcher.dirty
         folder = old_tree.folder(path)
         state = self._states.get(path) if folder is not None else None
 
@@ -954,7 +978,81 @@ class ImapBackend(BackendBase):
         return max(uids) if uids else None
 
     async def aclose(self) -> None:
+        if self._watcher is not None:
+            await trio.to_thread.run_sync(self._watcher.stop)
         await self.pool.aclose()
+
+
+class IdleWatcher:
+    """One connection of its own, IDLEing on a folder in a thread; ``dirty`` is set when the
+    server reports anything (new, expunged or changed messages) and cleared by the next scan.
+
+    ``idling`` is False while it (re)connects: then ``changed`` asks the server as usual.
+    """
+
+    def __init__(self, backend: ImapBackend, path: Path, folder: str) -> None:
+        self.backend = backend
+        self.path = path
+        self.folder = folder
+        self.dirty = True
+        self.idling = False
+        self._stop = threading.Event()
+        self._conn: IMAPClient | None = None
+        self._thread = threading.Thread(target=self._loop, name=f"imap-idle {folder}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        conn = self._conn
+        if conn is not None:
+            try:
+                conn.socket().shutdown(socket.SHUT_RDWR)  # wakes the thread at once
+            except OSError:
+                pass
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        label = self.backend.label
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self._conn = conn = self.backend._connect()
+                if not conn.has_capability("IDLE"):
+                    log.info("%s: no IDLE; polling instead", label)
+                    return
+                conn.select_folder(self.folder, readonly=True)
+                failures = 0
+                while not self._stop.is_set():
+                    log.debug("%s: IDLE %s", label, self.folder)
+                    conn.idle()
+                    self.idling = True
+                    started = time.monotonic()
+                    while not self._stop.is_set() and time.monotonic() - started < IDLE_RENEW:
+                        if conn.idle_check(timeout=1.0):
+                            self.dirty = True
+                    self.idling = False
+                    conn.idle_done()
+            except Exception as e:  # lost connection, server restart: reconnect with backoff
+                self.idling = False
+                self.dirty = True
+                if self._stop.is_set():
+                    break
+                failures += 1
+                log.info("%s: IDLE on %s stopped (%s); reconnecting", label, self.folder, e)
+                self._stop.wait(min(60.0, 0.5 * 2 ** min(failures, 7)))
+            finally:
+                self.idling = False
+                if self._conn is not None:
+                    conn, self._conn = self._conn, None
+                    if self._stop.is_set():
+                        try:
+                            conn.shutdown()
+                        except Exception:
+                            pass
+                    else:
+                        _close(conn)
 
 
 # -- listing parser -------------------------------------------------------------------
