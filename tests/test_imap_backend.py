@@ -9,7 +9,9 @@ import email.utils
 import logging
 import os
 import re
+import socket
 import tempfile
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -612,3 +614,82 @@ def test_idle_reports_new_mail_without_polling(fresh_dovecot: Dovecot,
         assert not await b.changed(("INBOX",))
 
     run(backend_for(fresh_dovecot), scenario)
+
+
+class CuttingProxy:
+    """A byte proxy to Dovecot's plain IMAP port; once ``armed`` it cuts the connection after
+    ``cut_after`` more bytes from the server (the middle of a FETCH answer)."""
+
+    def __init__(self, server: Dovecot) -> None:
+        self.server = server
+        self.cut_after: int | None = None
+        self.cuts = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.close()
+        for s in self.sockets:
+            _shut(s)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection((self.server.host, self.server.imap_port))
+            self.sockets += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, from_server: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if from_server and self.cut_after is not None:
+                    if len(data) >= self.cut_after:
+                        dst.sendall(data[: self.cut_after])
+                        self.cut_after = None
+                        self.cuts += 1
+                        _shut(src)
+                        _shut(dst)
+                        return
+                    self.cut_after -= len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        _shut(dst)
+
+
+def _shut(s: socket.socket) -> None:
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def test_connection_cut_mid_fetch_is_retried(dovecot_server: Dovecot,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    folder = unique("Cut")
+    dovecot_server.create_folder(folder)
+    raw = b"From: a@example.org\r\nSubject: long\r\n\r\n" + b"".join(
+        b"line %06d of a long message\r\n" % i for i in range(20_000))
+    dovecot_server.deliver("alice", raw, folder)
+    proxy = CuttingProxy(dovecot_server)
+    try:
+        async def scenario(b: imap.ImapBackend) -> None:
+            (entry,) = files(await b.list((folder,)))
+            proxy.cut_after = 200_000
+            target = spool(b"")
+            with caplog.at_level(logging.DEBUG, logger="fsmount.backends.imap"):
+                got = await b.download((folder, entry.name), target)
+            assert proxy.cuts == 1 and open(target, "rb").read() == raw and got.size == len(raw)
+            fetches = [r for r in caplog.records if "BODY.PEEK[]" in r.getMessage()]
+            assert len(fetches) == 2  # the cut one, then again on a new connection
+
+        run(backend_for(dovecot_server, tls="off", plaintext_auth=True,
+                        url=f"imap://alice@127.0.0.1:{proxy.port}"), scenario)
+    finally:
+        proxy.close()
