@@ -129,6 +129,13 @@ class FolderState:
     by_name: dict[str, int] = field(default_factory=dict)
     lock: trio.Lock = field(default_factory=trio.Lock)
     _order: NameOrder | None = None
+    _texts: list[Entry] | None = None
+
+    def text_entries(self) -> list[Entry]:
+        """The decoded view's entries, made once per change (100k of them take 0.1 s)."""
+        if self._texts is None:
+            self._texts = [_text_entry(e) for e in self.entries.values()]
+        return self._texts
 
     def order(self) -> NameOrder:
         """UIDs in the order of their names (readdir order), made once per change."""
@@ -138,7 +145,7 @@ class FolderState:
         return self._order
 
     def add(self, uid: int, entry: Entry) -> None:
-        self._order = None
+        self._order = self._texts = None
         old = self.entries.get(uid)
         if old is not None:
             self.by_name.pop(old.name, None)
@@ -146,7 +153,7 @@ class FolderState:
         self.by_name[entry.name] = uid
 
     def drop(self, uid: int) -> None:
-        self._order = None
+        self._order = self._texts = None
         entry = self.entries.pop(uid, None)
         if entry is not None:
             self.by_name.pop(entry.name, None)
@@ -154,7 +161,7 @@ class FolderState:
     def reset(self, uidvalidity: int) -> None:
         self.uidvalidity, self.uidnext, self.exists = uidvalidity, 0, 0
         self.entries, self.by_name = {}, {}
-        self._order = None
+        self._order = self._texts = None
 
 
 @dataclass(frozen=True)
@@ -375,7 +382,7 @@ class ImapBackend(BackendBase):
             messages = list(state.entries.values())
             entries += messages
             if self.decoded_view:
-                entries += [_text_entry(e) for e in messages]
+                entries += state.text_entries()
         return entries
 
     async def _scan(self, path: Path, folder: Folder) -> FolderState:
