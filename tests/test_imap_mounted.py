@@ -220,3 +220,36 @@ def bench_imap(count: int = 10_000) -> None:
 @pytest.mark.skipif(not os.environ.get("FSMOUNT_BENCH"), reason="benchmark: set FSMOUNT_BENCH=1")
 def test_bench_imap() -> None:
     bench_imap(int(os.environ.get("FSMOUNT_BENCH_COUNT", "10000")))
+
+
+def bench_imap_memory(count: int = 100_000) -> None:
+    """Peak RSS of fsmount listing one ``count``-message folder (target: < 300 MiB)."""
+    import time
+
+    from tests.bench import rss_peak
+    from tests.servers.dovecot import dovecot
+
+    def message(i: int) -> bytes:
+        return (f"From: sender{i}@example.org\r\nSubject: Message number {i} about things\r\n"
+                f"Date: Mon, 06 May 2024 10:{i % 60:02d}:00 +0200\r\n\r\n").encode() + b"x" * 100 + b"\r\n"
+
+    with dovecot() as server:
+        server.write_maildir("alice", "Huge", (message(i) for i in range(count)))
+        for view in ("false", "true"):
+            cfg = (f'[accounts.mail]\nurl = "imap://alice@127.0.0.1:{server.imap_port}"\n'
+                   f'password = "secret1"\nplaintext_auth = true\ntls = "off"\n'
+                   f"decoded_view = {view}\ntimeout = 300\n")
+            with mounted(cfg, debug=False, timeout=120) as m:
+                start = time.perf_counter()
+                subprocess.run(["ls", "-l", str(m.path / "mail" / "Huge")], stdout=subprocess.DEVNULL,
+                               check=True)
+                took = time.perf_counter() - start
+                peak = rss_peak(m.proc.pid) / 2**20
+                print(f"imap {count} msgs decoded_view={view}: cold ls -l {took:.2f}s, "
+                      f"fsmount peak RSS {peak:.0f} MiB (target < 300 MiB)", flush=True)
+                assert peak < 300
+
+
+@pytest.mark.skipif(not os.environ.get("FSMOUNT_BENCH"), reason="benchmark: set FSMOUNT_BENCH=1")
+def test_bench_imap_memory() -> None:
+    bench_imap_memory(int(os.environ.get("FSMOUNT_BENCH_BIG", "100000")))
