@@ -1263,7 +1263,7 @@ def _check(conn: IMAPClient) -> None:
 def classify(exc: BaseException) -> FsError:
     """Map a client failure to the FsError the user sees; only Transient ones are retried."""
     if isinstance(exc, imap_errors.LoginError):
-        return AuthenticationFailed(f"IMAP login failed: {_reason(exc)}")
+        return AuthenticationFailed(f"the server said: {_reason(exc)}")
     if isinstance(exc, imap_errors.CapabilityError):
         return Unsupported(f"the IMAP server lacks {exc}")
     if isinstance(exc, imap_errors.IMAPClientAbortError):
@@ -1300,7 +1300,9 @@ def classify(exc: BaseException) -> FsError:
 
 
 def _reason(exc: BaseException) -> str:
+    """The server's words from an imapclient error (``b'[CODE] text'`` or ``cmd failed: …``)."""
     text = str(exc)
-    m = re.search(r"\[b?['\"](.*)['\"]\]\s*$", text)
-    return m.group(1) if m else text
-
+    m = re.search(r"""b(['"])(.*)\1\]?\s*$""", text)
+    if m:
+        text = text[:m.start()] + m.group(2)
+    return text.strip()
