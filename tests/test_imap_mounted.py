@@ -267,3 +267,19 @@ def test_mount_fails_clearly_on_a_wrong_password_or_untrusted_certificate(
         with mounted(untrusted):
             pass
     assert "certificate" in str(e.value).lower()
+
+
+def test_head_of_a_big_message_fetches_only_its_start(dovecot_server: Dovecot) -> None:
+    folder = unique("Huge")
+    dovecot_server.create_folder(folder)
+    big = b"From: a@example.org\r\nSubject: big\r\n\r\n" + b"".join(
+        b"line %08d of a big message\r\n" % i for i in range(400_000))  # ~12 MiB
+    dovecot_server.deliver("alice", big, folder)
+    with mounted(config(dovecot_server, decoded_view=False)) as m:
+        (f,) = emls(m.path / "mail" / folder)
+        assert f.stat().st_size == len(big)
+        assert run("head", "-c", "4096", f).stdout == big[:4096]
+        log = m.log_text()
+    assert "(BODY.PEEK[])" not in log
+    fetched = sum(int(n) for n in re.findall(r"BODY\.PEEK\[\]<\d+\.(\d+)>", log))
+    assert 0 < fetched <= len(big) // 2, fetched
