@@ -176,6 +176,22 @@ def test_decoded_text_of_the_corpus() -> None:
     assert b"garbage" in decoded_text(b"\xff\xfe garbage without headers\n\nbody")
 
 
+def test_listing_parser_takes_every_response_shape() -> None:
+    date = b'INTERNALDATE "06-May-2024 10:00:00 +0200"'
+    field = b"BODY[HEADER.FIELDS (SUBJECT DATE)]"
+    data = [
+        b'1 (UID 5 RFC822.SIZE 10 ' + date + b" " + field + b' "Subject: quoted")',
+        b"2 (UID 6 RFC822.SIZE 11 " + date + b" " + field + b" NIL)",
+        (b"3 (" + field + b" {12}", b"Subject: y\r\n"), b" UID 7 RFC822.SIZE 12 " + date + b")",
+        (b"4 (UID 8 RFC822.SIZE 3 " + field + b" {3}", b"a\r\n"), b")",
+    ]
+    assert imap._parse_listing(data) == [
+        (5, 10, 1714982400.0, b"Subject: quoted"), (6, 11, 1714982400.0, b""),
+        (7, 12, 1714982400.0, b"Subject: y\r\n"), (8, 3, None, b"a\r\n")]
+    assert imap._internaldate(b"17-Jul-1996 02:44:25 -0700") == 837596665.0
+    assert imap._internaldate(b"garbage") is None
+
+
 def test_prepare_message_checks_and_normalises() -> None:
     message, date, mid = imap.prepare_message(b"From: a@b\nSubject: x\nDate: Mon, 06 May 2024 10:00:00 +0200\n"
                                               b"Message-ID: <m@x>\n\nline\n")

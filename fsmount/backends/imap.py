@@ -1074,23 +1074,28 @@ _MONTHS = {m.encode(): i for i, m in enumerate(
 def _parse_listing(data: list) -> list[tuple[int, int | None, float | None, bytes]]:
     """(uid, size, internaldate, header bytes) from imaplib's raw FETCH response items.
 
-    The common shape — a tuple (line up to the literal, literal) then the closing bytes —
-    takes a regex each; anything else goes through imapclient's general parser.
+    A response with a literal comes as a tuple (line up to the literal, literal) followed by
+    the rest of its line as bytes (servers put UID before or after the literal); that shape
+    takes a few regex searches. Anything else goes through imapclient's general parser.
     """
     out = []
-    pending: bytes | None = None
-    for item in data:
+    i = 0
+    while i < len(data):
+        item = data[i]
+        i += 1
         if isinstance(item, tuple):
             head, literal = item
-            if pending is not None:
-                out.extend(_general([pending]))
-            pending = None
-            uid = _UID.search(head)
+            tail = b""
+            if i < len(data) and isinstance(data[i], bytes):
+                tail = data[i]
+                i += 1
+            line = head + b" " + tail
+            uid = _UID.search(line)
             if uid is None:
-                out.extend(_general([item]))
+                out.extend(_general([item, tail]))
                 continue
-            size = _SIZE.search(head)
-            date = _DATE.search(head)
+            size = _SIZE.search(line)
+            date = _DATE.search(line)
             out.append((int(uid.group(1)), int(size.group(1)) if size else None,
                         _internaldate(date.group(1)) if date else None, literal or b""))
         elif isinstance(item, bytes) and item.strip() not in (b")", b""):
