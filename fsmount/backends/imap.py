@@ -862,6 +862,9 @@ class ImapBackend(BackendBase):
             response = conn.move([uid], target)
             code = conn._imap.untagged_responses.pop("COPYUID", [None])[-1] or response
         else:
+            if not conn.has_capability("UIDPLUS"):  # checked before COPY: no stray copy left
+                raise NotPermitted("the server has neither MOVE nor UIDPLUS: moving one message "
+                                   "would expunge every message another client marked deleted")
             log.debug("%s: UID COPY %d %s", self.label, uid, target)
             code = conn.copy([uid], target)
             self._expunge_one(conn, uid)
