@@ -709,3 +709,31 @@ def test_connection_cut_mid_fetch_is_retried(dovecot_server: Dovecot,
                         url=f"imap://alice@127.0.0.1:{proxy.port}"), scenario)
     finally:
         proxy.close()
+
+
+def test_move_without_the_move_extension(dovecot_server: Dovecot, monkeypatch: pytest.MonkeyPatch,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A server without MOVE: COPY, then flag and UID EXPUNGE only that message."""
+    from imapclient import IMAPClient
+
+    original = IMAPClient.has_capability
+    monkeypatch.setattr(IMAPClient, "has_capability",
+                        lambda self, cap: cap.upper() != "MOVE" and original(self, cap))
+    a, z = unique("CopyA"), unique("CopyZ")
+    for f in (a, z):
+        dovecot_server.create_folder(f)
+    uid, other = dovecot_server.append_many("alice", [PLAIN, EIGHTBIT], a)
+    with dovecot_server.imap() as conn:
+        conn.select(_quote(a))
+        conn.uid("STORE", str(other), "+FLAGS", "(\\Deleted)")  # another client's, not expunged
+
+    async def scenario(b: imap.ImapBackend) -> Entry | None:
+        entry = next(e for e in files(await b.list((a,))) if e.identity[1] == uid)
+        with caplog.at_level(logging.DEBUG, logger="fsmount.backends.imap"):
+            return await b.rename((a, entry.name), (z, entry.name))
+
+    moved = run(backend_for(dovecot_server), scenario)
+    assert any("UID COPY" in r.getMessage() for r in caplog.records)
+    assert not any("UID MOVE" in r.getMessage() for r in caplog.records)
+    assert moved is not None and server_messages(dovecot_server, z)[moved.identity[1]][0] == PLAIN
+    assert list(server_messages(dovecot_server, a)) == [other]

@@ -866,7 +866,12 @@ class ImapBackend(BackendBase):
                 raise NotPermitted("the server has neither MOVE nor UIDPLUS: moving one message "
                                    "would expunge every message another client marked deleted")
             log.debug("%s: UID COPY %d %s", self.label, uid, target)
-            code = conn.copy([uid], target)
+            # imaplib's uid() drops the tagged reply, which carries [COPYUID …]: ask it directly
+            typ, data = conn._imap._simple_command("UID", "COPY", str(uid),
+                                                   conn._normalise_folder(target))
+            if typ != "OK":
+                raise imap_errors.IMAPClientError(f"copy failed: {data}")
+            code = b" ".join(d for d in data if isinstance(d, bytes))
             self._expunge_one(conn, uid)
         return _copyuid(code)
 
