@@ -737,3 +737,23 @@ def test_move_without_the_move_extension(dovecot_server: Dovecot, monkeypatch: p
     assert not any("UID MOVE" in r.getMessage() for r in caplog.records)
     assert moved is not None and server_messages(dovecot_server, z)[moved.identity[1]][0] == PLAIN
     assert list(server_messages(dovecot_server, a)) == [other]
+
+
+def test_decoded_view_of_a_big_message_is_made_once(dovecot_server: Dovecot,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(imap, "TEXT_BYTES", 1 << 20)  # the text alone exceeds the LRU
+    folder = unique("BigText")
+    dovecot_server.create_folder(folder)
+    body = b"".join(b"log line %07d\r\n" % i for i in range(200_000))  # ~3 MiB
+    dovecot_server.deliver("alice", b"From: a@example.org\r\nSubject: log\r\n\r\n" + body, folder)
+
+    async def scenario(b: imap.ImapBackend) -> None:
+        (text,) = files(await b.list((folder,)), ".txt")
+        with caplog.at_level(logging.DEBUG, logger="fsmount.backends.imap"):
+            chunks = [await b.read((folder, text.name), off, 1 << 20) for off in range(0, 4 << 20, 1 << 20)]
+        data = b"".join(chunks)
+        assert b"log line 0199999" in data and data.count(b"\n") > 200_000
+        assert len([r for r in caplog.records if "BODY.PEEK[]" in r.getMessage()]) == 1
+
+    run(backend_for(dovecot_server), scenario)

@@ -621,7 +621,7 @@ class ImapBackend(BackendBase):
         text = await trio.to_thread.run_sync(decoded_text, raw)
         self._texts[key] = text
         self._texts_size += len(text)
-        while self._texts_size > TEXT_BYTES:
+        while self._texts_size > TEXT_BYTES and len(self._texts) > 1:  # keep the newest
             _, old = self._texts.popitem(last=False)
             self._texts_size -= len(old)
         return text
