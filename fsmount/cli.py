@@ -100,7 +100,7 @@ def build_plan(ns: argparse.Namespace) -> Any:
             fuse.add(key)
         elif key == "ro":
             readonly = True
-        elif key in IGNORED or key.startswith(("x-systemd.", "comment=", "x-")):
+        elif key in IGNORED or key == "comment" or key.startswith("x-"):
             pass
         elif key == "debug":
             ns.debug = True

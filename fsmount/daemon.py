@@ -24,7 +24,7 @@ def run(plan: MountPlan, *, foreground: bool, debug: bool) -> int:
             trio.run(serve, plan, lambda: None)
         except MountError as e:
             print(f"fsmount: {e}", file=sys.stderr)
-            return 1
+            return e.status
         except KeyboardInterrupt:
             return 0
         return 0
@@ -36,8 +36,9 @@ def run(plan: MountPlan, *, foreground: bool, debug: bool) -> int:
             message = pipe.read().decode("utf-8", "replace")
         if message.startswith("ok"):
             return 0
-        print(f"fsmount: {message[1:].strip() or 'the mount process died; see the log'}", file=sys.stderr)
-        return 1
+        status, text = (int(message[1]), message[2:]) if message[1:2].isdigit() else (1, "")
+        print(f"fsmount: {text.strip() or 'the mount process died; see the log'}", file=sys.stderr)
+        return status
     os.close(read_end)
     _detach(plan, debug)
 
@@ -49,11 +50,11 @@ def run(plan: MountPlan, *, foreground: bool, debug: bool) -> int:
         trio.run(serve, plan, ready)
     except MountError as e:
         log.error("%s", e)
-        _tell(write_end, f"E{e}")
+        _tell(write_end, f"E{e.status}{e}")
         os._exit(1)
     except BaseException:
         log.exception("fsmount stopped by an internal error")
-        _tell(write_end, f"Einternal error; details in {state_dir(plan.settings) / 'fsmount.log'}")
+        _tell(write_end, f"E1internal error; details in {state_dir(plan.settings) / 'fsmount.log'}")
         os._exit(1)
     os._exit(0)
 

@@ -21,7 +21,7 @@ from .cache.layer import CachedBackend
 from .cache.spool import Spool
 from .config import Account, xdg_dir
 from .credentials import Secret
-from .errors import AuthenticationFailed, FsError
+from .errors import AuthenticationFailed, ConfigError, FsError
 from .vfs.attrs import Owner
 from .vfs.operations import Operations
 from .vfs.tree import Tree
@@ -41,7 +41,12 @@ class MountPlan:
 
 
 class MountError(Exception):
-    """Why the mount could not start, in one line for the user."""
+    """Why the mount could not start, in one line for the user; ``status`` is the exit code
+    (2 for a configuration mistake a backend found, 1 for everything else)."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def cache_dir(settings: Mapping[str, object]) -> Path:
@@ -71,7 +76,10 @@ async def serve(plan: MountPlan, ready: Callable[[], None]) -> None:
     store = ContentStore(cache / "content", int(plan.settings["cache_size"]))  # type: ignore[arg-type]
     spool = Spool(cache / "spool")
     env = backends.Environment(state_dir(plan.settings))
-    made = {name: backends.create(acc, plan.secrets[name], env) for name, acc in plan.accounts.items()}
+    try:
+        made = {name: backends.create(acc, plan.secrets[name], env) for name, acc in plan.accounts.items()}
+    except ConfigError as e:
+        raise MountError(str(e), status=2) from None
     env.peers = made
     try:
         problems: list[str] = []

@@ -145,9 +145,6 @@ def test_head_of_a_big_file_does_not_download_it(server: FtpServer) -> None:
         assert cached_bytes(m.home) < 40 << 20
 
 
-@pytest.mark.xfail(reason="cache layer: file(1) reads 7 MiB at the head, then 7 MiB at the tail; "
-                   "the tail's sequential reads extend the head's read-ahead stream to the end "
-                   "of the file (cache/layer.py Reader._fetch)", strict=False)
 def test_file_of_a_big_file_does_not_download_it(server: FtpServer) -> None:
     huge_file(server)
     with mounted(ftpes(server), source="f") as m:

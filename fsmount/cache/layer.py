@@ -290,7 +290,11 @@ class Reader:
         if sequential:
             self.window = min(self.window * 2, MAX_WINDOW)
             target = offset + size + self.window
-            if self.ahead is None or self.ahead.done:
+            if self.ahead is None or self.ahead.done or not streaming:
+                # a new sequence elsewhere (file(1) reads the head, then the tail): a stream of
+                # its own, never the old one stretched across everything in between
+                if self.ahead is not None:
+                    self.ahead.cancel()
                 self.ahead = _Stream(self, offset - offset % BLOCK, target)
                 self.layer.nursery.start_soon(self.ahead.run)  # type: ignore[union-attr]
             else:

@@ -2,16 +2,22 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 
 class Spool:
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for stale in directory.glob("w-*"):  # left by a mount that died; nothing refers to them
-            stale.unlink(missing_ok=True)
+    """One directory per mount process (``spool/<pid>``), so mounts sharing a cache dir never
+    touch each other's spools; directories of processes that are gone are removed."""
+
+    def __init__(self, base: Path) -> None:
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for old in base.iterdir():
+            if old.name.isdigit() and not _alive(int(old.name)):
+                shutil.rmtree(old, ignore_errors=True)
+        self.directory = base / str(os.getpid())
+        self.directory.mkdir(exist_ok=True, mode=0o700)
 
     def create(self) -> tuple[int, str]:
         """A new empty spool file: (fd opened read-write, path)."""
@@ -25,3 +31,13 @@ class Spool:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -96,8 +96,6 @@ class Operations(pyfuse3.Operations):
     def _writable(self, vpath: Path, what: str) -> None:
         if self.owner.readonly:
             raise ReadOnly("mounted read-only")
-        if self.tree.is_top(vpath[:-1]):
-            raise ReadOnly("the mount root holds one folder per account")
         caps = self.tree.capabilities(vpath)
         if not caps.write:
             raise ReadOnly(f"{what}: this folder is read-only")
@@ -302,6 +300,8 @@ class Operations(pyfuse3.Operations):
                      ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         parent = self._node(parent_inode)
         vpath = parent.vpath + (names.from_fs(name),)
+        if self.tree.is_top(parent.vpath):
+            raise ReadOnly("the mount root holds one folder per account")
         self._writable(vpath, "creating files")
         backend, path = self.tree.route(vpath)
         entry = Entry(vpath[-1], False, 0, time.time(), identity=("pending",), mode=mode & 0o7777)
@@ -359,9 +359,9 @@ class Operations(pyfuse3.Operations):
     async def release(self, fh: int) -> None:
         handle = self.handles.pop(fh)
         assert isinstance(handle, FileHandle)
-        if handle.dirty:
-            log.warning("%s: closed with changes that were never stored (the commit failed)",
-                        "/".join(handle.node.vpath))
+        if handle.dirty:  # close() already returned the commit's error to the writer
+            log.info("%s: closed with changes that were not stored (the commit failed)",
+                     "/".join(handle.node.vpath))
             if handle.replacing is None:
                 self.tree.route(handle.node.vpath)[0].drop_pending(self.tree.route(handle.node.vpath)[1])
         handle.close()
