@@ -294,7 +294,44 @@ def bench_nntp(count: int = 2000) -> None:
         shutil.rmtree(local)
 
 
-SECTIONS = {"ftp": bench_ftp, "nntp": bench_nntp}
+# -- POP3 ---------------------------------------------------------------------------------
+
+
+def bench_pop3(count: int = 2000) -> None:
+    import poplib
+
+    from tests.servers.dovecot import dovecot
+
+    msgs = [(f"From: Carol <carol@example.org>\r\nTo: alice@example.org\r\nSubject: Message {i}\r\n"
+             f"Date: Mon, 01 Jan 2024 10:00:00 +0000\r\nMessage-ID: <m{i}@example.org>\r\n\r\n"
+             + f"Body line {i} of some mail text, long enough to look like a real message.\r\n" * 40).encode()
+            for i in range(count)]
+    with dovecot() as srv:
+        srv.write_maildir("alice", "INBOX", msgs)
+        c = poplib.POP3(srv.host, srv.pop3_port, timeout=30)
+        c.user("alice")
+        c.pass_("secret1")
+        n = c.stat()[0]
+        direct = clock(lambda: [c.retr(i) for i in range(1, n + 1)])
+        local = scratch_dir("bench-pop3-")
+        for i in range(1, n + 1):
+            (local / f"{i:05d}.eml").write_bytes(b"\r\n".join(c.retr(i)[1]) + b"\r\n")
+        c.quit()
+        config = (f'[accounts.mail]\nurl = "pop3://alice@127.0.0.1:{srv.pop3_port}"\n'
+                  'password = "secret1"\nplaintext_auth = true\ntls = "off"\n')
+        with mounted(config, debug=False) as m:
+            grep_cold_warm(f"pop3 {n} messages", m.path / "mail", local, direct, "no-such-needle")
+        shutil.rmtree(local)
+
+
+def bench_imap() -> None:
+    from tests.test_imap_mounted import bench_imap as run, bench_imap_memory
+
+    run(10_000)
+    bench_imap_memory(100_000)
+
+
+SECTIONS = {"ftp": bench_ftp, "imap": bench_imap, "pop3": bench_pop3, "nntp": bench_nntp}
 
 
 def main(argv: list[str]) -> int:
