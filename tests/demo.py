@@ -102,7 +102,8 @@ def tour(mnt: Path) -> None:
     if (mnt / "mail").exists():
         steps += [f"ls {mnt}/mail", f"ls {mnt}/mail/INBOX", f"grep -rl 'Invoice 2024-117' {mnt}/mail",
                   f"ls {mnt}/pop"]
-    steps.append(f"ls {mnt}/outbox")
+    steps += [f"printf 'From: alice@example.org\\nTo: bob@example.org\\nSubject: Hello from the demo\\n\\n"
+              f"Hi Bob!\\n' > {mnt}/outbox/hello.eml", f"ls {mnt}/outbox", f"cat {mnt}/outbox/hello.eml.status"]
     for step in steps:
         print(f"$ {step}", flush=True)
         subprocess.run(step, shell=True)
