@@ -39,12 +39,12 @@ from ..config import Account
 from ..credentials import Secret
 from ..errors import (
     AlreadyExists, AuthenticationFailed, FsError, InvalidArgument, IsADirectory, NoSpace,
-    NotADirectory, NotEmpty, NotFound, PermissionDenied, TimedOut, Transient, Unreachable,
-    Unsupported,
+    NotADirectory, NotEmpty, NotFound, PermissionDenied, Transient, Unsupported,
 )
 from ..net.pool import STALE_AFTER, ConnectionPool
 from ..net.tls import TlsMode, client_context
 from . import ftplist
+from ..net.failures import connection_failure
 from .base import BackendBase, Capabilities, Entry, Path
 
 log = logging.getLogger(__name__)
@@ -107,14 +107,9 @@ def classify(exc: BaseException) -> FsError:
         return Transient(f"garbled answer from the FTP server: {exc}")
     if isinstance(exc, ftplib.Error):
         return reply_error(str(exc))
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return PermissionDenied(f"TLS certificate not trusted: {exc.verify_message}")
-    if isinstance(exc, ConnectionRefusedError | socket.gaierror):
-        return Unreachable(f"FTP server unreachable: {exc}")
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return TimedOut(f"FTP server timed out: {exc}")
-    if isinstance(exc, EOFError | OSError):
-        return Transient(f"connection to the FTP server lost: {exc!r}")
+    failure = connection_failure(exc, "the FTP server")
+    if failure is not None:
+        return failure
     if isinstance(exc, ValueError) and "newline" in str(exc):
         return InvalidArgument("a name with a line break cannot be sent to an FTP server")
     if isinstance(exc, UnicodeError):

@@ -78,10 +78,11 @@ from ..credentials import Secret
 from ..errors import (
     AlreadyExists, AuthenticationFailed, FsError, InvalidArgument, IsADirectory,
     NoSpace, NotADirectory, NotEmpty, NotFound, NotPermitted, PermissionDenied, ReadOnly,
-    TimedOut, Transient, Unreachable, Unsupported,
+    Transient, Unsupported,
 )
 from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
+from ..net.failures import connection_failure
 from .base import BackendBase, Capabilities, Entry, Path
 from .decoded import SUFFIX as TEXT_SUFFIX
 from .decoded import decoded_text
@@ -1301,14 +1302,9 @@ def classify(exc: BaseException) -> FsError:
         if "[CANNOT]" in upper or "[PARSE]" in upper:
             return InvalidArgument(reason)
         return FsError(f"IMAP server: {reason}")
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return PermissionDenied(f"TLS certificate not trusted: {exc.verify_message}")
-    if isinstance(exc, ConnectionRefusedError | socket.gaierror):
-        return Unreachable(f"IMAP server unreachable: {exc}")
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return TimedOut(f"IMAP server timed out: {exc}")
-    if isinstance(exc, EOFError | OSError):
-        return Transient(f"connection to the IMAP server lost: {exc!r}")
+    failure = connection_failure(exc, "the IMAP server")
+    if failure is not None:
+        return failure
     return FsError(repr(exc))
 
 

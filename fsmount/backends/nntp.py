@@ -31,7 +31,6 @@ import email.utils
 import hashlib
 import io
 import logging
-import os
 import re
 import socket
 import ssl
@@ -50,10 +49,12 @@ from ..credentials import Secret
 from ..errors import (
     AlreadyExists, AuthenticationFailed, FsError, InvalidArgument, IsADirectory, NotADirectory,
     NotFound,
-    NotPermitted, PermissionDenied, ReadOnly, TimedOut, Transient, Unreachable,
+    NotPermitted, PermissionDenied, ReadOnly, Transient,
 )
 from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
+from ..net.dotstream import copy_dot_terminated
+from ..net.failures import connection_failure
 from .base import BackendBase, Capabilities, Entry, Path
 from .mailnames import header_date, key_of, message_name
 
@@ -146,28 +147,7 @@ def read_article(f: BinaryIO, out: BinaryIO | None) -> int | None:
         return None
     if code != b"220":
         raise nntplib.NNTPTemporaryError(status.decode("utf-8", "replace").strip())
-    size = 0
-    at_start = True  # is this piece the beginning of a line?
-    after_cr = False
-    while True:
-        piece = f.readline(LINE_LIMIT)
-        if not piece:
-            raise EOFError("connection closed in the middle of an article")
-        if at_start:
-            if piece in (b".\r\n", b".\n"):
-                return size
-            if piece.startswith(b".."):
-                piece = piece[1:]
-        if piece.endswith(b"\n"):
-            if not piece.endswith(b"\r\n") and not (piece == b"\n" and after_cr):
-                piece = piece[:-1] + b"\r\n"
-            at_start = True
-        else:
-            at_start = False
-        after_cr = piece.endswith(b"\r")
-        if out is not None:
-            out.write(piece)
-        size += len(piece)
+    return copy_dot_terminated(f, out, LINE_LIMIT, "article")
 
 
 @dataclass(frozen=True)
@@ -670,12 +650,7 @@ def classify(exc: BaseException) -> FsError:
         if code in ("400", "403"):
             return Transient(reason)
         return FsError(f"news server: {reason}")
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return PermissionDenied(f"TLS certificate not trusted: {exc.verify_message}")
-    if isinstance(exc, ConnectionRefusedError | socket.gaierror):
-        return Unreachable(f"news server unreachable: {exc}")
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return TimedOut(f"news server timed out: {exc}")
-    if isinstance(exc, EOFError | OSError):
-        return Transient(f"connection to the news server lost: {exc!r}")
+    failure = connection_failure(exc, "the news server")
+    if failure is not None:
+        return failure
     return FsError(repr(exc))

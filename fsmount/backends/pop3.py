@@ -59,10 +59,12 @@ from ..config import Account
 from ..credentials import Secret
 from ..errors import (
     AuthenticationFailed, ConfigError, FsError, IsADirectory, NotADirectory, NotFound,
-    PermissionDenied, ReadOnly, TimedOut, Transient, Unreachable,
+    PermissionDenied, ReadOnly, TimedOut, Transient,
 )
 from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
+from ..net.dotstream import copy_dot_terminated
+from ..net.failures import connection_failure
 from .base import BackendBase, Capabilities, Entry, Path
 from .mailnames import header_date, key_of, message_name
 
@@ -138,28 +140,7 @@ def copy_multiline(f: BinaryIO, out: BinaryIO | None) -> int:
     Lines longer than ``LINE_LIMIT`` arrive in pieces and are copied as they are. Returns the
     number of bytes written (the message's exact size).
     """
-    size = 0
-    at_start = True
-    after_cr = False
-    while True:
-        piece = f.readline(LINE_LIMIT)
-        if not piece:
-            raise EOFError("connection closed in the middle of a message")
-        if at_start:
-            if piece in (b".\r\n", b".\n"):
-                return size
-            if piece.startswith(b"."):
-                piece = piece[1:]
-        if piece.endswith(b"\n"):
-            if not piece.endswith(CRLF) and not (piece == b"\n" and after_cr):
-                piece = piece[:-1] + CRLF
-            at_start = True
-        else:
-            at_start = False
-        after_cr = piece.endswith(b"\r")
-        if out is not None:
-            out.write(piece)
-        size += len(piece)
+    return copy_dot_terminated(f, out, LINE_LIMIT)
 
 
 # -- one session ------------------------------------------------------------------------
@@ -683,13 +664,8 @@ def classify(exc: BaseException) -> FsError:
         if "[AUTH]" in reply:
             return AuthenticationFailed(f"POP3 server: {reply}")
         return FsError(f"POP3 server: {reply}")
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return PermissionDenied(f"TLS certificate not trusted: {exc.verify_message}")
-    if isinstance(exc, ConnectionRefusedError | socket.gaierror):
-        return Unreachable(f"POP3 server unreachable: {exc}")
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return TimedOut(f"POP3 server timed out: {exc}")
-    if isinstance(exc, EOFError | OSError):
-        return Transient(f"connection to the POP3 server lost: {exc!r}")
+    failure = connection_failure(exc, "the POP3 server")
+    if failure is not None:
+        return failure
     return FsError(repr(exc))
 
