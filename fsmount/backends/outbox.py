@@ -301,7 +301,7 @@ class OutboxBackend(BackendBase):
     # -- changes from the user ---------------------------------------------------------------
 
     async def commit(self, path: Path, spool: str, replacing: Entry | None) -> Entry:
-        records = await self._load()
+        await self._load()
         name = self._writable_name(path)
         if is_message_name(name):
             data = await trio.to_thread.run_sync(_read_bytes, spool)
