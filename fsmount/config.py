@@ -178,6 +178,8 @@ def make_account(name: str, table: Mapping[str, Any], *, where: str) -> Account:
         options[key] = _check(where, key, value, allowed[key][0])
     for key, (_, default) in allowed.items():
         options.setdefault(key, default)
+    if options["ca_file"]:  # a detached mount runs in /, so make it absolute now
+        options["ca_file"] = os.path.abspath(os.path.expanduser(options["ca_file"]))
     if options["connections"] < 1:
         raise ConfigError(f"{where}: 'connections' must be at least 1")
     implicit = SCHEMES[scheme][2]

@@ -5,6 +5,7 @@ so the CLI can detach only once the mount works, as sshfs does.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable, Mapping
@@ -50,11 +51,11 @@ class MountError(Exception):
 
 
 def cache_dir(settings: Mapping[str, object]) -> Path:
-    return Path(str(settings["cache_dir"])) if settings.get("cache_dir") else xdg_dir("CACHE", ".cache")
+    return Path(str(settings["cache_dir"])).expanduser() if settings.get("cache_dir") else xdg_dir("CACHE", ".cache")
 
 
 def state_dir(settings: Mapping[str, object]) -> Path:
-    return Path(str(settings["state_dir"])) if settings.get("state_dir") else xdg_dir("STATE", ".local/state")
+    return Path(str(settings["state_dir"])).expanduser() if settings.get("state_dir") else xdg_dir("STATE", ".local/state")
 
 
 async def check_account(name: str, account: Account, backend: Backend) -> str | None:
@@ -101,6 +102,11 @@ async def serve(plan: MountPlan, ready: Callable[[], None]) -> None:
                                 parallel=int(plan.accounts[name]["connections"]))
             for name, b in made.items()
         }
+        for name, layer in cached.items():
+            if plan.accounts[name]["readonly"]:  # enforced here, whatever the backend offers
+                layer.capabilities = dataclasses.replace(
+                    layer.capabilities, write=False, overwrite=False, mkdir=False, remove=False,
+                    rename=False, set_mode=False, set_mtime=False)
         ops = Operations(Tree(cached, plan.single), spool, plan.owner)
         try:
             pyfuse3.init(ops, plan.mountpoint, set(plan.fuse_options))

@@ -90,3 +90,15 @@ def test_daemon_mode_reports_a_wrong_password(two_ftp: tuple[FtpServer, FtpServe
     assert done.returncode == 1
     assert done.stderr.startswith("fsmount: ") and "login failed" in done.stderr
     assert done.stderr.count("\n") == 1 and not is_mounted(tmp_path / "mnt")
+
+
+def test_readonly_account_setting(two_ftp: tuple[FtpServer, FtpServer]) -> None:
+    a, _ = two_ftp
+    (a.root / "keep.txt").write_bytes(b"keep")
+    with mounted(config(alpha=a) + "readonly = true\n", source="alpha") as m:
+        assert (m.path / "keep.txt").read_bytes() == b"keep"
+        for cmd in (["cp", "/etc/hostname", m.path / "new.txt"], ["rm", m.path / "keep.txt"],
+                    ["mkdir", m.path / "d"]):
+            done = run(*cmd, check=False)
+            assert done.returncode != 0 and b"Read-only file system" in done.stderr, cmd
+        assert sorted(p.name for p in a.root.iterdir()) == ["keep.txt"]
