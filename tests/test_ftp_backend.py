@@ -5,7 +5,6 @@ import ftplib
 import logging
 import os
 import ssl
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from fsmount.errors import (
     Transient, Unsupported,
 )
 from tests.servers.ftp import USERS, FtpServer, running_ftp, running_vsftpd
+from tests.spools import remove_spools, spool  # noqa: F401  (autouse fixture)
 
 T = TypeVar("T")
 
@@ -60,24 +60,6 @@ def alice(server: FtpServer, scheme: str = "ftp", **options: Any) -> ftp.FtpBack
     if scheme == "ftp":
         options.setdefault("plaintext_auth", True)
     return backend_for(server.url(scheme), ca=server.ca, **options)
-
-
-_SPOOLS: list[str] = []
-
-
-def spool(data: bytes) -> str:
-    fd, path = tempfile.mkstemp(prefix="ftp-spool-")
-    os.write(fd, data)
-    os.close(fd)
-    _SPOOLS.append(path)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def _remove_spools() -> Iterator[None]:
-    yield
-    while _SPOOLS:
-        os.unlink(_SPOOLS.pop())
 
 
 def no_temp_files(root: Path) -> bool:

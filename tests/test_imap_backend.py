@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import email.utils
 import logging
-import os
 import re
 import socket
-import tempfile
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -31,6 +29,7 @@ from fsmount.errors import (
     PermissionDenied, ReadOnly, Unreachable,
 )
 from tests.servers.dovecot import USERS, Dovecot, _quote, dovecot_server, fresh_dovecot  # noqa: F401
+from tests.spools import remove_spools, spool  # noqa: F401  (autouse fixture)
 
 T = TypeVar("T")
 
@@ -55,24 +54,6 @@ def run(backend: imap.ImapBackend, fn: Callable[[imap.ImapBackend], Awaitable[T]
             await backend.aclose()
 
     return trio.run(main)
-
-
-_SPOOLS: list[str] = []
-
-
-def spool(data: bytes) -> str:
-    fd, path = tempfile.mkstemp(prefix="imap-spool-")
-    os.write(fd, data)
-    os.close(fd)
-    _SPOOLS.append(path)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def _remove_spools() -> Iterator[None]:
-    yield
-    while _SPOOLS:
-        os.unlink(_SPOOLS.pop())
 
 
 def unique(prefix: str) -> str:

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -20,6 +19,7 @@ from fsmount.errors import (
     Unreachable,
 )
 from tests.servers.inn import USERS, InnServer, inn, inn_without_tls  # noqa: F401  (fixtures)
+from tests.spools import remove_spools, spool  # noqa: F401  (autouse fixture)
 
 T = TypeVar("T")
 
@@ -52,25 +52,6 @@ def run(backend: nntp.NntpBackend, fn: Callable[[nntp.NntpBackend], Awaitable[T]
 
 def names(entries: list[Entry]) -> list[str]:
     return [e.name for e in entries]
-
-
-_SPOOLS: list[str] = []
-
-
-def spool(data: bytes) -> str:
-    """A spool file as the VFS would hand to commit(); removed after the test."""
-    fd, path = tempfile.mkstemp(prefix="nntp-spool-")
-    os.write(fd, data)
-    os.close(fd)
-    _SPOOLS.append(path)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def _remove_spools() -> Iterator[None]:
-    yield
-    while _SPOOLS:
-        os.unlink(_SPOOLS.pop())
 
 
 ALL_GROUPS = ["comp.lang", "comp.lang.c", "comp.lang.python", "de.comp.lang.python.misc",
