@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -27,6 +28,8 @@ T = TypeVar("T")
 FIRST_WINDOW = 1 << 20
 MAX_WINDOW = 16 << 20
 CHUNK = 1 << 20  # one backend read while streaming ahead
+MAX_ALIASES = 1000
+ALIAS_LIFETIME = 60.0  # long enough for rsync's or an editor's rename after close
 
 
 class CachedBackend:
@@ -42,6 +45,10 @@ class CachedBackend:
         self._inflight: dict[Any, _Flight] = {}
         self._pending: dict[Path, Entry] = {}  # created locally, not committed yet
         self._exact_sizes: dict[str, int] = {}  # object key → size learned from a download
+        # A name a writer used that the service replaced (an IMAP APPEND names the message
+        # itself): still resolvable, so the writer's rename or unlink of it (rsync, editors)
+        # reaches the backend instead of failing with ENOENT.
+        self._aliases: OrderedDict[Path, tuple[Entry, float]] = OrderedDict()  # → (entry, expiry)
         self.nursery: trio.Nursery | None = None  # set by the mount; runs read-ahead tasks
         self.prefetch = ScanPrefetcher(self, parallel)
 
@@ -83,7 +90,7 @@ class CachedBackend:
         parent = await self.stat(path[:-1]) if len(path) > 1 else None
         if parent is not None and not parent.is_dir:
             raise NotADirectory("/".join(path[:-1]))
-        entry = (await self._entries(path[:-1])).get(path[-1])
+        entry = (await self._entries(path[:-1])).get(path[-1]) or self._alias(path)
         if entry is None:
             raise NotFound("/".join(path))
         return entry
@@ -148,9 +155,22 @@ class CachedBackend:
         self._pending.pop(path, None)
 
     async def commit(self, path: Path, spool: str, replacing: Entry | None) -> Entry:
-        return await self._change(path[:-1], self.backend.commit(path, spool, replacing), gone=path)
+        entry = await self._change(path[:-1], self.backend.commit(path, spool, replacing), gone=path)
+        if entry.name != path[-1]:
+            self._aliases[path] = (entry, time.monotonic() + ALIAS_LIFETIME)
+            while len(self._aliases) > MAX_ALIASES:
+                self._aliases.popitem(last=False)
+        return entry
+
+    def _alias(self, path: Path) -> Entry | None:
+        alias = self._aliases.get(path)
+        if alias is None or alias[1] < time.monotonic():
+            self._aliases.pop(path, None)
+            return None
+        return alias[0]
 
     async def remove(self, path: Path) -> None:
+        self._aliases.pop(path, None)
         await self._change(path[:-1], self.backend.remove(path), gone=path)
 
     async def rmdir(self, path: Path) -> None:
@@ -161,6 +181,7 @@ class CachedBackend:
         await self._refresh(path)
 
     async def rename(self, old: Path, new: Path) -> Entry | None:
+        self._aliases.pop(old, None)
         self.meta.changed(new[:-1])
         result = await self._change(old[:-1], self.backend.rename(old, new), gone=old, into=new[:-1])
         if result is None or result.name != new[-1]:

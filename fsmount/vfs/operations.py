@@ -378,9 +378,11 @@ class Operations(pyfuse3.Operations):
             self._writable(node.vpath, "chmod")
             for handle in self.handles.writers(node):
                 await self._commit(handle)
-            if not backend.capabilities.set_mode:
+            if backend.capabilities.set_mode:
+                await backend.set_mode(path, stat.S_IMODE(attr.st_mode))
+            elif not backend.capabilities.immutable:
                 raise Unsupported("this server cannot change permissions")
-            await backend.set_mode(path, stat.S_IMODE(attr.st_mode))
+            # messages and articles have no permissions to keep: cp -p, rsync may go on
         if fields.update_mtime:
             await self._set_mtime(node, attr.st_mtime_ns / 1e9)
         if fields.update_uid and attr.st_uid != self.owner.uid or fields.update_gid and attr.st_gid != self.owner.gid:
