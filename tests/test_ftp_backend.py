@@ -6,7 +6,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +21,7 @@ from fsmount.errors import (
     Transient, Unsupported,
 )
 from tests.servers.ftp import USERS, FtpServer, running_ftp, running_vsftpd
-from tests.spools import remove_spools, spool  # noqa: F401  (autouse fixture)
+from tests.backend_support import remove_spools, run, spool  # noqa: F401  (autouse fixture)
 
 T = TypeVar("T")
 
@@ -44,16 +44,6 @@ def backend_for(url: str, *, password: str | None = None, ca: Path | None = None
         password = USERS[user]
     return ftp.create(account, Secret(password), None)
 
-
-def run(backend: ftp.FtpBackend, fn: Callable[[ftp.FtpBackend], Awaitable[T]]) -> T:
-    """pytest-trio is not installed: one async scenario, always closing the backend."""
-    async def main() -> T:
-        try:
-            return await fn(backend)
-        finally:
-            await backend.aclose()
-
-    return trio.run(main)
 
 
 def alice(server: FtpServer, scheme: str = "ftp", **options: Any) -> ftp.FtpBackend:

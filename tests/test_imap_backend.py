@@ -29,7 +29,7 @@ from fsmount.errors import (
     PermissionDenied, ReadOnly, Unreachable,
 )
 from tests.servers.dovecot import USERS, Dovecot, _quote, dovecot_server, fresh_dovecot  # noqa: F401
-from tests.spools import remove_spools, spool  # noqa: F401  (autouse fixture)
+from tests.backend_support import remove_spools, run, spool  # noqa: F401  (autouse fixture)
 
 T = TypeVar("T")
 
@@ -44,16 +44,6 @@ def backend_for(server: Dovecot, *, user: str = "alice", scheme: str = "imap",
     secret = Secret(password if password is not None else USERS[user], options.get("token_command"))
     return imap.create(account, secret, None)
 
-
-def run(backend: imap.ImapBackend, fn: Callable[[imap.ImapBackend], Awaitable[T]]) -> T:
-    """pytest-trio is not installed: run one async scenario, always closing the backend."""
-    async def main() -> T:
-        try:
-            return await fn(backend)
-        finally:
-            await backend.aclose()
-
-    return trio.run(main)
 
 
 def unique(prefix: str) -> str:

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
-import trio
 
 from fsmount.backends import nntp
 from fsmount.backends.base import Entry
@@ -19,7 +17,7 @@ from fsmount.errors import (
     Unreachable,
 )
 from tests.servers.inn import USERS, InnServer, inn, inn_without_tls  # noqa: F401  (fixtures)
-from tests.spools import remove_spools, spool  # noqa: F401  (autouse fixture)
+from tests.backend_support import remove_spools, run, spool  # noqa: F401  (autouse fixture)
 
 T = TypeVar("T")
 
@@ -38,16 +36,6 @@ def backend_for(server: InnServer | None, *, user: str | None = "alice", port: i
     secret = Secret(password if password is not None else USERS.get(user or "", None))
     return nntp.create(account, secret, None)
 
-
-def run(backend: nntp.NntpBackend, fn: Callable[[nntp.NntpBackend], Awaitable[T]]) -> T:
-    """pytest-trio is not installed: run one async scenario, always closing the backend."""
-    async def main() -> T:
-        try:
-            return await fn(backend)
-        finally:
-            await backend.aclose()
-
-    return trio.run(main)
 
 
 def names(entries: list[Entry]) -> list[str]:

@@ -16,7 +16,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ from fsmount.errors import (
 )
 from tests.mounting import wait_for
 from tests.servers.dovecot import Dovecot, available, dovecot
+from tests.backend_support import run
 
 T = TypeVar("T")
 
@@ -98,16 +99,6 @@ def backend_for(server: Dovecot | None, *, scheme: str = "pop3", port: int | Non
     account = make_account("mail", table, where="test")
     return pop3.create(account, Secret(password if password is not None else "secret1"), None)
 
-
-def run(backend: pop3.Pop3Backend, fn: Callable[[pop3.Pop3Backend], Awaitable[T]]) -> T:
-    """pytest-trio is not installed: run one async scenario, always closing the backend."""
-    async def main() -> T:
-        try:
-            return await fn(backend)
-        finally:
-            await backend.aclose()
-
-    return trio.run(main)
 
 
 def message(subject: str, body: str = "Hello.\r\n", date: str = "Mon, 01 Jan 2024 10:00:00 +0000",

@@ -88,7 +88,7 @@ from .decoded import SUFFIX as TEXT_SUFFIX
 from .decoded import decoded_text
 from .imapfolders import Folder, FolderTree
 from .mailnames import SUFFIX as EML_SUFFIX
-from .mailnames import header_date, key_of, message_name
+from .mailnames import header_date, header_text, key_of, message_name
 
 log = logging.getLogger(__name__)
 
@@ -1150,21 +1150,13 @@ def _header_fields(raw: bytes) -> dict[bytes, bytes]:
     return fields
 
 
-def _text(value: bytes | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return value.decode("cp1252", "replace")
-
 
 def _entry(uidvalidity: int, uid: int, size: int | None, internal: float | None,
            header: bytes) -> Entry:
     fields = _header_fields(header)
     date = header_date(fields.get(b"date"))
     when = date if date is not None else internal
-    return Entry(message_name(str(uid), _text(fields.get(b"subject")), when), False, size,
+    return Entry(message_name(str(uid), header_text(fields.get(b"subject")), when), False, size,
                  internal if internal is not None else (date.timestamp() if date else None),
                  (uidvalidity, uid))
 

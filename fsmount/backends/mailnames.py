@@ -32,6 +32,16 @@ def decode_subject(raw: str | bytes | None) -> str:
         return raw
 
 
+def header_text(value: bytes | None) -> str | None:
+    """A raw header value: UTF-8 where it is, else Windows-1252 (never an error)."""
+    if value is None:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("cp1252", "replace")
+
+
 def header_date(raw: str | bytes | None) -> datetime | None:
     if raw is None:
         return None

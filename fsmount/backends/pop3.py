@@ -66,7 +66,7 @@ from ..net.tls import TlsMode, client_context
 from ..net.dotstream import copy_dot_terminated
 from ..net.failures import connection_failure
 from .base import BackendBase, Capabilities, Entry, Path
-from .mailnames import header_date, key_of, message_name
+from .mailnames import header_date, header_text, key_of, message_name
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,21 +117,12 @@ class Headers:
             if sep:
                 fields.setdefault(name.strip().lower(), value.strip())
         date = fields.get(b"date")
-        return cls(_text(fields.get(b"subject")), header_date(_text(date)),
+        return cls(header_text(fields.get(b"subject")), header_date(header_text(date)),
                    hashlib.sha1(head).hexdigest()[:10])
 
 
 NO_HEADERS = Headers(None, None, "0" * 10)
 
-
-def _text(value: bytes | None) -> str | None:
-    """A raw header value: UTF-8 where it is, else Windows-1252 (never an error)."""
-    if value is None:
-        return None
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return value.decode("cp1252", "replace")
 
 
 def copy_multiline(f: BinaryIO, out: BinaryIO | None) -> int:
