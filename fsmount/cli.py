@@ -187,10 +187,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(plan, foreground=ns.foreground or ns.debug, debug=ns.debug)
 
 
-def mount_helper() -> None:
-    """``mount.fsmount SOURCE MOUNTPOINT -o OPTS``, as mount(8) calls it."""
-    sys.exit(main())
-
-
 def entry() -> None:
     sys.exit(main())

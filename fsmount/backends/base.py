@@ -5,7 +5,7 @@ it never sees an inode or a handle. The root of an account is the empty tuple.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..errors import NoData, Unsupported
@@ -49,7 +49,6 @@ class Capabilities:
     xattrs: bool = False
     metadata_ttl: float | None = None  # overrides the account's listing TTL (e.g. push-driven)
     coupled_names: bool = False  # a change to one name may change others (relist after it)
-    extra: frozenset[str] = field(default_factory=frozenset)
 
 
 @runtime_checkable

@@ -52,7 +52,6 @@ class ConnectionPool(Generic[C]):
         self._slots = trio.CapacityLimiter(limit)
         self._threads = trio.CapacityLimiter(limit + 1)
         self._idle: list[tuple[C, float, bool]] = []  # (conn, last used, needs check)
-        self._closed = False
 
     @property
     def limit(self) -> int:
@@ -118,7 +117,6 @@ class ConnectionPool(Generic[C]):
             log.debug("%s: error closing a connection: %s", self.name, e)
 
     async def aclose(self) -> None:
-        self._closed = True
         idle, self._idle = self._idle, []
         for conn, _, _ in idle:
             await trio.to_thread.run_sync(self._discard, conn, limiter=self._threads)
