@@ -165,6 +165,23 @@ def test_second_mount_reads_from_the_disk_cache(srv: Dovecot, tmp_path: Path) ->
         assert ": RETR " not in m.log_text()
 
 
+def test_cache_cleared_by_hand_is_refetched(srv: Dovecot, tmp_path: Path) -> None:  # noqa: F811
+    """``rm -rf ~/.cache/fsmount`` under a live mount costs a download, never an error."""
+    srv.append_many("alice", [message("Cleared", "Fetched twice.\r\n")])
+    (stored,) = retrieved(srv)
+    with mounted(config(srv), home=tmp_path) as m:
+        (f,) = emls(m.path / "mail")
+        assert f.read_bytes() == stored
+        objects = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+        assert objects
+        for p in objects:
+            p.unlink()
+        with open(f, "rb") as again:  # a new open: keep_cache off the kernel's pages
+            os.posix_fadvise(again.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            assert again.read() == stored
+        assert m.log_text().count(": RETR ") == 2
+
+
 @pytest.mark.parametrize("delta", [-30, 50])
 def test_wrong_list_sizes_still_read_whole_messages(srv: Dovecot, delta: int) -> None:  # noqa: F811
     """A server whose LIST sizes are off: readers get every byte, and the size is corrected."""

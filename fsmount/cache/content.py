@@ -84,12 +84,20 @@ class CachedObject:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-            self.store.part_path(self.key).unlink(missing_ok=True)
+            unlink_quietly(self.store.part_path(self.key))
         self.size = size
         self.store.grow(size - self.stored)
         self.stored = size
         self.complete = True
         self._wake()
+
+    def lost(self) -> None:
+        """The complete file vanished from disk: start over empty."""
+        self.close()
+        self.store.forget(self.key)
+        self.complete = False
+        self.blocks.clear()
+        self.stored = 0
 
     def finish(self) -> None:
         if not self.complete:
@@ -111,6 +119,7 @@ class ContentStore:
 
     def __init__(self, directory: FsPath, limit: int) -> None:
         self.directory = directory
+        self._prefix = f"{directory}{os.sep}"
         self.limit = limit
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lru: OrderedDict[str, int] = OrderedDict()  # complete objects on disk → bytes
@@ -131,20 +140,18 @@ class ContentStore:
             self._lru[name] = size
             self.used += size
 
-    def final_path(self, key: str) -> FsPath:
-        return self.directory / key
+    def final_path(self, key: str) -> str:
+        return f"{self._prefix}{key}"
 
-    def part_path(self, key: str) -> FsPath:
-        return self.directory / f"{key}.part"
+    def part_path(self, key: str) -> str:
+        return f"{self._prefix}{key}.part"
 
     def open(self, key: str, size: int | None) -> CachedObject:
         """The object for ``key``; callers pair it with ``release``."""
         obj = self._open.get(key)
         if obj is None:
-            complete = key in self._lru and self.final_path(key).exists()
-            if not complete:
-                self._lru.pop(key, None)
-            obj = CachedObject(self, key, size, complete)
+            # trusted without a stat: a file removed behind our back is noticed at read
+            obj = CachedObject(self, key, size, key in self._lru)
             self._open[key] = obj
         obj.users += 1
         return obj
@@ -160,10 +167,13 @@ class ContentStore:
                 self._lru[obj.key] = obj.stored or (obj.size or 0)
             self._lru.move_to_end(obj.key)
         elif obj.stored:
-            self.part_path(obj.key).unlink(missing_ok=True)
+            unlink_quietly(self.part_path(obj.key))
             self.used -= obj.stored
         if self.used > self.limit:
             self.evict()
+
+    def forget(self, key: str) -> None:
+        self.used -= self._lru.pop(key, 0)
 
     def touch(self, key: str) -> None:
         if key in self._lru:
@@ -179,5 +189,13 @@ class ContentStore:
             if self.used <= self.limit:
                 break
             if key not in self._open:
-                self.final_path(key).unlink(missing_ok=True)
+                unlink_quietly(self.final_path(key))
                 self.used -= self._lru.pop(key)
+
+
+def unlink_quietly(path: str) -> None:
+    """Remove a cache file that may already be gone (evicted, or cleared by hand)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -18,7 +17,7 @@ import trio
 
 from ..backends.base import Backend, Entry, Path
 from ..errors import FsError, NotADirectory, NotFound
-from .content import BLOCK, CachedObject, ContentStore, object_key
+from .content import BLOCK, CachedObject, ContentStore, object_key, unlink_quietly
 from .metadata import MetadataCache
 from .prefetch import ScanPrefetcher
 
@@ -29,7 +28,8 @@ FIRST_WINDOW = 1 << 20
 MAX_WINDOW = 16 << 20
 CHUNK = 1 << 20  # one backend read while streaming ahead
 MAX_ALIASES = 1000
-ALIAS_LIFETIME = 60.0  # long enough for rsync's or an editor's rename after close
+ALIAS_LIFETIME = 60.0
+MAX_KEYS = 200_000  # long enough for rsync's or an editor's rename after close
 
 
 class CachedBackend:
@@ -44,6 +44,7 @@ class CachedBackend:
         self.meta = MetadataCache(backend.capabilities.metadata_ttl or ttl)
         self._inflight: dict[Any, _Flight] = {}
         self._pending: dict[Path, Entry] = {}  # created locally, not committed yet
+        self._keys: dict[tuple[Path, tuple[Any, ...]], str] = {}  # hashing is per open: memoized
         self._exact_sizes: dict[str, int] = {}  # object key → size learned from a download
         # A name a writer used that the service replaced (an IMAP APPEND names the message
         # itself): still resolvable, so the writer's rename or unlink of it (rsync, editors)
@@ -108,7 +109,13 @@ class CachedBackend:
     # -- content -------------------------------------------------------------------------
 
     def _key(self, path: Path, entry: Entry) -> str:
-        return object_key(self.account, path, entry.identity)
+        memo = (path, entry.identity)
+        key = self._keys.get(memo)
+        if key is None:
+            if len(self._keys) >= MAX_KEYS:
+                self._keys.clear()
+            key = self._keys[memo] = object_key(self.account, path, entry.identity)
+        return key
 
     def open_reader(self, path: Path, entry: Entry) -> Reader:
         self.prefetch.opened(path)
@@ -131,7 +138,7 @@ class CachedBackend:
                 exact = await self.backend.download(path, tmp)
             except BaseException:
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(_unlink, tmp)
+                    await trio.to_thread.run_sync(unlink_quietly, tmp)
                 raise
             if not obj.complete:
                 obj.fill_from(tmp)
@@ -269,13 +276,6 @@ class _Flight:
         self.result: Any = None
 
 
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 class Reader:
     """One open file's view of the content cache; keeps the object (and its blocks) alive."""
 
@@ -294,6 +294,13 @@ class Reader:
         return self.obj.complete
 
     async def read(self, offset: int, size: int) -> bytes:
+        try:
+            return await self._read(offset, size)
+        except FileNotFoundError:  # the cache was cleared by hand under a complete object
+            self.obj.lost()
+            return await self._read(offset, size)
+
+    async def _read(self, offset: int, size: int) -> bytes:
         obj = self.obj
         if not obj.complete and (
             not self.layer.capabilities.ranged_read or ("download", obj.key) in self.layer._inflight

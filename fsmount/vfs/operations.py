@@ -333,7 +333,8 @@ class Operations(pyfuse3.Operations):
     async def flush(self, fh: int) -> None:
         handle = self.handles[fh]
         assert isinstance(handle, FileHandle)
-        await self._commit(handle)
+        if handle.writable:
+            await self._commit(handle)
 
     @fs_op
     async def fsync(self, fh: int, datasync: bool) -> None:
