@@ -5,10 +5,11 @@ it never sees an inode or a handle. The root of an account is the empty tuple.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from ..errors import NoData, Unsupported
+from ..errors import FsError, NoData, Unsupported
 
 Path = tuple[str, ...]
 
@@ -49,6 +50,7 @@ class Capabilities:
     xattrs: bool = False
     metadata_ttl: float | None = None  # overrides the account's listing TTL (e.g. push-driven)
     coupled_names: bool = False  # a change to one name may change others (relist after it)
+    batch: int = 1  # download_many() fetches this many objects in about one round trip
 
 
 @runtime_checkable
@@ -70,6 +72,15 @@ class Backend(Protocol):
 
     async def download(self, path: Path, into: str) -> Entry:
         """Write the whole object to the file named ``into``; return its (exact) entry."""
+
+    async def download_many(self, items: Sequence[tuple[Path, str]]) -> list[Entry | FsError]:
+        """``download`` of several objects of one directory, for a scan reading ahead.
+
+        One result per item, in order: its exact entry, or the error that object alone met (a
+        file left behind for a failed item is the caller's to remove). A backend with
+        ``capabilities.batch`` > 1 does it in about one round trip (pipelined commands, one
+        FETCH of a UID set); errors of the whole connection are raised.
+        """
 
     async def commit(self, path: Path, spool: str, replacing: Entry | None) -> Entry:
         """Store the spool file's bytes as ``path``: upload, append, post or enqueue.
@@ -106,6 +117,18 @@ class BackendBase:
     """Defaults for the optional parts of ``Backend``: everything unsupported."""
 
     capabilities = Capabilities()
+
+    async def download(self, path: Path, into: str) -> Entry:
+        raise Unsupported("downloading")
+
+    async def download_many(self, items: Sequence[tuple[Path, str]]) -> list[Entry | FsError]:
+        results: list[Entry | FsError] = []
+        for path, into in items:
+            try:
+                results.append(await self.download(path, into))
+            except FsError as e:
+                results.append(e)
+        return results
 
     async def read(self, path: Path, offset: int, size: int) -> bytes:
         raise Unsupported("ranged reads")
