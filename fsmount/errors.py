@@ -14,6 +14,12 @@ class FsError(Exception):
     errno: int = _errno.EIO
 
 
+class TooLarge(FsError):
+    """An object fetched whole turned out bigger than the caller can hold."""
+
+    errno = _errno.EFBIG
+
+
 class NotFound(FsError):
     errno = _errno.ENOENT
 

@@ -5,13 +5,20 @@ it never sees an inode or a handle. The root of an account is the empty tuple.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from ..errors import FsError, NoData, Unsupported
+import trio
+
+from ..errors import FsError, NoData, TooLarge, Unsupported
 
 Path = tuple[str, ...]
+
+#: The most bytes one object may bring into a ``download_many`` (they are held in memory).
+BATCH_ITEM_LIMIT = 16 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +80,14 @@ class Backend(Protocol):
     async def download(self, path: Path, into: str) -> Entry:
         """Write the whole object to the file named ``into``; return its (exact) entry."""
 
-    async def download_many(self, items: Sequence[tuple[Path, str]]) -> list[Entry | FsError]:
-        """``download`` of several objects of one directory, for a scan reading ahead.
+    async def download_many(self, paths: Sequence[Path]) -> list[bytes | FsError]:
+        """The whole bytes of several small objects of one directory, for a scan reading ahead.
 
-        One result per item, in order: its exact entry, or the error that object alone met (a
-        file left behind for a failed item is the caller's to remove). A backend with
-        ``capabilities.batch`` > 1 does it in about one round trip (pipelined commands, one
-        FETCH of a UID set); errors of the whole connection are raised.
+        One result per path, in order: the object's exact bytes, or the error that object
+        alone met (``TooLarge`` past ``BATCH_ITEM_LIMIT`` bytes: the reader then fetches it
+        on its own). Errors of the whole connection are raised. A backend whose
+        ``capabilities.batch`` is above 1 does it in about one round trip (pipelined
+        commands, one FETCH of a UID set).
         """
 
     async def commit(self, path: Path, spool: str, replacing: Entry | None) -> Entry:
@@ -121,17 +129,20 @@ class BackendBase:
     async def download(self, path: Path, into: str) -> Entry:
         raise Unsupported("downloading")
 
-    async def download_many(self, items: Sequence[tuple[Path, str]]) -> list[Entry | FsError]:
-        results: list[Entry | FsError] = []
-        for path, into in items:
+    async def download_many(self, paths: Sequence[Path]) -> list[bytes | FsError]:
+        """One ``download`` after another, through a temporary file."""
+        results: list[bytes | FsError] = []
+        for path in paths:
+            fd, tmp = tempfile.mkstemp(prefix="fsmount-batch-")
+            os.close(fd)
             try:
-                results.append(await self.download(path, into))
+                await self.download(path, tmp)
+                results.append(await trio.to_thread.run_sync(_read_capped, tmp))
             except FsError as e:
                 results.append(e)
+            finally:
+                os.unlink(tmp)
         return results
-
-    async def read(self, path: Path, offset: int, size: int) -> bytes:
-        raise Unsupported("ranged reads")
 
     async def commit(self, path: Path, spool: str, replacing: Entry | None) -> Entry:
         raise Unsupported("writing")
@@ -165,3 +176,11 @@ class BackendBase:
 
     async def aclose(self) -> None:
         return None
+
+
+def _read_capped(path: str) -> bytes:
+    with open(path, "rb") as f:
+        data = f.read(BATCH_ITEM_LIMIT + 1)
+    if len(data) > BATCH_ITEM_LIMIT:
+        raise TooLarge(f"more than {BATCH_ITEM_LIMIT} bytes")
+    return data
