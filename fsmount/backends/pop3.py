@@ -47,7 +47,7 @@ import socket
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from io import BytesIO
@@ -59,13 +59,13 @@ from ..config import Account
 from ..credentials import Secret
 from ..errors import (
     AuthenticationFailed, ConfigError, FsError, IsADirectory, NotADirectory, NotFound,
-    PermissionDenied, ReadOnly, TimedOut, Transient,
+    PermissionDenied, ReadOnly, TimedOut, TooLarge, Transient,
 )
 from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
-from ..net.dotstream import copy_dot_terminated
+from ..net.dotstream import CappedBuffer, copy_dot_terminated
 from ..net.failures import connection_failure
-from .base import BackendBase, Capabilities, Entry, Path
+from .base import BATCH_ITEM_LIMIT, BackendBase, Capabilities, Entry, Path
 from .mailnames import header_date, header_text, key_of, message_name
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ T = TypeVar("T")
 KEY_LENGTH = 12  # base32 characters of sha1(UIDL): 60 bits, unique among any real maildrop
 LONG_KEY_LENGTH = 26  # used for both messages in the (theoretical) case of a collision
 TOP_BATCH = 200  # pipelined TOP commands per write
+BATCH = 32  # messages a scan fetches ahead in one pipelined round of RETRs
 MAX_SESSION = 10.0  # seconds: a long scan still ends its session (and lock) this often
 LINE_LIMIT = 1 << 20  # longer lines are copied in pieces; only whole lines are unstuffed
 CRLF = b"\r\n"
@@ -250,6 +251,12 @@ class Session:
                     heads[n] = NO_HEADERS
         return heads
 
+    def current_number(self, message: Message) -> int | None:
+        """The message's number in this session for one of many (one full UIDL serves all)."""
+        if message.uidl is None:
+            return self.number_of(message, message.number)
+        return self.uidl_map().get(message.uidl)
+
     def number_of(self, message: Message, hint: int | None) -> int | None:
         """The message's number in this session, or None when it is gone."""
         if message.uidl is None:  # no UIDL: the number holds if the headers still match
@@ -272,13 +279,26 @@ class Session:
         return self.uidl_map().get(message.uidl)
 
     def retrieve(self, number: int, into: str) -> int:
-        conn = self.open()
-        self._debug(f"RETR {number}")
-        conn.sock.sendall(b"RETR %d\r\n" % number)
-        if not _status(conn.file):
-            raise NotFound(f"message {number}: the server refused RETR")
         with open(into, "wb") as out:
-            return copy_multiline(conn.file, out)
+            if not self.retrieve_many([number], [out])[0]:
+                raise NotFound(f"message {number}: the server refused RETR")
+            return out.tell()
+
+    def retrieve_many(self, numbers: list[int], outs: list[BinaryIO]) -> list[bool]:
+        """RETR each message into its ``out``, pipelined where the server allows it; False
+        for a message the server refused."""
+        conn = self.open()
+        batch = len(numbers) if self.pipelining else 1
+        found: list[bool] = []
+        for i in range(0, len(numbers), batch):
+            part = numbers[i:i + batch]
+            self._debug(f"RETR {part[0]}" + (f" … RETR {part[-1]} (pipelined)" if len(part) > 1 else ""))
+            conn.sock.sendall(b"".join(b"RETR %d\r\n" % n for n in part))
+            for out in outs[i:i + batch]:
+                found.append(_status(conn.file))
+                if found[-1]:
+                    copy_multiline(conn.file, out)
+        return found
 
     def delete(self, number: int) -> None:
         self._debug(f"DELE {number}")
@@ -315,7 +335,7 @@ class Pop3Backend(BackendBase):
         self.poll_interval = float(account["poll_interval"])
         self.capabilities = Capabilities(
             immutable=True, remove=not account["readonly"],
-            metadata_ttl=max(self.poll_interval, 0.01),
+            metadata_ttl=max(self.poll_interval, 0.01), batch=BATCH,
         )
         # One session at a time: the maildrop lock makes a second one wait for the first.
         self.pool: ConnectionPool[Session] = ConnectionPool(
@@ -561,6 +581,37 @@ class Pop3Backend(BackendBase):
             self._gone(path[0])
             raise NotFound(f"{path[0]}: no longer on the server")
         return Entry(entry.name, False, size, entry.mtime, entry.identity)
+
+    async def download_many(self, paths: Sequence[Path]) -> list[bytes | FsError]:
+        """One session, one UIDL, and the RETRs pipelined."""
+        results: list[bytes | FsError] = []
+        wanted: list[tuple[int, Message]] = []  # (index in results, message)
+        for path in paths:
+            try:
+                wanted.append((len(results), await self._message(path)))
+                results.append(NotFound(path[-1]))
+            except FsError as e:
+                results.append(e)
+
+        def fetch(session: Session) -> list[CappedBuffer | None]:
+            numbers = [session.current_number(message) for _, message in wanted]
+            present = [n for n in numbers if n is not None]
+            outs = [CappedBuffer(BATCH_ITEM_LIMIT) for _ in present]
+            got = iter([out if ok else None for ok, out in zip(session.retrieve_many(present, outs), outs)])
+            return [None if n is None else next(got) for n in numbers]
+
+        if wanted:
+            outs = await self._session(fetch, f"RETR of {len(wanted)} messages")
+            for (index, _), out in zip(wanted, outs):
+                name = paths[index][-1]
+                if out is None:
+                    self._gone(name)
+                    results[index] = NotFound(f"{name}: no longer on the server")
+                elif out.overflow:
+                    results[index] = TooLarge(name)
+                else:
+                    results[index] = out.getvalue()
+        return results
 
     def _gone(self, name: str) -> None:
         """Forget a message the server no longer has (the next listing confirms it)."""

@@ -1,7 +1,11 @@
 """File content on disk: bounded, LRU-evicted, keyed by an identity that cannot go stale.
 
-An object is a sparse file filled block by block (so a ranged read of a huge file stores only
-what was read) and renamed to its final name once complete; complete objects survive remounts.
+Two shapes of object. A big one is a sparse file filled block by block (so a ranged read of
+a huge file stores only what was read) and renamed to its final name once complete. A small
+one that arrives whole (a message fetched by a scan) is a row of one SQLite file: creating a
+file costs 0.1–1 ms on some disks, more than fetching the message, and a mailbox is
+thousands of them. Complete objects of both shapes survive remounts.
+
 The key hashes (account, path, identity): a changed file on the server has another identity,
 so an old copy can never be served for it.
 """
@@ -10,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sqlite3
 from collections import OrderedDict
 from pathlib import Path as FsPath
 
@@ -18,6 +23,8 @@ import trio
 log = logging.getLogger(__name__)
 
 BLOCK = 128 * 1024
+SMALL = 1 << 20  # objects that arrive whole up to this size are rows, not files
+DATABASE = "small.db"
 
 
 def object_key(*parts: object) -> str:
@@ -36,6 +43,7 @@ class CachedObject:
         self.users = 0
         self.arrived = trio.Event()  # replaced after each wake-up; set when blocks arrive
         self.fd: int | None = None  # opened on first use: a whole download never needs a .part
+        self.data: bytes | None = None  # a small object's row, while the object is open
         self.stored = 0
 
     def has(self, offset: int, size: int) -> bool:
@@ -61,7 +69,12 @@ class CachedObject:
         return self.fd
 
     def read(self, offset: int, size: int) -> bytes:
+        """Bytes of the object; ``FileNotFoundError`` if a complete one vanished from disk."""
         self.store.touch(self.key)
+        if self.complete and self.store.is_small(self.key):
+            if self.data is None:
+                self.data = self.store.small_data(self.key)
+            return self.data[offset:offset + size]
         return os.pread(self._file(), size, offset)
 
     def write(self, offset: int, data: bytes, eof: bool) -> None:
@@ -77,14 +90,32 @@ class CachedObject:
         if self.size is not None and len(self.blocks) * BLOCK >= self.size:
             self.finish()
 
+    def fill(self, data: bytes) -> None:
+        """The whole object arrived in memory: a row if small, else a file."""
+        if len(data) > SMALL:
+            tmp = f"{self.store.final_path(self.key)}.fill.part"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            self.fill_from(tmp)
+            return
+        self._drop_part()
+        self.store.put_small(self.key, data)
+        self._filled(len(data))
+
     def fill_from(self, source: str) -> None:
         """The whole object was downloaded to ``source``: take it over."""
         size = os.stat(source).st_size
         os.replace(source, self.store.final_path(self.key))
+        self._drop_part()
+        self._filled(size)
+
+    def _drop_part(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
             unlink_quietly(self.store.part_path(self.key))
+
+    def _filled(self, size: int) -> None:
         self.size = size
         self.store.grow(size - self.stored)
         self.stored = size
@@ -92,7 +123,7 @@ class CachedObject:
         self._wake()
 
     def lost(self) -> None:
-        """The complete file vanished from disk: start over empty."""
+        """The complete copy vanished from disk: start over empty."""
         self.close()
         self.store.forget(self.key)
         self.complete = False
@@ -109,6 +140,7 @@ class CachedObject:
         self.arrived = trio.Event()
 
     def close(self) -> None:
+        self.data = None
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
@@ -123,20 +155,74 @@ class ContentStore:
         self.limit = limit
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lru: OrderedDict[str, int] = OrderedDict()  # complete objects on disk → bytes
+        self._small: set[str] = set()  # the complete objects that are rows
         self._open: dict[str, CachedObject] = {}
         self.used = 0
+        self._db = self._database()
         self._adopt()
+
+    # -- the small objects' database -----------------------------------------------------
+
+    def _database(self) -> sqlite3.Connection:
+        """Open (or recreate, if damaged) the rows' database. A cache needs no durability:
+        no fsync, and a file damaged by a crash is started afresh."""
+        path = self.directory / DATABASE
+        for attempt in (1, 2):
+            try:
+                db = sqlite3.connect(path, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=OFF")
+                db.execute("PRAGMA busy_timeout=200")  # another mount sharing the cache
+                db.execute("CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, data BLOB NOT NULL)")
+                return db
+            except sqlite3.DatabaseError as e:
+                if attempt == 2:
+                    raise OSError(f"cannot open the cache database {path}: {e}") from None
+                log.warning("the cache database %s is damaged (%s): starting it afresh", path, e)
+                for suffix in ("", "-wal", "-shm"):
+                    unlink_quietly(f"{path}{suffix}")
+        raise AssertionError("unreachable")
+
+    def is_small(self, key: str) -> bool:
+        return key in self._small
+
+    def small_data(self, key: str) -> bytes:
+        """A row's bytes; ``FileNotFoundError`` when it is gone (the reader fetches again)."""
+        try:
+            row = self._db.execute("SELECT data FROM objects WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as e:
+            log.warning("reading the cache database: %s", e)
+            row = None
+        if row is None:
+            raise FileNotFoundError(key)
+        return bytes(row[0])
+
+    def put_small(self, key: str, data: bytes) -> None:
+        try:
+            self._db.execute("INSERT OR REPLACE INTO objects (key, data) VALUES (?, ?)", (key, data))
+        except sqlite3.Error as e:
+            raise OSError(f"writing the cache database: {e}") from None
+        self._small.add(key)
+
+    def batch(self) -> _Transaction:
+        """Group the rows written inside into one transaction (one write to the WAL)."""
+        return _Transaction(self._db)
+
+    # -- files ---------------------------------------------------------------------------
 
     def _adopt(self) -> None:
         """Take over the complete objects a previous mount left; drop partial ones."""
-        files = []
+        found = []
         for f in self.directory.iterdir():
             if f.suffix == ".part":
                 f.unlink(missing_ok=True)
-            elif f.is_file():
+            elif f.is_file() and not f.name.startswith(DATABASE):
                 st = f.stat()
-                files.append((st.st_atime, f.name, st.st_blocks * 512))
-        for _, name, size in sorted(files):
+                found.append((st.st_atime, f.name, st.st_blocks * 512))
+        for name, size in self._db.execute("SELECT key, length(data) FROM objects ORDER BY rowid"):
+            found.append((0.0, name, size))
+            self._small.add(name)
+        for _, name, size in sorted(found):
             self._lru[name] = size
             self.used += size
 
@@ -145,6 +231,8 @@ class ContentStore:
 
     def part_path(self, key: str) -> str:
         return f"{self._prefix}{key}.part"
+
+    # -- objects -------------------------------------------------------------------------
 
     def open(self, key: str, size: int | None) -> CachedObject:
         """The object for ``key``; callers pair it with ``release``."""
@@ -174,6 +262,9 @@ class ContentStore:
 
     def forget(self, key: str) -> None:
         self.used -= self._lru.pop(key, 0)
+        if key in self._small:
+            self._small.discard(key)
+            self._db.execute("DELETE FROM objects WHERE key = ?", (key,))
 
     def touch(self, key: str) -> None:
         if key in self._lru:
@@ -185,12 +276,32 @@ class ContentStore:
             self.evict()
 
     def evict(self) -> None:
-        for key in list(self._lru):
-            if self.used <= self.limit:
-                break
-            if key not in self._open:
-                unlink_quietly(self.final_path(key))
-                self.used -= self._lru.pop(key)
+        with self.batch():
+            for key in list(self._lru):
+                if self.used <= self.limit:
+                    break
+                if key not in self._open:
+                    if key not in self._small:
+                        unlink_quietly(self.final_path(key))
+                    self.forget(key)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.outer = False
+
+    def __enter__(self) -> None:
+        self.outer = not self.db.in_transaction
+        if self.outer:
+            self.db.execute("BEGIN")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.outer:
+            self.db.execute("COMMIT")
 
 
 def unlink_quietly(path: str) -> None:

@@ -133,20 +133,75 @@ class CachedBackend:
 
     async def _download_whole(self, path: Path, entry: Entry, obj: CachedObject) -> None:
         async def fetch() -> None:
-            tmp = str(self.store.directory / f"{obj.key}.dl.part")
+            tmp = self._download_path(obj)
             try:
                 exact = await self.backend.download(path, tmp)
             except BaseException:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(unlink_quietly, tmp)
                 raise
-            if not obj.complete:
-                obj.fill_from(tmp)
+            if obj.complete:
+                unlink_quietly(tmp)
+                return
+            obj.fill_from(tmp)
             if not entry.size_exact and exact.size is not None:
                 self._learn_size(path, entry, exact.size)
 
-        if not obj.complete:
-            await self._once(("download", obj.key), fetch)
+        while not obj.complete:
+            flight = self._inflight.get(("download", obj.key))
+            if flight is None or not flight.ahead:
+                await self._once(("download", obj.key), fetch)
+                return
+            await flight.done.wait()  # a scan's batch has it; if that failed, fetch it here
+
+    async def fetch_ahead(self, items: list[tuple[Path, Entry]]) -> None:
+        """Download objects a scan will read soon, in one ``download_many``.
+
+        Readers that arrive meanwhile wait for the batch; an error of the batch is not theirs
+        (they fetch on their own), so it is only logged here.
+        """
+        todo: list[tuple[Path, Entry, CachedObject, _Flight]] = []
+        for path, entry in items:
+            obj = self.store.open(self._key(path, entry), entry.size if entry.size_exact else None)
+            if obj.complete or ("download", obj.key) in self._inflight:
+                self.store.release(obj)
+                continue
+            todo.append((path, entry, obj, _Flight(ahead=True)))
+        if self.capabilities.batch == 1:  # one by one anyway: straight into the store
+            for path, entry, obj, _ in todo:
+                try:
+                    await self._download_whole(path, entry, obj)
+                except FsError as e:
+                    log.debug("fetching %s ahead failed: %s", "/".join(path), e)
+                finally:
+                    self.store.release(obj)
+            return
+        for _, _, obj, flight in todo:
+            self._inflight[("download", obj.key)] = flight
+        results: list[bytes | FsError] = []
+        try:
+            if todo:
+                results = await self.backend.download_many([t[0] for t in todo])
+        except FsError as e:
+            log.debug("%s: fetching %d objects ahead failed: %s", self.account, len(todo), e)
+        finally:
+            with self.store.batch():
+                for i, (path, entry, obj, flight) in enumerate(todo):
+                    data = results[i] if i < len(results) else None
+                    try:
+                        if isinstance(data, bytes) and not obj.complete:
+                            obj.fill(data)
+                            if not entry.size_exact:
+                                self._learn_size(path, entry, len(data))
+                    except OSError as e:  # the reader will fetch it itself
+                        log.warning("caching %s: %s", "/".join(path), e)
+                    finally:
+                        del self._inflight[("download", obj.key)]
+                        flight.done.set()
+                        self.store.release(obj)
+
+    def _download_path(self, obj: CachedObject) -> str:
+        return f"{self.store.final_path(obj.key)}.dl.part"
 
     def _learn_size(self, path: Path, entry: Entry, size: int) -> None:
         self._exact_sizes[self._key(path, entry)] = size
@@ -271,9 +326,10 @@ class CachedBackend:
 
 
 class _Flight:
-    def __init__(self) -> None:
+    def __init__(self, ahead: bool = False) -> None:
         self.done = trio.Event()
         self.result: Any = None
+        self.ahead = ahead  # a scan's read-ahead: its failure is not the waiting reader's
 
 
 class Reader:

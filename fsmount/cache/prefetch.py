@@ -1,8 +1,11 @@
 """Scan detection: when files of one directory are opened in listing order (``grep -r``,
-``find -exec``, a file manager's previews), fetch the next few ahead, in parallel.
+``find -exec``, a file manager's previews), fetch the next ones ahead.
 
 A cold ``grep -r`` over a mail folder otherwise pays one full round trip per message, one
-message at a time; with a window of downloads in flight it runs at the server's pace.
+message at a time. Ahead of the reader, objects are fetched in batches of the backend's
+``capabilities.batch`` (one pipelined round, one ``UID FETCH`` of a UID set), up to
+``AHEAD_BYTES`` ahead: fetching outruns any reader, so a scan of a mailbox fits in a few
+sessions (a POP3 maildrop is locked for as long as one lasts) and never waits on the server.
 """
 from __future__ import annotations
 
@@ -13,7 +16,6 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..backends.base import Entry, Path
-from ..errors import FsError
 
 if TYPE_CHECKING:
     from .layer import CachedBackend
@@ -22,55 +24,85 @@ log = logging.getLogger(__name__)
 
 #: Only objects this small are fetched ahead: a scan of big files is served by read-ahead.
 MAX_SIZE = 4 << 20
+#: A batch stops growing at this many (hinted) bytes.
+BATCH_BYTES = 8 << 20
+#: How far ahead of the reader batches go, in (hinted) bytes.
+AHEAD_BYTES = 64 << 20
 
 
 class ScanPrefetcher:
     def __init__(self, layer: CachedBackend, parallel: int) -> None:
         self.layer = layer
-        self.window = max(4, 4 * parallel)
+        self.batch = max(1, layer.capabilities.batch)
+        self.window = max(4, 4 * parallel)  # objects ahead, when fetched one by one (FTP)
         self._limiter = trio.CapacityLimiter(parallel)
         self._last: dict[Path, int] = {}  # directory → position of the last file opened
         self._scheduled: dict[Path, int] = {}  # directory → first position not yet scheduled
-        self._orders: dict[Path, tuple[int, list[str]]] = {}  # directory → (listing id, names)
+        # directory → (listing id, names in readdir order, running total of their sizes)
+        self._orders: dict[Path, tuple[int, list[str], list[int]]] = {}
 
-    def _order(self, directory: Path) -> list[str] | None:
-        """Names in readdir order (the VFS lists sorted by name)."""
+    def _order(self, directory: Path) -> tuple[list[str], list[int]] | None:
+        """Names in readdir order (the VFS lists sorted by name), and ``sizes[k]``: the bytes
+        of the first ``k`` of them that would be fetched ahead."""
         listing = self.layer.meta.get(directory)
         if listing is None:
             return None
         cached = self._orders.get(directory)
         if cached is None or cached[0] != id(listing.entries):
-            cached = self._orders[directory] = (id(listing.entries), sorted(listing.entries))
-        return cached[1]
+            names = sorted(listing.entries)
+            sizes = [0]
+            for name in names:
+                sizes.append(sizes[-1] + _fetched_size(listing.entries[name]))
+            cached = self._orders[directory] = (id(listing.entries), names, sizes)
+        return cached[1], cached[2]
 
     def opened(self, path: Path) -> None:
         if not path or self.layer.nursery is None:
             return
         directory = path[:-1]
-        order = self._order(directory)
-        if order is None:
+        found = self._order(directory)
+        if found is None:
             return
+        order, sizes = found
         i = bisect.bisect_left(order, path[-1])
         if i == len(order) or order[i] != path[-1]:
             return
         previous = self._last.get(directory)
         self._last[directory] = i
         if previous is None or not 0 < i - previous <= 2:
+            if previous is None or i < previous:  # a new scan from further up: start over
+                self._scheduled.pop(directory, None)
             return
         start = max(i + 1, self._scheduled.get(directory, 0))
-        end = min(len(order), i + 1 + self.window)
+        if self.batch == 1:
+            end = min(len(order), i + 1 + self.window)
+        else:  # as far as AHEAD_BYTES reach
+            end = max(bisect.bisect_right(sizes, sizes[i + 1] + AHEAD_BYTES) - 1, i + 1 + self.batch)
+            end = min(len(order), end)
+        if end - start < self.batch and end < len(order):
+            return  # wait until a whole batch is due
+        wanted: list[tuple[Path, Entry]] = []
+        size = 0
         for name in order[start:end]:
             entry = self.layer.meta.entry(directory + (name,))
-            if entry is not None and not entry.is_dir and (entry.size or 0) <= MAX_SIZE:
-                self.layer.nursery.start_soon(self._fetch, directory + (name,), entry)
-        self._scheduled[directory] = max(end, self._scheduled.get(directory, 0))
+            if entry is None or not _fetched_size(entry):
+                continue
+            if len(wanted) == self.batch or size + (entry.size or 0) > BATCH_BYTES:
+                self.layer.nursery.start_soon(self._fetch, wanted)
+                wanted, size = [], 0
+            wanted.append((directory + (name,), entry))
+            size += entry.size or 0
+        if wanted:
+            self.layer.nursery.start_soon(self._fetch, wanted)
+        self._scheduled[directory] = end
 
-    async def _fetch(self, path: Path, entry: Entry) -> None:
+    async def _fetch(self, items: list[tuple[Path, Entry]]) -> None:
         async with self._limiter:
-            obj = self.layer.store.open(self.layer._key(path, entry), entry.size if entry.size_exact else None)
-            try:
-                await self.layer._download_whole(path, entry, obj)
-            except FsError as e:  # the reader will fetch it itself, and report the error
-                log.debug("prefetch of %s failed: %s", "/".join(path), e)
-            finally:
-                self.layer.store.release(obj)
+            await self.layer.fetch_ahead(items)
+
+
+def _fetched_size(entry: Entry) -> int:
+    """The bytes a scan would fetch ahead for ``entry`` (0: not fetched ahead)."""
+    if entry.is_dir or (entry.size or 0) > MAX_SIZE:
+        return 0
+    return max(entry.size or 0, 1)

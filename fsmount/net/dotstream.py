@@ -2,6 +2,7 @@
 the message's exact bytes: dot-unstuffed, with CRLF line ends, streamed (never in memory)."""
 from __future__ import annotations
 
+from io import BytesIO
 from typing import BinaryIO
 
 CRLF = b"\r\n"
@@ -35,3 +36,19 @@ def copy_dot_terminated(f: BinaryIO, out: BinaryIO | None, limit: int, what: str
         if out is not None:
             out.write(piece)
         size += len(piece)
+
+
+class CappedBuffer(BytesIO):
+    """An in-memory ``out`` that keeps at most ``limit`` bytes and notes an overflow, so a
+    pipelined answer can still be read to its end when one message is too big to hold."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.overflow = False
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        if self.overflow or self.tell() + len(data) > self.limit:
+            self.overflow = True
+            return len(data)
+        return super().write(data)

@@ -260,13 +260,14 @@ class Operations(pyfuse3.Operations):
             info = pyfuse3.FileInfo(fh=self.handles.add(handle), direct_io=False, keep_cache=False)
             node.cached_identity = None
             return info
+        told = node.entry.size  # the size the kernel has
         entry = node.entry = await self.tree.stat(node.vpath)
         handle.reader = backend.open_reader(path, entry)
         # Large files bypass the page cache: the kernel then sends reads as large as the
         # reader asks (up to 1 MiB) instead of 128 KiB read-ahead pages, and our disk cache
         # serves re-reads. A size that is only a hint must bypass it too, or the kernel
-        # would cut reads at the hinted size.
-        direct = not entry.size_exact or (entry.size or 0) >= DIRECT_IO_MIN
+        # would cut reads at the size it was told.
+        direct = not entry.size_exact or (entry.size or 0) >= DIRECT_IO_MIN or entry.size != told
         keep = node.cached_identity == entry.identity
         node.cached_identity = entry.identity
         return pyfuse3.FileInfo(fh=self.handles.add(handle), keep_cache=keep, direct_io=direct)
