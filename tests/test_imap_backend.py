@@ -21,7 +21,8 @@ from fsmount.backends import imap
 from fsmount.backends.base import Entry
 from fsmount.backends.decoded import decoded_text
 from fsmount.backends.imapfolders import FolderTree
-from fsmount.backends.mailnames import key_of
+from fsmount.backends import imapfetch
+from fsmount.backends.mailnames import header_date, header_timestamp, key_of, message_name
 from fsmount.config import make_account
 from fsmount.credentials import Secret
 from fsmount.errors import (
@@ -161,6 +162,36 @@ def test_listing_parser_takes_every_response_shape() -> None:
         (7, 12, 1714982400.0, b"Subject: y\r\n"), (8, 3, None, b"a\r\n")]
     assert imap._internaldate(b"17-Jul-1996 02:44:25 -0700") == 837596665.0
     assert imap._internaldate(b"garbage") is None
+
+
+def test_wire_replies_parse_like_imaplib_items() -> None:
+    """The listing reads replies off the wire; Dovecot's order takes one regex, any other
+    order (or no literal) the general path, with the same results."""
+    date = b'INTERNALDATE "06-May-2024 10:00:00 +0200"'
+    field = b"BODY[HEADER.FIELDS (SUBJECT DATE)]"
+    replies = [
+        [b"* 1 FETCH (UID 4 RFC822.SIZE 9 " + date + b" " + field + b" {12}", b"Subject: x\r\n", b")"],
+        [b"* 2 FETCH (" + field + b" {12}", b"Subject: y\r\n", b" UID 7 RFC822.SIZE 12 " + date + b")"],
+        [b"* 3 FETCH (UID 6 RFC822.SIZE 11 " + date + b" " + field + b" NIL)"],
+    ]
+    assert list(imap._listing_rows(replies)) == [
+        (4, 9, 1714982400.0, b"Subject: x\r\n"), (7, 12, 1714982400.0, b"Subject: y\r\n"),
+        (6, 11, 1714982400.0, b"")]
+    assert imapfetch.imaplib_shape([b"* 12 FETCH (A {1}", b"x", b" B {2}", b"yz", b")"]) == [
+        (b"12 (A {1}", b"x"), (b" B {2}", b"yz"), b")"]
+
+
+def test_fast_date_and_name_paths_agree_with_email_utils() -> None:
+    samples = ["Mon, 06 May 2024 10:00:00 +0200", "6 May 2024 10:00:00 -0000 (UTC)",
+               "Tue,7 jan 1969 23:59:59 -1130", "29 Feb 2023 10:00:00 +0000", "31 Apr 2024 00:00:00 +0000",
+               "01 Jan 2024 24:00:00 +0000", "01 Jan 2024 10:00:00 +2400", "01 Jan 0099 10:00:00 +0000",
+               "Mon, 06 May 24 10:00:00 +0200", "06 May 2024 10:00 EST", "garbage", ""]
+    for raw in samples:
+        date = header_date(raw)
+        assert header_timestamp(raw) == (date.timestamp() if date else None), raw
+        assert header_timestamp(raw.encode()) == header_timestamp(raw)
+        if date is not None:
+            assert message_name("1", "s", date.timestamp()) == message_name("1", "s", date), raw
 
 
 def test_prepare_message_checks_and_normalises() -> None:

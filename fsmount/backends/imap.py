@@ -15,8 +15,10 @@ read; its identity is the message's plus ``"text"``. The raw bytes behind both f
 fetched once: a small in-memory LRU keeps recently fetched messages.
 
 Listing. One batched ``FETCH 1:N (UID RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS
-(SUBJECT DATE)])`` in chunks of ``FETCH_CHUNK`` messages, parsed by a small parser for exactly
-that shape (imapclient's general parser is several times slower). A relisting with the same
+(SUBJECT DATE)])`` in chunks of ``FETCH_CHUNK`` messages, read off the wire by ``imapfetch``
+(imaplib's response loop alone took longer than the server) and parsed as replies arrive, so
+the work overlaps the server's; Dovecot's reply order takes one regex, the usual Date header
+no email.utils (``mailnames.header_timestamp``). A relisting with the same
 UIDVALIDITY fetches only UIDs from the old UIDNEXT on, and asks ``UID SEARCH ALL`` only if
 the count says something was expunged. ``changed()`` is one LIST plus one STATUS (MESSAGES
 UIDNEXT UIDVALIDITY): the cache asks it when its listing TTL expires instead of relisting.
@@ -61,7 +63,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.parser import BytesHeaderParser
@@ -84,11 +86,12 @@ from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
 from ..net.failures import connection_failure
 from .base import BackendBase, Capabilities, Entry, Path
+from . import imapfetch
 from .decoded import SUFFIX as TEXT_SUFFIX
 from .decoded import decoded_text
 from .imapfolders import Folder, FolderTree
 from .mailnames import SUFFIX as EML_SUFFIX
-from .mailnames import header_date, header_text, key_of, message_name
+from .mailnames import header_date, header_text, header_timestamp, key_of, message_name
 
 log = logging.getLogger(__name__)
 
@@ -437,22 +440,12 @@ class ImapBackend(BackendBase):
 
     def _fetch_items(self, conn: IMAPClient, uidvalidity: int, by_uid: bool, spec: str,
                      least: int) -> list[tuple[int, Entry]]:
-        imap = conn._imap
         log.debug("%s: %sFETCH %s %s", self.label, "UID " if by_uid else "", spec, LISTING_ITEMS)
-        if by_uid:
-            tag = imap._command("UID", "FETCH", spec, LISTING_ITEMS)
-        else:
-            tag = imap._command("FETCH", spec, LISTING_ITEMS)
-        typ, data = imap._command_complete("FETCH", tag)
-        if typ != "OK":
-            raise imap_errors.IMAPClientError(f"FETCH failed: {data}")
-        _, data = imap._untagged_response(typ, data, "FETCH")
-        imap.untagged_responses.clear()
-        found = []
-        for uid, size, internal, header in _parse_listing(data):
-            if uid >= least:
-                found.append((uid, _entry(uidvalidity, uid, size, internal, header)))
-        return found
+        command = ("UID", "FETCH") if by_uid else ("FETCH",)
+        tag = conn._imap._command(*command, spec, LISTING_ITEMS)
+        rows = _listing_rows(imapfetch.replies(conn._imap, tag))  # parsed as they arrive
+        return [(uid, _entry(uidvalidity, uid, size, internal, header))
+                for uid, size, internal, header in rows if uid >= least]
 
     def _watch(self, path: Path, folder: Folder) -> IdleWatcher | None:
         """Start IDLE on INBOX (once) where the account wants it."""
@@ -1080,6 +1073,23 @@ _MONTHS = {m.encode(): i for i, m in enumerate(
     ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1)}
 
 
+_LISTED = re.compile(rb'\* \d+ FETCH \(UID (\d+) RFC822\.SIZE (\d+) INTERNALDATE "([^"]*)" '
+                     rb"BODY\[HEADER\.FIELDS \(SUBJECT DATE\)\] \{\d+\}\Z")
+
+
+def _listing_rows(replies: Iterable[imapfetch.Reply]
+                  ) -> Iterator[tuple[int, int | None, float | None, bytes]]:
+    """(uid, size, internaldate, header bytes) from the listing FETCH's replies: Dovecot's
+    order in one regex match, any other shape through ``_parse_listing``."""
+    for reply in replies:
+        if len(reply) == 3 and reply[2] == b")":
+            m = _LISTED.match(reply[0])
+            if m is not None:
+                yield int(m[1]), int(m[2]), _internaldate(m[3]), reply[1]
+                continue
+        yield from _parse_listing(imapfetch.imaplib_shape(reply))
+
+
 def _parse_listing(data: list) -> list[tuple[int, int | None, float | None, bytes]]:
     """(uid, size, internaldate, header bytes) from imaplib's raw FETCH response items.
 
@@ -1128,37 +1138,45 @@ def _general(items: list) -> list[tuple[int, int | None, float | None, bytes]]:
 
 
 def _internaldate(text: bytes) -> float | None:
-    """``17-Jul-1996 02:44:25 -0700`` → POSIX time (10× faster than strptime)."""
+    """``17-Jul-1996 02:44:25 -0700`` → POSIX time (10× faster than strptime; the day's
+    start is remembered, since a folder's messages share few days)."""
     try:
-        day, rest = text.strip().split(b"-", 1)
-        month, rest = rest.split(b"-", 1)
-        year, clock, zone = rest.split(b" ")
+        date, clock, zone = text.split()
+        start = _DAY_STARTS.get(date)
+        if start is None:
+            day, month, year = date.split(b"-")
+            start = calendar.timegm((int(year), _MONTHS[month], int(day), 0, 0, 0))
+            if len(_DAY_STARTS) >= 10_000:
+                _DAY_STARTS.clear()
+            _DAY_STARTS[date] = start
         h, m, s = clock.split(b":")
-        t = calendar.timegm((int(year), _MONTHS[month], int(day), int(h), int(m), int(s)))
         offset = (int(zone[1:3]) * 3600 + int(zone[3:5]) * 60) * (-1 if zone[:1] == b"-" else 1)
-        return float(t - offset)
+        return float(start + int(h) * 3600 + int(m) * 60 + int(s) - offset)
     except (ValueError, KeyError, IndexError):
         return None
 
 
+_DAY_STARTS: dict[bytes, int] = {}
+
+
 def _header_fields(raw: bytes) -> dict[bytes, bytes]:
     fields: dict[bytes, bytes] = {}
-    for line in re.sub(rb"\r?\n[ \t]+", b" ", raw).split(b"\n"):
+    if b"\n " in raw or b"\n\t" in raw:
+        raw = re.sub(rb"\r?\n[ \t]+", b" ", raw)
+    for line in raw.split(b"\n"):
         name, colon, value = line.partition(b":")
         if colon:
             fields.setdefault(name.strip().lower(), value.strip())
     return fields
 
 
-
 def _entry(uidvalidity: int, uid: int, size: int | None, internal: float | None,
            header: bytes) -> Entry:
     fields = _header_fields(header)
-    date = header_date(fields.get(b"date"))
+    date = header_timestamp(fields.get(b"date"))
     when = date if date is not None else internal
     return Entry(message_name(str(uid), header_text(fields.get(b"subject")), when), False, size,
-                 internal if internal is not None else (date.timestamp() if date else None),
-                 (uidvalidity, uid))
+                 internal if internal is not None else date, (uidvalidity, uid))
 
 
 def _text_entry(entry: Entry) -> Entry:
