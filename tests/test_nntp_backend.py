@@ -1,6 +1,7 @@
 """The NNTP backend against a real INN 2.7 (tests/servers/inn.py), without FUSE."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from typing import Any, TypeVar
@@ -14,7 +15,7 @@ from fsmount.config import make_account
 from fsmount.credentials import Secret
 from fsmount.errors import (
     AlreadyExists, AuthenticationFailed, InvalidArgument, NotFound, NotPermitted, PermissionDenied, ReadOnly,
-    Unreachable,
+    TooLarge, Unreachable,
 )
 from tests.servers.inn import USERS, InnServer, inn, inn_without_tls  # noqa: F401  (fixtures)
 from tests.backend_support import remove_spools, run, spool  # noqa: F401  (autouse fixture)
@@ -184,6 +185,33 @@ def test_article_bytes_match_the_server(inn: InnServer) -> None:
             await b.stat(("local.test", "2020-01-01 0000 Nope [99].eml"))
 
     run(backend_for(inn, scheme="nntps"), scenario)
+
+
+def test_download_many_pipelines_and_reports_each_item(
+        inn: InnServer, caplog: pytest.LogCaptureFixture) -> None:
+    """A scan's batch: the ARTICLEs in one write; an article the server lost is NotFound and
+    one too big to hold is TooLarge, and the answers after them still line up."""
+    caplog.set_level(logging.DEBUG, logger="fsmount.backends.nntp")
+    mids = [inn.post("local.test", f"Batch {i}", f"..dotted {i}\n" + "y" * (3000 if i == 1 else 10) + "\n")
+            for i in range(4)]
+
+    async def scenario(b: nntp.NntpBackend) -> None:
+        entries = await b.list(("local.test",))
+        assert [e.identity[0] for e in entries] == mids
+        state = b._states["local.test"]
+        lost = min(state.entries)  # as if expired on the server
+        state.entries[lost] = dataclasses.replace(state.entries[lost], identity=("<gone@example.org>",))
+        caplog.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(nntp, "BATCH_ITEM_LIMIT", 2000)
+            got = await b.download_many([("local.test", e.name) for e in entries] + [("local.test", "x.eml")])
+        assert isinstance(got[0], NotFound) and isinstance(got[1], TooLarge)
+        assert got[2:4] == [inn.article(mids[2]), inn.article(mids[3])]
+        assert isinstance(got[4], NotFound)
+        commands = [r.getMessage() for r in caplog.records if ": ARTICLE" in r.getMessage()]
+        assert len(commands) == 1 and "(4, pipelined)" in commands[0]
+
+    run(backend_for(inn), scenario)
 
 
 def test_new_articles_appear_and_changed_is_cheap(inn: InnServer) -> None:

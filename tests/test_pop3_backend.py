@@ -29,7 +29,7 @@ from fsmount.backends.mailnames import header_date, key_of, message_name
 from fsmount.config import make_account
 from fsmount.credentials import Secret
 from fsmount.errors import (
-    AuthenticationFailed, NotFound, PermissionDenied, ReadOnly, TimedOut, Unreachable,
+    AuthenticationFailed, NotFound, PermissionDenied, ReadOnly, TimedOut, TooLarge, Unreachable,
 )
 from tests.mounting import wait_for
 from tests.servers.dovecot import Dovecot, available, dovecot
@@ -243,6 +243,47 @@ def test_content_is_byte_for_byte_what_was_delivered(srv: Dovecot, monkeypatch: 
             assert data == b"\r\n".join(conn.retr(1)[1]) + b"\r\n"
         got, data = await download(b, entries[1])
         assert data.endswith(b"\r\n\r\n") and got.size == len(data)
+
+    run(backend_for(srv), scenario)
+
+
+def test_download_many_pipelines_one_session_and_reports_each_item(
+        srv: Dovecot, caplog: pytest.LogCaptureFixture) -> None:
+    """A scan's batch: one UIDL, the RETRs in one write, exact bytes; a message deleted
+    elsewhere is NotFound on its own; one too big to hold is TooLarge, and the rest still
+    arrive in order (the pipelined answers stay in step)."""
+    caplog.set_level(logging.DEBUG, logger="fsmount.backends.pop3")
+    raws = [message(f"Batch {i}", f"..dotted {i}\r\n" + ("y" * 98 + "\r\n") * (30 if i == 2 else 1)) for i in range(5)]
+    srv.append_many("alice", raws)
+
+    async def scenario(b: pop3.Pop3Backend) -> None:
+        entries = await b.list(())
+        by_subject = {key_of(e.name): e for e in entries}
+        assert len(by_subject) == 5
+        paths = [(e.name,) for e in entries]
+        with direct(srv) as conn:
+            stored = {conn.uidl(n).split()[2].decode(): b"\r\n".join(conn.retr(n)[1]) + b"\r\n"
+                      for n in range(1, 6)}
+            conn.dele(4)
+        caplog.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(pop3, "BATCH_ITEM_LIMIT", 2000)
+            got = await b.download_many([*paths, ("no such.eml",)])
+        assert isinstance(got[-1], NotFound)
+        for entry, result in zip(entries, got):
+            raw = stored[entry.identity[0]]
+            if isinstance(result, bytes):
+                assert result == raw
+            elif len(raw) > 2000:
+                assert isinstance(result, TooLarge)
+            else:
+                assert isinstance(result, NotFound)  # the one deleted elsewhere
+        assert sum(isinstance(r, bytes) for r in got) == 3
+        commands = [r.getMessage().split(": ", 1)[1] for r in caplog.records if "pop3" in r.name]
+        assert commands.count("UIDL") == 1
+        assert [c for c in commands if c.startswith("RETR")] == [
+            next(c for c in commands if c.startswith("RETR"))]  # one write for all
+        assert "(pipelined)" in next(c for c in commands if c.startswith("RETR"))
 
     run(backend_for(srv), scenario)
 
