@@ -285,6 +285,50 @@ def test_decoded_view_beside_each_message(corpus: tuple[Dovecot, str, list[int]]
     assert not [e for e in plain if e.name.endswith(".txt")]
 
 
+def test_download_many_is_one_fetch_for_messages_and_their_texts(
+        dovecot_server: Dovecot, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A scan's batch: one UID FETCH of a UID set for .eml and .txt files alike, BODY.PEEK
+    only; a message expunged meanwhile, a name never listed and an object past the limit
+    fail alone."""
+    folder = unique("Batch")
+    dovecot_server.create_folder(folder)
+    uids = dovecot_server.append_many("alice", CORPUS, folder)
+    big = b"From: a@example.org\r\nSubject: big\r\n\r\n" + b"x" * 5000 + b"\r\n"
+    big_uid = dovecot_server.deliver("alice", big, folder)
+    monkeypatch.setattr(imap, "BATCH_ITEM_LIMIT", 4000)
+
+    async def scenario(b: imap.ImapBackend) -> None:
+        assert b.capabilities.batch > 1
+        listed = await b.list((folder,))
+        emls, texts = files(listed), files(listed, ".txt")
+        with dovecot_server.imap() as conn:  # another client expunges the second message
+            conn.select(_quote(folder))
+            conn.uid("STORE", str(uids[1]), "+FLAGS", "(\\Deleted)")
+            conn.expunge()
+        paths = [(folder, e.name) for e in emls] + [(folder, t.name) for t in texts[:3]]
+        paths.append((folder, "2024-01-01 0000 never [999999].eml"))
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="fsmount.backends.imap"):
+            got = await b.download_many(paths)
+        fetches = [r.getMessage() for r in caplog.records if "FETCH" in r.getMessage()]
+        assert len(fetches) == 1 and "UID FETCH" in fetches[0] and "BODY.PEEK[]" in fetches[0], fetches
+        by_uid = dict(zip([e.identity[1] for e in emls], got))
+        for i, uid in enumerate(uids):
+            if i == 1:
+                assert isinstance(by_uid[uid], NotFound)
+            else:
+                assert by_uid[uid] == CORPUS[i].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        assert isinstance(by_uid[big_uid], imap.TooLarge)
+        for t, data in zip(texts[:3], got[len(emls):]):
+            raw = CORPUS[uids.index(t.identity[1])]
+            assert data == decoded_text(raw) if t.identity[1] != uids[1] else isinstance(data, NotFound)
+        assert isinstance(got[-1], NotFound)
+
+    run(backend_for(dovecot_server), scenario)
+    assert all(b"\\Seen" not in flags for _, flags in server_messages(dovecot_server, folder).values())
+
+
 def test_partial_fetch_of_a_big_message(dovecot_server: Dovecot, caplog: pytest.LogCaptureFixture) -> None:
     folder = unique("Big")
     dovecot_server.create_folder(folder)

@@ -29,8 +29,9 @@ trip: new mail shows up within about a second. Servers without IDLE are polled (
 Reading. Always ``BODY.PEEK[]`` (never sets ``\\Seen``, although folders are SELECTed
 read-write so the server can keep its index; read-only accounts EXAMINE). A read of a range
 is a partial fetch ``BODY.PEEK[]<offset.size>``, so ``head`` of a 30 MiB message fetches only
-its start. A sequential scan (``grep -r``) fetches the next messages in name order along
-with the one asked for, up to 64 or 2 MiB per ``UID FETCH``.
+its start. A scan (``grep -r``) is fetched ahead by the cache's prefetcher through
+``download_many``: up to ``BATCH`` messages per ``UID FETCH`` of a UID set, a message and its
+decoded view from one fetch.
 
 Flags as extended attributes (the VFS adds ``user.``):
   ``imap.flags``     all flags, space separated (``\\Seen \\Flagged $Label1``); writing it
@@ -63,7 +64,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.parser import BytesHeaderParser
@@ -80,12 +81,12 @@ from ..credentials import Secret
 from ..errors import (
     AlreadyExists, AuthenticationFailed, FsError, InvalidArgument, IsADirectory,
     NoSpace, NotADirectory, NotEmpty, NotFound, NotPermitted, PermissionDenied, ReadOnly,
-    Transient, Unsupported,
+    TooLarge, Transient, Unsupported,
 )
 from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
 from ..net.failures import connection_failure
-from .base import BackendBase, Capabilities, Entry, Path
+from .base import BATCH_ITEM_LIMIT, BackendBase, Capabilities, Entry, Path
 from . import imapfetch
 from .decoded import SUFFIX as TEXT_SUFFIX
 from .decoded import decoded_text
@@ -102,11 +103,9 @@ PART = 4 << 20
 RECENT_BYTES = 32 << 20  # raw messages kept in memory (shared by .eml and .txt reads)
 RECENT_ITEM = 2 << 20
 TEXT_BYTES = 16 << 20
-BATCH_BYTES = 2 << 20  # one scan FETCH: enough to hide the round trip, small beside the LRU
-BATCH_COUNT = 64
+BATCH = 64  # messages per download_many (the prefetcher also bounds a batch's bytes)
 IDLE_TTL = 1.0  # listing TTL with IDLE on: the INBOX check is then free, others one STATUS
 IDLE_RENEW = 25 * 60  # RFC 2177: re-issue IDLE before the server's 30-minute timeout
-SCAN_GAP = 32  # a request this far after the previous one (in name order) continues a scan
 FLAGS_TTL = 2.0  # getfattr -d asks once per attribute: one FETCH FLAGS serves them all
 TREE_TTL = 2.0  # a folder listing reuses a folder list this young
 BOOL_FLAGS = {"seen": "\\Seen", "flagged": "\\Flagged", "answered": "\\Answered",
@@ -132,7 +131,6 @@ class FolderState:
     entries: dict[int, Entry] = field(default_factory=dict)  # uid → .eml entry
     by_name: dict[str, int] = field(default_factory=dict)
     lock: trio.Lock = field(default_factory=trio.Lock)
-    _order: NameOrder | None = None
     _texts: list[Entry] | None = None
 
     def text_entries(self) -> list[Entry]:
@@ -141,15 +139,8 @@ class FolderState:
             self._texts = [_text_entry(e) for e in self.entries.values()]
         return self._texts
 
-    def order(self) -> NameOrder:
-        """UIDs in the order of their names (readdir order), made once per change."""
-        if self._order is None:
-            uids = sorted(self.entries, key=lambda u: self.entries[u].name)
-            self._order = NameOrder(uids, {u: i for i, u in enumerate(uids)})
-        return self._order
-
     def add(self, uid: int, entry: Entry) -> None:
-        self._order = self._texts = None
+        self._texts = None
         old = self.entries.get(uid)
         if old is not None:
             self.by_name.pop(old.name, None)
@@ -157,7 +148,7 @@ class FolderState:
         self.by_name[entry.name] = uid
 
     def drop(self, uid: int) -> None:
-        self._order = self._texts = None
+        self._texts = None
         entry = self.entries.pop(uid, None)
         if entry is not None:
             self.by_name.pop(entry.name, None)
@@ -165,16 +156,7 @@ class FolderState:
     def reset(self, uidvalidity: int) -> None:
         self.uidvalidity, self.uidnext, self.exists = uidvalidity, 0, 0
         self.entries, self.by_name = {}, {}
-        self._order = self._texts = None
-
-
-@dataclass(frozen=True)
-class NameOrder:
-    uids: list[int]
-    positions: dict[int, int]
-
-    def index_of(self, uid: int) -> int:
-        return self.positions[uid]
+        self._texts = None
 
 
 @dataclass(frozen=True)
@@ -203,7 +185,7 @@ class ImapBackend(BackendBase):
             ranged_read=True, write=writable, overwrite=False, mkdir=writable, remove=writable,
             rename=writable, immutable=True, xattrs=True,
             coupled_names=self.decoded_view,  # a message's .txt comes and goes with its .eml
-            metadata_ttl=IDLE_TTL if account["idle"] else None,
+            metadata_ttl=IDLE_TTL if account["idle"] else None, batch=BATCH,
         )
         self.pool: ConnectionPool[IMAPClient] = ConnectionPool(
             self.label, self._connect, _close, classify,
@@ -218,7 +200,6 @@ class ImapBackend(BackendBase):
         self._texts_size = 0
         self._flags: dict[tuple, tuple[float, tuple[bytes, ...]]] = {}
         self._inflight: dict[tuple, trio.Event] = {}
-        self._scan_pos: dict[Path, int] = {}  # folder → name-order position of the last fetch
         # name a file was written under → the message's name: rsync and editors write a
         # temporary name, then rename it; that rename must find the appended message
         self._committed: dict[Path, Path] = {}
@@ -526,69 +507,74 @@ class ImapBackend(BackendBase):
         return Entry(entry.name, False, len(data), entry.mtime, entry.identity)
 
     async def _raw(self, path: Path, entry: Entry, folder: Folder) -> bytes:
-        """The whole message, from the LRU where possible.
-
-        In a sequential scan (``grep -r``: each request a little after the previous one in
-        name order) the messages that follow are fetched with it, in one ``UID FETCH`` of up
-        to ``BATCH_BYTES``, so the scan runs at the server's pace, not one round trip a file.
-        """
-        directory = path[:-1]
-        key = (directory,) + entry.identity[:2]
-        scanning = self._note_position(directory, entry.identity[1])
+        """The whole message, from the LRU where possible: a ``.eml`` and its ``.txt`` read
+        one after the other fetch it once. (Scans are fetched ahead by ``download_many``.)"""
+        uidvalidity, uid = entry.identity[0], entry.identity[1]
+        key = (path[:-1], uidvalidity, uid)
         while key in self._inflight:
             await self._inflight[key].wait()
         raw = self._recent.get(key)
         if raw is not None:
             self._recent.move_to_end(key)
             return raw
-        uids = self._batch(directory, entry) if scanning else [entry.identity[1]]
-        keys = [(directory, entry.identity[0], uid) for uid in uids]
-        done = trio.Event()
-        for k in keys:
-            self._inflight[k] = done
+        done = self._inflight[key] = trio.Event()
         try:
             found = await self._run(
-                lambda conn: self._fetch_bodies(conn, folder.name, entry.identity[0], uids),
-                f"FETCH {len(uids)} messages from {entry.identity[1]}")
-            for uid, body in found.items():
-                self._remember((directory, entry.identity[0], uid), body)
-            if entry.identity[1] not in found:
-                raise NotFound(f"message {entry.identity[1]} is no longer in {folder.name}")
-            return found[entry.identity[1]]
+                lambda conn: self._fetch_bodies(conn, folder.name, uidvalidity, [uid]),
+                f"FETCH {uid}")
+            if uid not in found:
+                raise NotFound(f"message {uid} is no longer in {folder.name}")
+            self._remember(key, found[uid])
+            return found[uid]
         finally:
-            for k in keys:
-                del self._inflight[k]
+            del self._inflight[key]
             done.set()
 
-    def _note_position(self, directory: Path, uid: int) -> bool:
-        """Remember where in the folder (name order) this request is; True if it continues a
-        scan: a little after the previous request."""
-        state = self._states.get(directory)
-        if state is None or uid not in state.entries:
-            return False
-        pos = state.order().index_of(uid)
-        last = self._scan_pos.get(directory)
-        self._scan_pos[directory] = pos
-        return last is not None and 0 < pos - last <= SCAN_GAP
-
-    def _batch(self, directory: Path, entry: Entry) -> list[int]:
-        """``entry``'s UID and the next ones in name order not fetched yet."""
-        state = self._states[directory]
-        order = state.order()
-        uid = entry.identity[1]
-        pos = order.index_of(uid)
-        uids, total = [uid], entry.size or 0
-        for other in order.uids[pos + 1:pos + BATCH_COUNT]:
-            e = state.entries[other]
-            key = (directory, e.identity[0], other)
-            if e.size is None or e.size > RECENT_ITEM or key in self._recent \
-                    or key in self._inflight:
+    async def download_many(self, paths: Sequence[Path]) -> list[bytes | FsError]:
+        """Messages and decoded views of one folder for a scan, in one ``UID FETCH`` of a UID
+        set (``BODY.PEEK[]``); a message and its ``.txt`` in the same batch share the fetch."""
+        results: list[bytes | FsError | None] = [None] * len(paths)
+        wanted: dict[tuple[Folder, int], dict[int, list[tuple[int, bool]]]] = {}
+        for i, path in enumerate(paths):
+            try:
+                entry, folder, text = await self._message(path)
+            except FsError as e:
+                results[i] = e
                 continue
-            if total + e.size > BATCH_BYTES:
-                break
-            uids.append(other)
-            total += e.size
-        return uids
+            uidvalidity, uid = entry.identity[0], entry.identity[1]
+            source = self._states[path[:-1]].entries.get(uid) if text else entry
+            if source is None or (source.size or 0) > BATCH_ITEM_LIMIT:
+                results[i] = TooLarge(path[-1]) if source else NotFound("/".join(path))
+                continue
+            wanted.setdefault((folder, uidvalidity), {}).setdefault(uid, []).append((i, text))
+        for (folder, uidvalidity), uids in wanted.items():
+            directory = paths[uids[next(iter(uids))][0][0]][:-1]
+            raws = {uid: raw for uid in uids
+                    if (raw := self._recent.get((directory, uidvalidity, uid))) is not None}
+            missing = [uid for uid in uids if uid not in raws]
+            if missing:
+                raws.update(await self._run(
+                    lambda conn, f=folder.name, v=uidvalidity, m=missing:
+                        self._fetch_bodies(conn, f, v, m),
+                    f"FETCH {len(missing)} messages of {folder.name}"))
+            texts = [(i, raws[uid]) for uid, items in uids.items() if uid in raws
+                     for i, text in items if text]
+            decoded = await trio.to_thread.run_sync(
+                lambda t=texts: [decoded_text(raw) for _, raw in t]) if texts else []
+            for (i, _), data in zip(texts, decoded):
+                results[i] = data
+            for uid, items in uids.items():
+                raw = raws.get(uid)
+                if raw is not None and self.decoded_view and len(items) == 1:
+                    self._remember((directory, uidvalidity, uid), raw)  # its pair comes later
+                for i, text in items:
+                    if raw is None:
+                        results[i] = NotFound(f"message {uid} is no longer in {folder.name}")
+                    elif len(raw) > BATCH_ITEM_LIMIT:
+                        results[i] = TooLarge(paths[i][-1])
+                    elif not text:
+                        results[i] = raw
+        return results  # type: ignore[return-value]  (every slot is set above)
 
     def _remember(self, key: tuple, raw: bytes) -> None:
         if len(raw) > RECENT_ITEM:
@@ -624,10 +610,15 @@ class ImapBackend(BackendBase):
                       ) -> dict[int, bytes]:
         """BODY.PEEK[] of several UIDs in one command, after checking UIDVALIDITY."""
         self._check_validity(conn, folder, uidvalidity, write=False)
-        log.debug("%s: UID FETCH %s (BODY.PEEK[])", self.label, ",".join(map(str, uids)))
-        response = conn.fetch(uids, ["BODY.PEEK[]"])
-        return {uid: data.get(b"BODY[]") or b"" for uid, data in response.items()
-                if b"BODY[]" in data}
+        spec = ",".join(map(str, uids))
+        log.debug("%s: UID FETCH %s (BODY.PEEK[])", self.label, spec)
+        found = {}
+        for reply in imapfetch.replies(conn._imap, conn._imap._command("UID", "FETCH", spec,
+                                                                       "(BODY.PEEK[])")):
+            uid, body = _body_of(reply)
+            if uid is not None:
+                found[uid] = body
+        return found
 
     def _fetch_body(self, conn: IMAPClient, folder: str, identity: tuple, offset: int | None,
                     size: int | None) -> bytes:
@@ -1088,6 +1079,27 @@ def _listing_rows(replies: Iterable[imapfetch.Reply]
                 yield int(m[1]), int(m[2]), _internaldate(m[3]), reply[1]
                 continue
         yield from _parse_listing(imapfetch.imaplib_shape(reply))
+
+
+_BODY = re.compile(rb"\* \d+ FETCH \(UID (\d+) BODY\[\] \{\d+\}\Z")
+
+
+def _body_of(reply: imapfetch.Reply) -> tuple[int | None, bytes]:
+    """(uid, BODY[] bytes) of one reply to ``UID FETCH … (BODY.PEEK[])``; (None, b"") for
+    any other (an unsolicited FLAGS update)."""
+    if len(reply) == 3 and reply[2] == b")":
+        m = _BODY.match(reply[0])
+        if m is not None:
+            return int(m[1]), reply[1]
+    try:
+        parsed = parse_fetch_response(imapfetch.imaplib_shape(reply), False, True)
+    except Exception as e:  # a garbled reply loses one message, not the batch
+        log.debug("unparsable FETCH response %r: %s", reply[0][:200], e)
+        return None, b""
+    for uid, values in parsed.items():
+        if b"BODY[]" in values:
+            return uid, values[b"BODY[]"] or b""
+    return None, b""
 
 
 def _parse_listing(data: list) -> list[tuple[int, int | None, float | None, bytes]]:
