@@ -45,7 +45,7 @@ class CachedBackend:
         self._inflight: dict[Any, _Flight] = {}
         self._pending: dict[Path, Entry] = {}  # created locally, not committed yet
         self._keys: dict[tuple[Path, tuple[Any, ...]], str] = {}  # hashing is per open: memoized
-        self._exact_sizes: dict[str, int] = {}  # object key → size learned from a download
+        self._exact_sizes: dict[tuple[Path, tuple[Any, ...]], int] = {}  # learned by downloading
         # A name a writer used that the service replaced (an IMAP APPEND names the message
         # itself): still resolvable, so the writer's rename or unlink of it (rsync, editors)
         # reaches the backend instead of failing with ENOENT.
@@ -100,7 +100,7 @@ class CachedBackend:
         """Apply a size learned from a download to an entry whose size was a hint."""
         if entry.size_exact or entry.is_dir:
             return entry
-        size = self._exact_sizes.get(self._key(path, entry))
+        size = self._exact_sizes.get((path, entry.identity))
         return dataclasses.replace(entry, size=size, size_exact=True) if size is not None else entry
 
     async def changed(self, path: Path) -> bool:
@@ -204,7 +204,7 @@ class CachedBackend:
         return f"{self.store.final_path(obj.key)}.dl.part"
 
     def _learn_size(self, path: Path, entry: Entry, size: int) -> None:
-        self._exact_sizes[self._key(path, entry)] = size
+        self._exact_sizes[(path, entry.identity)] = size
         if self.meta.entry(path) == entry:
             self.meta.store_stat(path, dataclasses.replace(entry, size=size, size_exact=True))
 

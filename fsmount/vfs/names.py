@@ -9,10 +9,12 @@ scan of its directory.
 from __future__ import annotations
 
 import hashlib
+import re
 
 MAX_BYTES = 255
 _SLASH = "\u2215"  # DIVISION SLASH
 _DOTS = {".": "\uff0e", "..": "\uff0e\uff0e"}  # FULLWIDTH FULL STOP
+_UNSAFE = re.compile("[\x00-\x1f/\x7f]")
 _MARKS = frozenset({_SLASH, "\uff0e", "\u2421", "~"} | {chr(0x2400 + c) for c in range(32)})
 
 
@@ -20,11 +22,13 @@ def local_name(remote: str) -> str:
     """The name shown for ``remote`` (the identity function for ordinary names)."""
     if remote in _DOTS:
         return _DOTS[remote]
-    if any(c == "/" or c < " " or c == "\x7f" for c in remote):
+    if _UNSAFE.search(remote):
         remote = "".join(
             _SLASH if c == "/" else chr(0x2400 + ord(c)) if c < " " else "\u2421" if c == "\x7f" else c
             for c in remote
         )
+    if len(remote) <= MAX_BYTES // 4:  # short enough in any encoding: the usual case
+        return remote
     raw = remote.encode("utf-8", "surrogateescape")
     if len(raw) > MAX_BYTES:
         digest = hashlib.sha1(raw).hexdigest()[:8]
