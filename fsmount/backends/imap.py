@@ -535,9 +535,10 @@ class ImapBackend(BackendBase):
         set (``BODY.PEEK[]``); a message and its ``.txt`` in the same batch share the fetch."""
         results: list[bytes | FsError | None] = [None] * len(paths)
         wanted: dict[tuple[Folder, int], dict[int, list[tuple[int, bool]]]] = {}
+        tree = await self._folders()
         for i, path in enumerate(paths):
             try:
-                entry, folder, text = await self._message(path)
+                entry, folder, text = await self._message(path, tree)
             except FsError as e:
                 results[i] = e
                 continue
