@@ -148,6 +148,28 @@ def test_decoded_text_of_the_corpus() -> None:
     assert b"garbage" in decoded_text(b"\xff\xfe garbage without headers\n\nbody")
 
 
+def test_single_part_shortcut_parses_as_the_email_parser_does() -> None:
+    from email.parser import BytesParser
+    from email.policy import compat32
+
+    from fsmount.backends import decoded
+
+    tricky = [b"A: b\r\rC: d\n\nbody", b"From x\nA: b\n\nbody\r\nmore", b"no headers at all\n\nbody",
+              b"A: b\n \n\nbody", b"A: b\nContent-Type: message/rfc822\n\nB: c\n\nx", b"A: b\r\n\r\n",
+              b"\n\nbody", b"A: b\x0cC: d\n\nx", b"Subject: \xff\xfe\n\nbody \xe9\r\n", b"X\n\nbody",
+              b"A: b\r\nB:c\r\n\r\n\r\nbody\n\n\nx", b"A: b\r\r\n\r\nx", b"A: b\n\r\n\nx", b"A: b\r\nno end"]
+    shortcuts = 0
+    for raw in CORPUS + tricky:
+        got = decoded._single_part(raw)
+        if got is None:
+            continue
+        shortcuts += 1
+        ref = BytesParser(policy=compat32).parsebytes(raw)
+        assert (got.items(), got.get_payload(), got.get_unixfrom(), got.defects) == \
+            (ref.items(), ref.get_payload(), ref.get_unixfrom(), ref.defects), raw
+    assert shortcuts >= 6 and decoded._single_part(ALTERNATIVE) is None
+
+
 def test_listing_parser_takes_every_response_shape() -> None:
     date = b'INTERNALDATE "06-May-2024 10:00:00 +0200"'
     field = b"BODY[HEADER.FIELDS (SUBJECT DATE)]"

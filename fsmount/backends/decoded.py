@@ -22,7 +22,7 @@ from __future__ import annotations
 import html
 import re
 from email.message import Message
-from email.parser import BytesParser
+from email.parser import BytesParser, Parser
 from email.policy import compat32
 from html.parser import HTMLParser
 
@@ -35,7 +35,7 @@ SUFFIX = ".txt"
 def decoded_text(raw: bytes) -> bytes:
     """Decoded headers and text parts of ``raw`` as UTF-8 bytes (see the module docstring)."""
     try:
-        msg = BytesParser(policy=compat32).parsebytes(raw)
+        msg = _single_part(raw) or BytesParser(policy=compat32).parsebytes(raw)
     except Exception:  # the parser is lenient; this is only a last line of defence
         return raw.decode("utf-8", "replace").encode()
     lines = []
@@ -52,6 +52,24 @@ def decoded_text(raw: bytes) -> bytes:
     return (out.rstrip("\n") + "\n").encode("utf-8", "replace")
 
 
+def _single_part(raw: bytes) -> Message | None:
+    """What ``BytesParser(policy=compat32).parsebytes(raw)`` returns, for a message that is
+    not multipart, made without the line-by-line pass over its body (most of the parser's
+    time): the header block alone is parsed, and the rest is the payload, as the parser
+    itself would join it. None where that shortcut might differ (the parser then runs)."""
+    crlf = raw.find(b"\r\n\r\n")
+    lf = raw.find(b"\n\n", 0, crlf + 4 if crlf >= 0 else len(raw))
+    if crlf < 0 and lf < 0:
+        return None
+    split = lf + 2 if lf >= 0 else crlf + 4
+    text = raw.decode("ascii", "surrogateescape")
+    msg = Parser(policy=compat32).parsestr(text[:split])
+    if msg.defects or msg.get_payload() != "" or msg.get_content_maintype() in ("multipart", "message"):
+        return None  # the headers did not end at that blank line, or parts follow
+    msg.set_payload(text[split:])
+    return msg
+
+
 def _header(value: object) -> str:
     if not isinstance(value, str):  # compat32 gives Header objects for undecodable 8-bit bytes
         value = str(value)
@@ -61,7 +79,10 @@ def _header(value: object) -> str:
 
 
 def _has_surrogates(text: str) -> bool:
-    return any("\udc80" <= c <= "\udcff" for c in text)
+    return _SURROGATE.search(text) is not None
+
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
 
 
 def _walk(part: Message, texts: list[str], attachments: list[str]) -> None:
