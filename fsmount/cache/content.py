@@ -79,6 +79,8 @@ class CachedObject:
 
     def write(self, offset: int, data: bytes, eof: bool) -> None:
         """Store ``data`` at a block-aligned offset; ``eof``: the object ends after it."""
+        if self.complete:  # a whole download finished meanwhile: it has these bytes
+            return
         os.pwrite(self._file(), data, offset)
         first = offset // BLOCK
         self.blocks.update(range(first, first + -(-len(data) // BLOCK)))

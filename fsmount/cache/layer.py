@@ -163,7 +163,8 @@ class CachedBackend:
         todo: list[tuple[Path, Entry, CachedObject, _Flight]] = []
         for path, entry in items:
             obj = self.store.open(self._key(path, entry), entry.size if entry.size_exact else None)
-            if obj.complete or ("download", obj.key) in self._inflight:
+            streaming = obj.users > 1 and self.capabilities.ranged_read  # its reader fetches it
+            if obj.complete or streaming or ("download", obj.key) in self._inflight:
                 self.store.release(obj)
                 continue
             todo.append((path, entry, obj, _Flight(ahead=True)))

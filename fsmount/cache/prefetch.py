@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import bisect
 import logging
+from collections import deque
 from typing import TYPE_CHECKING
-
-import trio
 
 from ..backends.base import Entry, Path
 
@@ -35,7 +34,9 @@ class ScanPrefetcher:
         self.layer = layer
         self.batch = max(1, layer.capabilities.batch)
         self.window = max(4, 4 * parallel)  # objects ahead, when fetched one by one (FTP)
-        self._limiter = trio.CapacityLimiter(parallel)
+        self.parallel = parallel
+        self._queue: deque[list[tuple[Path, Entry]]] = deque()  # batches, in reading order
+        self._workers = 0
         self._last: dict[Path, int] = {}  # directory → position of the last file opened
         self._scheduled: dict[Path, int] = {}  # directory → first position not yet scheduled
         # directory → (listing id, names in readdir order, running total of their sizes)
@@ -73,7 +74,8 @@ class ScanPrefetcher:
             if previous is None or i < previous:  # a new scan from further up: start over
                 self._scheduled.pop(directory, None)
             return
-        start = max(i + 1, self._scheduled.get(directory, 0))
+        # from this file on: its reader has not asked yet, and would queue behind the batches
+        start = max(i, self._scheduled.get(directory, 0))
         if self.batch == 1:
             end = min(len(order), i + 1 + self.window)
         else:  # as far as AHEAD_BYTES reach
@@ -88,17 +90,27 @@ class ScanPrefetcher:
             if entry is None or not _fetched_size(entry):
                 continue
             if len(wanted) == self.batch or size + (entry.size or 0) > BATCH_BYTES:
-                self.layer.nursery.start_soon(self._fetch, wanted)
+                self._enqueue(wanted)
                 wanted, size = [], 0
             wanted.append((directory + (name,), entry))
             size += entry.size or 0
         if wanted:
-            self.layer.nursery.start_soon(self._fetch, wanted)
+            self._enqueue(wanted)
         self._scheduled[directory] = end
 
-    async def _fetch(self, items: list[tuple[Path, Entry]]) -> None:
-        async with self._limiter:
-            await self.layer.fetch_ahead(items)
+    def _enqueue(self, batch: list[tuple[Path, Entry]]) -> None:
+        """Batches start in the order the reader will want them, one per connection."""
+        self._queue.append(batch)
+        if self._workers < self.parallel and self.layer.nursery is not None:
+            self._workers += 1
+            self.layer.nursery.start_soon(self._work)
+
+    async def _work(self) -> None:
+        try:
+            while self._queue:
+                await self.layer.fetch_ahead(self._queue.popleft())
+        finally:
+            self._workers -= 1
 
 
 def _fetched_size(entry: Entry) -> int:
