@@ -165,6 +165,17 @@ def test_second_mount_reads_from_the_disk_cache(srv: Dovecot, tmp_path: Path) ->
         assert ": RETR " not in m.log_text()
 
 
+def test_a_read_only_mount_takes_no_flush_per_close(srv: Dovecot) -> None:  # noqa: F811
+    """Nothing is ever stored through a POP3 mount, so the kernel is told once that FLUSH is
+    not needed and stops sending one per close (a round trip per file a grep reads)."""
+    srv.append_many("alice", [message(f"Closed {i}") for i in range(5)])
+    with mounted(config(srv)) as m:
+        for _ in range(2):
+            for f in emls(m.path / "mail"):
+                assert f.read_bytes().startswith(b"From:")
+        assert m.log_text().count("flush: nothing is ever stored") == 1
+
+
 def test_cache_cleared_by_hand_is_refetched(srv: Dovecot, tmp_path: Path) -> None:  # noqa: F811
     """``rm -rf ~/.cache/fsmount`` under a live mount costs a download, never an error."""
     srv.append_many("alice", [message("Cleared", "Fetched twice.\r\n")])
