@@ -70,6 +70,22 @@ def test_read_tools(server: FtpServer) -> None:
             shutil.rmtree(out)
 
 
+def test_cache_removed_under_the_mount(server: FtpServer, tmp_path: Path) -> None:
+    """``rm -rf ~/.cache/fsmount`` while mounted: reads refetch and writes still spool."""
+    blob = os.urandom(3 << 20)
+    (server.root / "blob.bin").write_bytes(blob)
+    (server.root / "small.txt").write_text("small\n")
+    with mounted(ftpes(server), source="f", home=tmp_path) as m:
+        assert (m.path / "blob.bin").read_bytes() == blob
+        shutil.rmtree(tmp_path / "cache")
+        with open(m.path / "blob.bin", "rb") as f:  # a new open: keep_cache off the kernel's pages
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            assert f.read() == blob
+        assert run("cat", m.path / "small.txt").stdout == b"small\n"
+        (m.path / "new.txt").write_text("written after\n")
+        assert (server.root / "new.txt").read_text() == "written after\n"
+
+
 def test_write_tools(server: FtpServer) -> None:
     root = server.root
     (root / "old.txt").write_text("0123456789")

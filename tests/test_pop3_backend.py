@@ -283,7 +283,7 @@ def test_download_many_pipelines_one_session_and_reports_each_item(
         assert commands.count("UIDL") == 1
         assert [c for c in commands if c.startswith("RETR")] == [
             next(c for c in commands if c.startswith("RETR"))]  # one write for all
-        assert "(pipelined)" in next(c for c in commands if c.startswith("RETR"))
+        assert "(4, pipelined)" in next(c for c in commands if c.startswith("RETR"))
 
     run(backend_for(srv), scenario)
 

@@ -294,7 +294,7 @@ class Session:
         found: list[bool] = []
         for i in range(0, len(numbers), batch):
             part = numbers[i:i + batch]
-            self._debug(f"RETR {part[0]}" + (f" … RETR {part[-1]} (pipelined)" if len(part) > 1 else ""))
+            self._debug(f"RETR {part[0]}" + (f" … RETR {part[-1]} ({len(part)}, pipelined)" if len(part) > 1 else ""))
             conn.sock.sendall(b"".join(b"RETR %d\r\n" % n for n in part))
             for out in outs[i:i + batch]:
                 found.append(_status(conn.file))

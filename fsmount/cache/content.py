@@ -65,6 +65,7 @@ class CachedObject:
             if self.complete:
                 self.fd = os.open(self.store.final_path(self.key), os.O_RDONLY | os.O_CLOEXEC)
             else:
+                self.store.ensure_directory()
                 self.fd = os.open(self.store.part_path(self.key), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         return self.fd
 
@@ -168,10 +169,12 @@ class ContentStore:
     def _database(self) -> sqlite3.Connection:
         """Open (or recreate, if damaged) the rows' database. A cache needs no durability:
         no fsync, and a file damaged by a crash is started afresh."""
-        path = self.directory / DATABASE
+        path = self._db_path = self.directory / DATABASE
+        self.ensure_directory()
         for attempt in (1, 2):
             try:
                 db = sqlite3.connect(path, isolation_level=None)
+                self._db_ino = os.stat(path).st_ino
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=OFF")
                 db.execute("PRAGMA busy_timeout=200")  # another mount sharing the cache
@@ -185,11 +188,29 @@ class ContentStore:
                     unlink_quietly(f"{path}{suffix}")
         raise AssertionError("unreachable")
 
+    def _database_gone(self) -> bool:
+        """Whether the database file was removed behind our back (the cache cleared by
+        hand): then its rows are dropped and a new one started, so the space is freed."""
+        try:
+            if os.stat(self._db_path).st_ino == self._db_ino:
+                return False
+        except FileNotFoundError:
+            pass
+        log.info("the cache database was removed: starting a new one")
+        self._db.close()
+        for key in self._small:
+            self.used -= self._lru.pop(key, 0)
+        self._small.clear()
+        self._db = self._database()
+        return True
+
     def is_small(self, key: str) -> bool:
         return key in self._small
 
     def small_data(self, key: str) -> bytes:
         """A row's bytes; ``FileNotFoundError`` when it is gone (the reader fetches again)."""
+        if self._database_gone():
+            raise FileNotFoundError(key)
         try:
             row = self._db.execute("SELECT data FROM objects WHERE key = ?", (key,)).fetchone()
         except sqlite3.Error as e:
@@ -208,6 +229,8 @@ class ContentStore:
 
     def batch(self) -> _Transaction:
         """Group the rows written inside into one transaction (one write to the WAL)."""
+        if not self._db.in_transaction:
+            self._database_gone()
         return _Transaction(self._db)
 
     # -- files ---------------------------------------------------------------------------
@@ -227,6 +250,11 @@ class ContentStore:
         for _, name, size in sorted(found):
             self._lru[name] = size
             self.used += size
+
+    def ensure_directory(self) -> None:
+        """Make the directory again if the cache was removed by hand under a live mount."""
+        if not os.path.isdir(self.directory):
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def final_path(self, key: str) -> str:
         return f"{self._prefix}{key}"

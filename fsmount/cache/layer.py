@@ -133,6 +133,7 @@ class CachedBackend:
 
     async def _download_whole(self, path: Path, entry: Entry, obj: CachedObject) -> None:
         async def fetch() -> None:
+            self.store.ensure_directory()
             tmp = self._download_path(obj)
             try:
                 exact = await self.backend.download(path, tmp)

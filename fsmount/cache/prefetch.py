@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,8 @@ MAX_SIZE = 4 << 20
 BATCH_BYTES = 8 << 20
 #: How far ahead of the reader batches go, in (hinted) bytes.
 AHEAD_BYTES = 64 << 20
+#: Seconds after a listing in which the first file opened brings a batch along.
+JUST_LISTED = 2.0
 
 
 class ScanPrefetcher:
@@ -57,6 +60,10 @@ class ScanPrefetcher:
             cached = self._orders[directory] = (id(listing.entries), names, sizes)
         return cached[1], cached[2]
 
+    def _just_listed(self, directory: Path) -> bool:
+        listing = self.layer.meta.get(directory)
+        return listing is not None and time.monotonic() - listing.fetched < JUST_LISTED
+
     def opened(self, path: Path) -> None:
         if not path or self.layer.nursery is None:
             return
@@ -73,14 +80,18 @@ class ScanPrefetcher:
         if previous is None or not 0 < i - previous <= 2:
             if previous is None or i < previous:  # a new scan from further up: start over
                 self._scheduled.pop(directory, None)
-            return
-        # from this file on: its reader has not asked yet, and would queue behind the batches
-        start = max(i, self._scheduled.get(directory, 0))
-        if self.batch == 1:
+            if not (previous is None and self.batch > 1 and self._just_listed(directory)):
+                return
+            # the first file opened right after a listing (grep -r, a mail client's first
+            # message): it comes with the next few, in the one round trip it costs anyway
+            end = min(len(order), i + self.batch)
+        elif self.batch == 1:
             end = min(len(order), i + 1 + self.window)
         else:  # as far as AHEAD_BYTES reach
             end = max(bisect.bisect_right(sizes, sizes[i + 1] + AHEAD_BYTES) - 1, i + 1 + self.batch)
             end = min(len(order), end)
+        # from this file on: its reader has not asked yet, and would queue behind the batches
+        start = max(i, self._scheduled.get(directory, 0))
         if end - start < self.batch and end < len(order):
             return  # wait until a whole batch is due
         wanted: list[tuple[Path, Entry]] = []

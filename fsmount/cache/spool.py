@@ -21,8 +21,11 @@ class Spool:
 
     def create(self) -> tuple[int, str]:
         """A new empty spool file: (fd opened read-write, path)."""
-        fd, path = tempfile.mkstemp(prefix="w-", dir=self.directory)
-        return fd, path
+        try:
+            return tempfile.mkstemp(prefix="w-", dir=self.directory)
+        except FileNotFoundError:  # the cache directory was removed by hand
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            return tempfile.mkstemp(prefix="w-", dir=self.directory)
 
     @staticmethod
     def discard(fd: int, path: str) -> None:
