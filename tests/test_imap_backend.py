@@ -195,6 +195,7 @@ def test_wire_replies_parse_like_imaplib_items() -> None:
         [b"* 1 FETCH (UID 4 RFC822.SIZE 9 " + date + b" " + field + b" {12}", b"Subject: x\r\n", b")"],
         [b"* 2 FETCH (" + field + b" {12}", b"Subject: y\r\n", b" UID 7 RFC822.SIZE 12 " + date + b")"],
         [b"* 3 FETCH (UID 6 RFC822.SIZE 11 " + date + b" " + field + b" NIL)"],
+        [b"* 1 FETCH (UID 4 FLAGS (\\Seen))"],  # unsolicited: another client read it
     ]
     assert list(imap._listing_rows(replies)) == [
         (4, 9, 1714982400.0, b"Subject: x\r\n"), (7, 12, 1714982400.0, b"Subject: y\r\n"),

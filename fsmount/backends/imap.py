@@ -1143,6 +1143,8 @@ def _general(items: list) -> list[tuple[int, int | None, float | None, bytes]]:
         log.debug("unparsable FETCH response %r: %s", items, e)
         return out
     for uid, values in parsed.items():
+        if b"RFC822.SIZE" not in values and b"INTERNALDATE" not in values:
+            continue  # an unsolicited update (FLAGS of a message another client read)
         internal = values.get(b"INTERNALDATE")
         header = next((v for k, v in values.items() if k.startswith(b"BODY[HEADER")), b"") or b""
         out.append((uid, values.get(b"RFC822.SIZE"),
