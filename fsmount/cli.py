@@ -157,6 +157,17 @@ def _url_name(url: str) -> str:
     return rest.split("/", 1)[0].rpartition("@")[2] or "account"
 
 
+class _GoneRequests(logging.Filter):
+    """pyfuse3 logs an ERROR when the kernel no longer waits for a reply (ENOENT: the caller
+    was interrupted, or the mount is going away). Nothing is lost, so it is only INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and "failed with No such file or directory" in record.getMessage():
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger().isEnabledFor(logging.INFO)
+        return True
+
+
 def setup_logging(debug: bool, log_file: Path | None) -> None:
     handler: logging.Handler
     if log_file is None:
@@ -168,6 +179,7 @@ def setup_logging(debug: bool, log_file: Path | None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    logging.getLogger("pyfuse3").addFilter(_GoneRequests())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
