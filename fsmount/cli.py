@@ -162,7 +162,8 @@ class _GoneRequests(logging.Filter):
     was interrupted, or the mount is going away). Nothing is lost, so it is only INFO."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.ERROR and "failed with No such file or directory" in record.getMessage():
+        gone = "failed with No such file or directory" in record.getMessage()
+        if record.levelno == logging.ERROR and gone:
             record.levelno, record.levelname = logging.INFO, "INFO"
             return logging.getLogger().isEnabledFor(logging.INFO)
         return True

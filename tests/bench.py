@@ -93,7 +93,8 @@ def grep_cold_warm(label: str, mount_dir: Path, floor_dir: Path, direct: float, 
     Warm runs alternate with the floor's, so that a shared machine's drift hits both alike.
     """
     def grep(where: Path) -> float:
-        return clock(lambda: subprocess.run(["grep", "-rl", needle, str(where)], stdout=subprocess.DEVNULL))
+        return clock(lambda: subprocess.run(["grep", "-rl", needle, str(where)],
+                                            stdout=subprocess.DEVNULL))
 
     cold = grep(mount_dir)
     with floor_mount(floor_dir) as fl:

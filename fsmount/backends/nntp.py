@@ -48,11 +48,11 @@ from ..config import Account
 from ..credentials import Secret
 from ..errors import (
     AlreadyExists, AuthenticationFailed, FsError, InvalidArgument, IsADirectory, NotADirectory,
-    NotFound, NotPermitted, PermissionDenied, ReadOnly, TooLarge, Transient,
+    NotFound, NotPermitted, PermissionDenied, ReadOnly, Transient,
 )
 from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
-from ..net.dotstream import CappedBuffer, copy_dot_terminated
+from ..net.dotstream import CappedBuffer, batch_result, copy_dot_terminated
 from ..net.failures import connection_failure
 from .base import BATCH_ITEM_LIMIT, BackendBase, Capabilities, Entry, Path
 from .mailnames import header_date, key_of, message_name
@@ -490,19 +490,14 @@ class NntpBackend(BackendBase):
         if wanted:
             outs = await self._run(fetch, f"ARTICLE of {len(wanted)} articles")
             for (index, message_id), out in zip(wanted, outs):
-                if out is None:
-                    results[index] = NotFound(f"the server no longer has {message_id}")
-                elif out.overflow:
-                    results[index] = TooLarge(message_id)
-                else:
-                    results[index] = out.getvalue()
+                results[index] = batch_result(out, message_id)
         return results
 
     def _articles_by_id(self, conn: nntplib.NNTP, message_ids: list[str],
                         outs: Sequence[BinaryIO]) -> list[int | None]:
         """ARTICLE for each Message-ID, sent in one write; each size, None if missing."""
-        log.debug("%s: ARTICLE %s%s", self.account.label, message_ids[0],
-                  f" … {message_ids[-1]} ({len(message_ids)}, pipelined)" if len(message_ids) > 1 else "")
+        more = f" … {message_ids[-1]} ({len(message_ids)}, pipelined)" if len(message_ids) > 1 else ""
+        log.debug("%s: ARTICLE %s%s", self.account.label, message_ids[0], more)
         conn.file.write(b"".join(b"ARTICLE " + mid.encode() + b"\r\n" for mid in message_ids))
         conn.file.flush()
         return [read_article(conn.file, out) for out in outs]

@@ -59,11 +59,11 @@ from ..config import Account
 from ..credentials import Secret
 from ..errors import (
     AuthenticationFailed, ConfigError, FsError, IsADirectory, NotADirectory, NotFound,
-    PermissionDenied, ReadOnly, TimedOut, TooLarge, Transient,
+    PermissionDenied, ReadOnly, TimedOut, Transient,
 )
 from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
-from ..net.dotstream import CappedBuffer, copy_dot_terminated
+from ..net.dotstream import CappedBuffer, batch_result, copy_dot_terminated
 from ..net.failures import connection_failure
 from .base import BATCH_ITEM_LIMIT, BackendBase, Capabilities, Entry, Path
 from .mailnames import header_date, header_text, key_of, message_name
@@ -294,7 +294,8 @@ class Session:
         found: list[bool] = []
         for i in range(0, len(numbers), batch):
             part = numbers[i:i + batch]
-            self._debug(f"RETR {part[0]}" + (f" … RETR {part[-1]} ({len(part)}, pipelined)" if len(part) > 1 else ""))
+            more = f" … RETR {part[-1]} ({len(part)}, pipelined)" if len(part) > 1 else ""
+            self._debug(f"RETR {part[0]}{more}")
             conn.sock.sendall(b"".join(b"RETR %d\r\n" % n for n in part))
             for out in outs[i:i + batch]:
                 found.append(_status(conn.file))
@@ -599,7 +600,8 @@ class Pop3Backend(BackendBase):
             numbers = [session.current_number(message) for _, message in wanted]
             present = [n for n in numbers if n is not None]
             outs = [CappedBuffer(BATCH_ITEM_LIMIT) for _ in present]
-            got = iter([out if ok else None for ok, out in zip(session.retrieve_many(present, outs), outs)])
+            found = session.retrieve_many(present, outs)
+            got = iter([out if ok else None for ok, out in zip(found, outs)])
             return [None if n is None else next(got) for n in numbers]
 
         if wanted:
@@ -608,11 +610,7 @@ class Pop3Backend(BackendBase):
                 name = paths[index][-1]
                 if out is None:
                     self._gone(name)
-                    results[index] = NotFound(f"{name}: no longer on the server")
-                elif out.overflow:
-                    results[index] = TooLarge(name)
-                else:
-                    results[index] = out.getvalue()
+                results[index] = batch_result(out, name)
         return results
 
     def _gone(self, name: str) -> None:

@@ -178,7 +178,8 @@ class ContentStore:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=OFF")
                 db.execute("PRAGMA busy_timeout=200")  # another mount sharing the cache
-                db.execute("CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, data BLOB NOT NULL)")
+                db.execute("CREATE TABLE IF NOT EXISTS objects "
+                           "(key TEXT PRIMARY KEY, data BLOB NOT NULL)")
                 return db
             except sqlite3.DatabaseError as e:
                 if attempt == 2:
@@ -222,7 +223,8 @@ class ContentStore:
 
     def put_small(self, key: str, data: bytes) -> None:
         try:
-            self._db.execute("INSERT OR REPLACE INTO objects (key, data) VALUES (?, ?)", (key, data))
+            self._db.execute("INSERT OR REPLACE INTO objects (key, data) VALUES (?, ?)",
+                             (key, data))
         except sqlite3.Error as e:
             raise OSError(f"writing the cache database: {e}") from None
         self._small.add(key)

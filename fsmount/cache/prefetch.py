@@ -88,8 +88,8 @@ class ScanPrefetcher:
         elif self.batch == 1:
             end = min(len(order), i + 1 + self.window)
         else:  # as far as AHEAD_BYTES reach
-            end = max(bisect.bisect_right(sizes, sizes[i + 1] + AHEAD_BYTES) - 1, i + 1 + self.batch)
-            end = min(len(order), end)
+            reach = bisect.bisect_right(sizes, sizes[i + 1] + AHEAD_BYTES) - 1
+            end = min(len(order), max(reach, i + 1 + self.batch))
         # from this file on: its reader has not asked yet, and would queue behind the batches
         start = max(i, self._scheduled.get(directory, 0))
         if end - start < self.batch and end < len(order):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from io import BytesIO
 from typing import BinaryIO
 
+from ..errors import FsError, NotFound, TooLarge
+
 CRLF = b"\r\n"
 
 
@@ -98,3 +100,13 @@ class CappedBuffer(BytesIO):
             self.overflow = True
             return len(data)
         return super().write(data)
+
+
+def batch_result(out: CappedBuffer | None, what: str) -> bytes | FsError:
+    """One item of a pipelined batch: its bytes, ``NotFound`` when the server had none, or
+    ``TooLarge`` when it was more than the buffer holds."""
+    if out is None:
+        return NotFound(f"{what}: no longer on the server")
+    if out.overflow:
+        return TooLarge(what)
+    return out.getvalue()
