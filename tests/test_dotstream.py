@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from fsmount.net.dotstream import CappedBuffer, copy_dot_terminated
+from fsmount.net.dotstream import CappedBuffer, buffers, copy_dot_terminated
 
 
 class LineReader(io.RawIOBase):
@@ -63,3 +63,13 @@ def test_capped_buffer_notes_overflow_and_keeps_reading() -> None:
     f = io.BufferedReader(io.BytesIO(b"0123456789abc\r\n.\r\nnext"))
     copy_dot_terminated(f, out, 100)
     assert out.overflow and f.read() == b"next"
+
+
+def test_buffers_of_a_batch_share_a_total() -> None:
+    """Size hints may lie: a batch never holds more than its total, whatever each item is."""
+    outs = buffers(3, 100, 150)
+    data = io.BufferedReader(io.BytesIO((b"x" * 78 + b"\r\n" + b".\r\n") * 3 + b"next"))
+    for out in outs:
+        copy_dot_terminated(data, out, 1000)
+    assert [o.overflow for o in outs] == [False, True, True]  # 80 + 80 > 150
+    assert data.read() == b"next"

@@ -17,8 +17,10 @@ from ..errors import FsError, NoData, TooLarge, Unsupported
 
 Path = tuple[str, ...]
 
-#: The most bytes one object may bring into a ``download_many`` (they are held in memory).
+#: The most bytes one object, and one whole call, may bring into a ``download_many`` (they
+#: are held in memory; size hints may lie).
 BATCH_ITEM_LIMIT = 16 << 20
+BATCH_LIMIT = 64 << 20
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,9 +52,9 @@ from ..errors import (
 )
 from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
-from ..net.dotstream import CappedBuffer, batch_result, copy_dot_terminated
+from ..net.dotstream import CappedBuffer, batch_result, buffers, copy_dot_terminated
 from ..net.failures import connection_failure
-from .base import BATCH_ITEM_LIMIT, BackendBase, Capabilities, Entry, Path
+from .base import BATCH_ITEM_LIMIT, BATCH_LIMIT, BackendBase, Capabilities, Entry, Path
 from .mailnames import header_date, key_of, message_name
 
 with warnings.catch_warnings():  # deprecated on 3.11-3.12; the standard-nntplib package on 3.13+
@@ -483,7 +483,7 @@ class NntpBackend(BackendBase):
             results.append(NotFound(path[-1]))
 
         def fetch(conn: nntplib.NNTP) -> list[CappedBuffer]:
-            outs = [CappedBuffer(BATCH_ITEM_LIMIT) for _ in wanted]
+            outs = buffers(len(wanted), BATCH_ITEM_LIMIT, BATCH_LIMIT)
             sizes = self._articles_by_id(conn, [mid for _, mid in wanted], outs)
             return [out if size is not None else None for out, size in zip(outs, sizes)]
 

@@ -63,9 +63,9 @@ from ..errors import (
 )
 from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
-from ..net.dotstream import CappedBuffer, batch_result, copy_dot_terminated
+from ..net.dotstream import CappedBuffer, batch_result, buffers, copy_dot_terminated
 from ..net.failures import connection_failure
-from .base import BATCH_ITEM_LIMIT, BackendBase, Capabilities, Entry, Path
+from .base import BATCH_ITEM_LIMIT, BATCH_LIMIT, BackendBase, Capabilities, Entry, Path
 from .mailnames import header_date, header_text, key_of, message_name
 
 log = logging.getLogger(__name__)
@@ -599,7 +599,7 @@ class Pop3Backend(BackendBase):
         def fetch(session: Session) -> list[CappedBuffer | None]:
             numbers = [session.current_number(message) for _, message in wanted]
             present = [n for n in numbers if n is not None]
-            outs = [CappedBuffer(BATCH_ITEM_LIMIT) for _ in present]
+            outs = buffers(len(present), BATCH_ITEM_LIMIT, BATCH_LIMIT)
             found = session.retrieve_many(present, outs)
             got = iter([out if ok else None for ok, out in zip(found, outs)])
             return [None if n is None else next(got) for n in numbers]

@@ -88,18 +88,30 @@ def _copy_line(f: BinaryIO, out: BinaryIO | None, limit: int, what: str,
 
 class CappedBuffer(BytesIO):
     """An in-memory ``out`` that keeps at most ``limit`` bytes and notes an overflow, so a
-    pipelined answer can still be read to its end when one message is too big to hold."""
+    pipelined answer can still be read to its end when one message is too big to hold.
 
-    def __init__(self, limit: int) -> None:
+    Buffers made by one ``buffers()`` call also share a total: a server whose size hints lie
+    cannot make a batch hold more than that in memory.
+    """
+
+    def __init__(self, limit: int, shared: list[int] | None = None) -> None:
         super().__init__()
         self.limit = limit
+        self.shared = shared if shared is not None else [limit]  # bytes the batch may still hold
         self.overflow = False
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
-        if self.overflow or self.tell() + len(data) > self.limit:
+        if self.overflow or self.tell() + len(data) > self.limit or len(data) > self.shared[0]:
             self.overflow = True
             return len(data)
+        self.shared[0] -= len(data)
         return super().write(data)
+
+
+def buffers(count: int, item_limit: int, total_limit: int) -> list[CappedBuffer]:
+    """``count`` buffers of at most ``item_limit`` bytes each and ``total_limit`` in all."""
+    shared = [total_limit]
+    return [CappedBuffer(item_limit, shared) for _ in range(count)]
 
 
 def batch_result(out: CappedBuffer | None, what: str) -> bytes | FsError:
