@@ -218,6 +218,7 @@ def test_rsync_and_mv_into_the_outbox(smtp_server: SmtpServer, tmp_path: Path) -
     for i in range(3):
         (drafts / f"d{i}.eml").write_text(MSG.replace("Report", f"Report {i}"))
     (drafts / "README").write_text("drafts folder\n")
+    os.utime(drafts, (1_600_000_000, 1_600_000_000))  # rsync -a then sets the outbox's times
     moved = tmp_path / "moved.eml"
     moved.write_text(MSG.replace("Report", "Moved"))
     with mounted(config(smtp_server)) as m:

@@ -462,9 +462,12 @@ class OutboxBackend(BackendBase):
         await self._touch_local(path, lambda f: os.utime(f, (mtime, mtime)))
 
     async def _touch_local(self, path: Path, change: Any) -> None:
-        """Plain files take the change; a message ignores it (its time is when it was queued)."""
+        """Plain files take the change; a message ignores it (its time is when it was queued),
+        and so do the outbox and its sent folder (``rsync -a`` sets the times of folders too)."""
         records = await self._load()
         if len(path) == 1 and (path[0] in records or self._record_of_status(path[0]) is not None):
+            return
+        if not path or path == (SENT_DIR,):
             return
         file = self._local_path(path)
         try:
