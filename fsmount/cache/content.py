@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+import threading
 from collections import OrderedDict
 from pathlib import Path as FsPath
 
@@ -93,17 +94,12 @@ class CachedObject:
         if self.size is not None and len(self.blocks) * BLOCK >= self.size:
             self.finish()
 
-    def fill(self, data: bytes) -> None:
-        """The whole object arrived in memory: a row if small, else a file."""
-        if len(data) > SMALL:
-            tmp = f"{self.store.final_path(self.key)}.fill.part"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            self.fill_from(tmp)
-            return
+    def stored_whole(self, size: int) -> None:
+        """``ContentStore.store_whole`` wrote the whole object: it is complete."""
+        if size <= SMALL:
+            self.store.small_stored(self.key)
         self._drop_part()
-        self.store.put_small(self.key, data)
-        self._filled(len(data))
+        self._filled(size)
 
     def fill_from(self, source: str) -> None:
         """The whole object was downloaded to ``source``: take it over."""
@@ -150,7 +146,8 @@ class CachedObject:
 
 
 class ContentStore:
-    """The bounded store under ``directory``; trio thread only."""
+    """The bounded store under ``directory``; trio thread only, but for ``store_whole``,
+    which a worker thread runs (the database behind ``_db_lock``)."""
 
     def __init__(self, directory: FsPath, limit: int) -> None:
         self.directory = directory
@@ -161,6 +158,7 @@ class ContentStore:
         self._small: set[str] = set()  # the complete objects that are rows
         self._open: dict[str, CachedObject] = {}
         self.used = 0
+        self._db_lock = threading.Lock()
         self._db = self._database()
         self._adopt()
 
@@ -173,7 +171,7 @@ class ContentStore:
         self.ensure_directory()
         for attempt in (1, 2):
             try:
-                db = sqlite3.connect(path, isolation_level=None)
+                db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
                 self._db_ino = os.stat(path).st_ino
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=OFF")
@@ -198,11 +196,12 @@ class ContentStore:
         except FileNotFoundError:
             pass
         log.info("the cache database was removed: starting a new one")
-        self._db.close()
+        with self._db_lock:
+            self._db.close()
+            self._db = self._database()
         for key in self._small:
             self.used -= self._lru.pop(key, 0)
         self._small.clear()
-        self._db = self._database()
         return True
 
     def is_small(self, key: str) -> bool:
@@ -213,7 +212,8 @@ class ContentStore:
         if self._database_gone():
             raise FileNotFoundError(key)
         try:
-            row = self._db.execute("SELECT data FROM objects WHERE key = ?", (key,)).fetchone()
+            with self._db_lock:
+                row = self._db.execute("SELECT data FROM objects WHERE key = ?", (key,)).fetchone()
         except sqlite3.Error as e:
             log.warning("reading the cache database: %s", e)
             row = None
@@ -221,19 +221,34 @@ class ContentStore:
             raise FileNotFoundError(key)
         return bytes(row[0])
 
-    def put_small(self, key: str, data: bytes) -> None:
+    def check_database(self) -> None:
+        """Before a batch is stored: notice a database removed by hand."""
+        self._database_gone()
+
+    def store_whole(self, objects: list[tuple[str, bytes]]) -> None:
+        """Write whole objects to disk (worker thread: no state of the store is touched):
+        the small ones as rows in one transaction, the others as files. The caller then
+        marks each with ``CachedObject.stored_whole``."""
+        rows = [(key, data) for key, data in objects if len(data) <= SMALL]
         try:
-            self._db.execute("INSERT OR REPLACE INTO objects (key, data) VALUES (?, ?)",
-                             (key, data))
+            with self._db_lock:
+                self._db.execute("BEGIN")
+                try:
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO objects (key, data) VALUES (?, ?)", rows)
+                finally:
+                    self._db.execute("COMMIT")
         except sqlite3.Error as e:
             raise OSError(f"writing the cache database: {e}") from None
-        self._small.add(key)
+        for key, data in objects:
+            if len(data) > SMALL:
+                tmp = f"{self.final_path(key)}.whole.part"
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, self.final_path(key))
 
-    def batch(self) -> _Transaction:
-        """Group the rows written inside into one transaction (one write to the WAL)."""
-        if not self._db.in_transaction:
-            self._database_gone()
-        return _Transaction(self._db)
+    def small_stored(self, key: str) -> None:
+        self._small.add(key)
 
     # -- files ---------------------------------------------------------------------------
 
@@ -246,7 +261,9 @@ class ContentStore:
             elif f.is_file() and not f.name.startswith(DATABASE):
                 st = f.stat()
                 found.append((st.st_atime, f.name, st.st_blocks * 512))
-        for name, size in self._db.execute("SELECT key, length(data) FROM objects ORDER BY rowid"):
+        with self._db_lock:
+            rows = self._db.execute("SELECT key, length(data) FROM objects ORDER BY rowid").fetchall()
+        for name, size in rows:
             found.append((0.0, name, size))
             self._small.add(name)
         for _, name, size in sorted(found):
@@ -296,7 +313,8 @@ class ContentStore:
         self.used -= self._lru.pop(key, 0)
         if key in self._small:
             self._small.discard(key)
-            self._db.execute("DELETE FROM objects WHERE key = ?", (key,))
+            with self._db_lock:
+                self._db.execute("DELETE FROM objects WHERE key = ?", (key,))
 
     def touch(self, key: str) -> None:
         if key in self._lru:
@@ -308,32 +326,17 @@ class ContentStore:
             self.evict()
 
     def evict(self) -> None:
-        with self.batch():
-            for key in list(self._lru):
-                if self.used <= self.limit:
-                    break
-                if key not in self._open:
-                    if key not in self._small:
-                        unlink_quietly(self.final_path(key))
-                    self.forget(key)
+        for key in list(self._lru):
+            if self.used <= self.limit:
+                break
+            if key not in self._open:
+                if key not in self._small:
+                    unlink_quietly(self.final_path(key))
+                self.forget(key)
 
     def close(self) -> None:
-        self._db.close()
-
-
-class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-        self.outer = False
-
-    def __enter__(self) -> None:
-        self.outer = not self.db.in_transaction
-        if self.outer:
-            self.db.execute("BEGIN")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.outer:
-            self.db.execute("COMMIT")
+        with self._db_lock:
+            self._db.close()
 
 
 def unlink_quietly(path: str) -> None:

@@ -180,27 +180,31 @@ class CachedBackend:
             return
         for _, _, obj, flight in todo:
             self._inflight[("download", obj.key)] = flight
-        results: list[bytes | FsError] = []
+        arrived: dict[int, bytes] = {}  # index in todo → bytes stored in the cache
         try:
             if todo:
                 results = await self.backend.download_many([t[0] for t in todo])
+                got = {i: data for i, data in enumerate(results) if isinstance(data, bytes)}
+                if got:
+                    self.store.check_database()
+                    # rows and files are written off the trio thread: the mount keeps serving
+                    await trio.to_thread.run_sync(
+                        self.store.store_whole, [(todo[i][2].key, data) for i, data in got.items()])
+                    arrived = got
         except FsError as e:
             log.debug("%s: fetching %d objects ahead failed: %s", self.account, len(todo), e)
+        except OSError as e:  # the readers will fetch them themselves
+            log.warning("%s: caching %d objects: %s", self.account, len(todo), e)
         finally:
-            with self.store.batch():
-                for i, (path, entry, obj, flight) in enumerate(todo):
-                    data = results[i] if i < len(results) else None
-                    try:
-                        if isinstance(data, bytes) and not obj.complete:
-                            obj.fill(data)
-                            if not entry.size_exact:
-                                self._learn_size(path, entry, len(data))
-                    except OSError as e:  # the reader will fetch it itself
-                        log.warning("caching %s: %s", "/".join(path), e)
-                    finally:
-                        del self._inflight[("download", obj.key)]
-                        flight.done.set()
-                        self.store.release(obj)
+            for i, (path, entry, obj, flight) in enumerate(todo):
+                data = arrived.get(i)
+                if data is not None and not obj.complete:
+                    obj.stored_whole(len(data))
+                    if not entry.size_exact:
+                        self._learn_size(path, entry, len(data))
+                del self._inflight[("download", obj.key)]
+                flight.done.set()
+                self.store.release(obj)
 
     def _download_path(self, obj: CachedObject) -> str:
         return f"{self.store.final_path(obj.key)}.dl.part"
