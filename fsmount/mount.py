@@ -135,6 +135,7 @@ async def serve(plan: MountPlan, ready: Callable[[], None]) -> None:
                 except Exception as e:  # closing is best effort; the mount is already gone
                     log.debug("closing a backend: %s", e)
         store.close()
+        spool.close()
 
 
 async def _stop_on_signal(ops: Operations) -> None:

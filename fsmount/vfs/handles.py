@@ -25,6 +25,7 @@ class FileHandle:
     spool_path: str | None = None
     dirty: bool = False
     replacing: Entry | None = None  # the entry the new content replaces (None: a new file)
+    spool: Spool | None = None  # where spool_fd came from, and goes back to
     lock: trio.Lock = field(default_factory=trio.Lock)
 
     @property
@@ -53,8 +54,8 @@ class FileHandle:
         if self.reader is not None:
             self.reader.close()
             self.reader = None
-        if self.spool_fd is not None and self.spool_path is not None:
-            Spool.discard(self.spool_fd, self.spool_path)
+        if self.spool is not None and self.spool_fd is not None and self.spool_path is not None:
+            self.spool.discard(self.spool_fd, self.spool_path)
             self.spool_fd = self.spool_path = None
 
 

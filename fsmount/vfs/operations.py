@@ -276,7 +276,7 @@ class Operations(pyfuse3.Operations):
         """Fill a spool with the current content (unless truncating) before the first write."""
         node = handle.node
         fd, spool_path = self.spool.create()
-        handle.spool_fd, handle.spool_path = fd, spool_path
+        handle.spool, handle.spool_fd, handle.spool_path = self.spool, fd, spool_path
         handle.replacing = node.entry if node.entry.identity != ("pending",) else None
         if truncate:
             handle.dirty = True
