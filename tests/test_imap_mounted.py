@@ -135,6 +135,22 @@ def test_flags_with_xattr_tools(dovecot_server: Dovecot) -> None:
     assert set(server_messages(dovecot_server, folder)[uid][1].split()) == {b"\\Seen", b"\\Flagged"}
 
 
+def test_xattrs_can_be_turned_off(dovecot_server: Dovecot) -> None:
+    """``xattrs = false``: the kernel is told once that there are none (so ``ls -l`` stops
+    probing every file), and everything else works."""
+    folder = unique("NoXattr")
+    dovecot_server.create_folder(folder)
+    dovecot_server.deliver("alice", PLAIN, folder)
+    with mounted(config(dovecot_server, xattrs=False)) as m:
+        d = m.path / "mail" / folder
+        (f,) = emls(d)
+        with pytest.raises(OSError) as e:
+            os.getxattr(f, "user.imap.flags")
+        assert e.value.errno == errno.EOPNOTSUPP
+        assert f.name.encode() in run("ls", "-l", d).stdout
+        assert run("cat", f).stdout == PLAIN
+
+
 def test_new_mail_appears_without_remount(dovecot_server: Dovecot) -> None:
     folder = unique("Live")
     dovecot_server.create_folder(folder)

@@ -183,7 +183,7 @@ class ImapBackend(BackendBase):
         writable = not account["readonly"]
         self.capabilities = Capabilities(
             ranged_read=True, write=writable, overwrite=False, mkdir=writable, remove=writable,
-            rename=writable, immutable=True, xattrs=True,
+            rename=writable, immutable=True, xattrs=bool(account["xattrs"]),
             coupled_names=self.decoded_view,  # a message's .txt comes and goes with its .eml
             metadata_ttl=IDLE_TTL if account["idle"] else None, batch=BATCH,
         )
