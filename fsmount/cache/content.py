@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 BLOCK = 128 * 1024
 SMALL = 1 << 20  # objects that arrive whole up to this size are rows, not files
 DATABASE = "small.db"
+ROWS_PER_COMMIT = 8
 
 
 def object_key(*parts: object) -> str:
@@ -227,17 +228,20 @@ class ContentStore:
 
     def store_whole(self, objects: list[tuple[str, bytes]]) -> None:
         """Write whole objects to disk (worker thread: no state of the store is touched):
-        the small ones as rows in one transaction, the others as files. The caller then
-        marks each with ``CachedObject.stored_whole``."""
+        the small ones as rows, a few per transaction so that the trio thread's reads never
+        wait long for the lock, the others as files. The caller then marks each with
+        ``CachedObject.stored_whole``."""
         rows = [(key, data) for key, data in objects if len(data) <= SMALL]
         try:
-            with self._db_lock:
-                self._db.execute("BEGIN")
-                try:
-                    self._db.executemany(
-                        "INSERT OR REPLACE INTO objects (key, data) VALUES (?, ?)", rows)
-                finally:
-                    self._db.execute("COMMIT")
+            for i in range(0, len(rows), ROWS_PER_COMMIT):
+                with self._db_lock:
+                    self._db.execute("BEGIN")
+                    try:
+                        self._db.executemany(
+                            "INSERT OR REPLACE INTO objects (key, data) VALUES (?, ?)",
+                            rows[i:i + ROWS_PER_COMMIT])
+                    finally:
+                        self._db.execute("COMMIT")
         except sqlite3.Error as e:
             raise OSError(f"writing the cache database: {e}") from None
         for key, data in objects:
