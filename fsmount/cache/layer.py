@@ -161,16 +161,16 @@ class CachedBackend:
         Readers that arrive meanwhile wait for the batch; an error of the batch is not theirs
         (they fetch on their own), so it is only logged here.
         """
-        todo: list[tuple[Path, Entry, CachedObject, _Flight]] = []
+        todo: list[tuple[Path, Entry, CachedObject]] = []
         for path, entry in items:
             obj = self.store.open(self._key(path, entry), entry.size if entry.size_exact else None)
             streaming = obj.users > 1 and self.capabilities.ranged_read  # its reader fetches it
             if obj.complete or streaming or ("download", obj.key) in self._inflight:
                 self.store.release(obj)
                 continue
-            todo.append((path, entry, obj, _Flight(ahead=True)))
+            todo.append((path, entry, obj))
         if self.capabilities.batch == 1:  # one by one anyway: straight into the store
-            for path, entry, obj, _ in todo:
+            for path, entry, obj in todo:
                 try:
                     await self._download_whole(path, entry, obj)
                 except FsError as e:
@@ -178,7 +178,8 @@ class CachedBackend:
                 finally:
                     self.store.release(obj)
             return
-        for _, _, obj, flight in todo:
+        flights = [_Flight(ahead=True) for _ in todo]
+        for (_, _, obj), flight in zip(todo, flights):
             self._inflight[("download", obj.key)] = flight
         arrived: dict[int, bytes] = {}  # index in todo → bytes stored in the cache
         try:
@@ -196,15 +197,17 @@ class CachedBackend:
         except OSError as e:  # the readers will fetch them themselves
             log.warning("%s: caching %d objects: %s", self.account, len(todo), e)
         finally:
-            for i, (path, entry, obj, flight) in enumerate(todo):
-                data = arrived.get(i)
-                if data is not None and not obj.complete:
-                    obj.stored_whole(len(data))
-                    if not entry.size_exact:
-                        self._learn_size(path, entry, len(data))
-                del self._inflight[("download", obj.key)]
-                flight.done.set()
-                self.store.release(obj)
+            for i, ((path, entry, obj), flight) in enumerate(zip(todo, flights)):
+                try:
+                    data = arrived.get(i)
+                    if data is not None and not obj.complete:
+                        obj.stored_whole(len(data))
+                        if not entry.size_exact:
+                            self._learn_size(path, entry, len(data))
+                finally:  # whatever happened, its readers must not wait for ever
+                    del self._inflight[("download", obj.key)]
+                    flight.done.set()
+                    self.store.release(obj)
 
     def _download_path(self, obj: CachedObject) -> str:
         return f"{self.store.final_path(obj.key)}.dl.part"
