@@ -19,6 +19,7 @@ in batches of ``BATCH`` and only for the newest ``max_articles`` numbers of a gr
 Overviews are kept per group; a relisting asks GROUP and fetches only the new numbers. An
 article's identity is its Message-ID, so the content cache survives renumbering. Sizes from
 the overview are hints (``size_exact=False``); ``download`` returns the exact size.
+``download_many`` (a scan fetching ahead) sends a batch's ARTICLE commands in one write.
 
 Posting. ``commit`` POSTs the spooled file to the directory's group, adding ``Newsgroups``
 (or checking that it names the group) and a ``Message-ID``. The body is sent byte for byte.

@@ -22,7 +22,8 @@ UIDL when it moved).
 
 Content. ``download`` streams RETR to the file, undoing dot-stuffing, with CRLF line ends as
 the server sends them (the IMAP backend also gives the server's CRLF bytes), and returns the
-exact size. LIST sizes are hints (``size_exact=False``) until then.
+exact size. LIST sizes are hints (``size_exact=False``) until then. ``download_many`` (a scan
+fetching ahead) sends the RETRs of a batch in one write where the server offers PIPELINING.
 
 Deleting. ``remove`` sends DELE and QUIT at once: the deletion is committed before ``rm``
 returns, and a retry after a lost QUIT reply sees the message gone and succeeds.
