@@ -28,8 +28,10 @@ MAX_SIZE = 4 << 20
 BATCH_BYTES = 8 << 20
 #: How far ahead of the reader batches go, in (hinted) bytes.
 AHEAD_BYTES = 64 << 20
-#: Seconds after a listing in which the first file opened brings a batch along.
+#: Seconds after a listing in which the first file opened brings a batch along, of at
+#: most this many (hinted) bytes: a click in a mail client must stay cheap on a slow link.
 JUST_LISTED = 2.0
+FIRST_BYTES = 1 << 20
 
 
 class ScanPrefetcher:
@@ -84,7 +86,8 @@ class ScanPrefetcher:
                 return
             # the first file opened right after a listing (grep -r, a mail client's first
             # message): it comes with the next few, in the one round trip it costs anyway
-            end = min(len(order), i + self.batch)
+            reach = bisect.bisect_right(sizes, sizes[i] + FIRST_BYTES) - 1
+            end = min(len(order), i + self.batch, max(reach, i + 1))
         elif self.batch == 1:
             end = min(len(order), i + 1 + self.window)
         else:  # as far as AHEAD_BYTES reach
