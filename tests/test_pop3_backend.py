@@ -689,6 +689,26 @@ def test_connection_cut_mid_retr_is_retried(srv: Dovecot, proxy: Proxy) -> None:
     run(via(proxy), scenario)
 
 
+def test_connection_cut_mid_batch_retries_the_batch(srv: Dovecot, proxy: Proxy) -> None:
+    """A scan's pipelined batch cut in its third answer: the whole batch is asked again on a
+    new session, and every message arrives whole (none half, none shifted by one)."""
+    raws = [message(f"Batch {i}", "".join(f"line {j:04d} of message {i}\r\n" for j in range(100)))
+            for i in range(5)]
+    srv.append_many("alice", raws)
+
+    async def scenario(b: pop3.Pop3Backend) -> None:
+        entries = await b.list(())
+        with direct(srv) as conn:
+            stored = {conn.uidl(n).split()[2].decode(): b"\r\n".join(conn.retr(n)[1]) + b"\r\n"
+                      for n in range(1, 6)}
+        proxy.cut_retr = 2 * len(raws[0]) + 1000
+        got = await b.download_many([(e.name,) for e in entries])
+        assert proxy.cuts == 1 and proxy.commands.count("RETR") == 10
+        assert got == [stored[e.identity[0]] for e in entries]
+
+    run(via(proxy), scenario)
+
+
 def test_in_use_reply_is_retried_then_fails_cleanly(srv: Dovecot, proxy: Proxy) -> None:
     srv.deliver("alice", message("Busy"))
     proxy.refuse = {b"AUTH": b"-ERR [IN-USE] Mailbox is locked by another POP3 session"}
