@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fsmount.backends import pop3
 from tests.mounting import mounted, run, wait_for
 from tests.servers.dovecot import Dovecot
 from tests.test_pop3_backend import Proxy, direct, message, server_uidls, srv  # noqa: F401  (fixture)
@@ -148,12 +149,16 @@ def test_wrong_password_fails_the_mount(srv: Dovecot) -> None:  # noqa: F811
 
 
 def test_many_messages_grep(srv: Dovecot) -> None:  # noqa: F811
+    """grep -r fetches ahead in pipelined batches, each message exactly once."""
     srv.write_maildir("alice", "INBOX", [message(f"Bulk {i}", f"item {i:04d}\r\n") for i in range(300)])
-    with mounted(config(srv), debug=False) as m:
+    with mounted(config(srv)) as m:
         box = m.path / "mail"
         assert len(emls(box)) == 300
         found = run("grep", "-rl", "item 0123", box).stdout.decode().splitlines()
         assert len(found) == 1 and "Bulk 123 " in found[0]
+        log = m.log_text()
+        assert retrieved_count(log) == 300
+        assert log.count(", pipelined)") >= 300 // pop3.BATCH
         unlocked(srv)
 
 
