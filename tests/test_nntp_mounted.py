@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,21 @@ def test_ls_cat_grep(inn: InnServer) -> None:
         assert Path(found[0]).read_bytes() == inn.article(needle)
         again = run("grep", "-rlF", ".dotted 1", news).stdout.decode().splitlines()
         assert [Path(p).name for p in again] == [files[1].name]
+
+
+def test_grep_fetches_each_article_once_in_pipelined_batches(inn: InnServer) -> None:
+    inn.post_many("local.test", 150, prefix="Bulk")
+    with mounted(config(inn)) as m:
+        group = m.path / "news" / "local.test"
+        found = run("grep", "-rl", "Body of bulk 123[.]", group).stdout.decode().splitlines()
+        assert [Path(p).name.split(" ", 2)[2] for p in found] == ["Bulk 123 [123].eml"]
+        fetched = 0
+        for line in m.log_text().splitlines():
+            if ": ARTICLE <" in line:
+                batch = re.search(r"\((\d+), pipelined\)$", line)
+                fetched += int(batch.group(1)) if batch else 1
+        assert fetched == 150
+        assert m.log_text().count(", pipelined)") >= 150 // nntp.ARTICLE_BATCH
 
 
 def test_hierarchy_with_find(inn: InnServer, tmp_path: Path) -> None:
