@@ -203,6 +203,28 @@ def test_cache_cleared_by_hand_is_refetched(srv: Dovecot, tmp_path: Path) -> Non
         assert retrieved_count(m.log_text()) == 2
 
 
+def test_sizes_learned_by_a_scan_never_cut_a_later_read(srv: Dovecot) -> None:  # noqa: F811
+    """A grep learns the exact sizes (LIST says 30 bytes less) before the kernel does: files
+    opened right after must still read whole, whatever size the kernel holds."""
+    srv.append_many("alice", [message(f"Short {i}", "A line of text.\r\n" * 20) for i in range(40)])
+    stored = retrieved(srv)
+    proxy = Proxy(srv)
+    proxy.list_delta = -30
+    table = "\n".join([
+        "[accounts.mail]", f'url = "pop3://alice@127.0.0.1:{proxy.port}"', 'password = "secret1"',
+        'tls = "off"', "plaintext_auth = true", "timeout = 10", ""])
+    try:
+        with mounted(table) as m:
+            files = emls(m.path / "mail")
+            run("grep", "-rl", "no such words", m.path / "mail", check=False)
+            by_content = set(stored)
+            for f in files[-5:]:
+                for _ in range(3):
+                    assert run("cat", f).stdout in by_content
+    finally:
+        proxy.close()
+
+
 @pytest.mark.parametrize("delta", [-30, 50])
 def test_wrong_list_sizes_still_read_whole_messages(srv: Dovecot, delta: int) -> None:  # noqa: F811
     """A server whose LIST sizes are off: readers get every byte, and the size is corrected."""
@@ -218,7 +240,9 @@ def test_wrong_list_sizes_still_read_whole_messages(srv: Dovecot, delta: int) ->
             files = emls(m.path / "mail")
             assert [f.stat().st_size for f in files] == [len(s) + delta for s in stored]
             assert run("cat", files[0]).stdout == stored[0]
+            assert run("cat", files[0]).stdout == stored[0]  # again: now from the cache
             assert files[0].stat().st_size == len(stored[0])
+            assert run("cat", files[0]).stdout == stored[0]
             with open(files[1], "rb") as f:
                 assert f.read() == stored[1]
             assert files[1].stat().st_size == len(stored[1])

@@ -261,7 +261,9 @@ class Operations(pyfuse3.Operations):
             node.cached_identity = None
             return info
         told = node.entry.size  # the size the kernel has
-        entry = node.entry = await self.tree.stat(node.vpath)
+        entry = await self.tree.stat(node.vpath)
+        if entry.size == told:
+            node.entry = entry  # else it stays what the kernel was told, until a getattr
         handle.reader = backend.open_reader(path, entry)
         # Large files bypass the page cache: the kernel then sends reads as large as the
         # reader asks (up to 1 MiB) instead of 128 KiB read-ahead pages, and our disk cache
