@@ -8,12 +8,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from fsmount.backends import pop3
-from tests.mounting import mounted, run, wait_for
+from tests.mounting import Mount, mounted, run, wait_for
 from tests.servers.dovecot import Dovecot
 from tests.test_pop3_backend import Proxy, direct, message, server_uidls, srv  # noqa: F401  (fixture)
 
@@ -50,6 +52,21 @@ def unlocked(server: Dovecot) -> None:
     """A direct login succeeds at once: the mount holds no POP3 session."""
     with direct(server, timeout=3):
         pass
+
+
+@contextmanager
+def misreporting(server: Dovecot, list_delta: int) -> Iterator[Mount]:
+    """A mount through a proxy that adds ``list_delta`` to every size LIST reports."""
+    proxy = Proxy(server)
+    proxy.list_delta = list_delta
+    table = "\n".join([
+        "[accounts.mail]", f'url = "pop3://alice@127.0.0.1:{proxy.port}"', 'password = "secret1"',
+        'tls = "off"', "plaintext_auth = true", "timeout = 10", ""])
+    try:
+        with mounted(table) as m:
+            yield m
+    finally:
+        proxy.close()
 
 
 def retrieved_count(log: str) -> int:
@@ -208,21 +225,12 @@ def test_sizes_learned_by_a_scan_never_cut_a_later_read(srv: Dovecot) -> None:  
     opened right after must still read whole, whatever size the kernel holds."""
     srv.append_many("alice", [message(f"Short {i}", "A line of text.\r\n" * 20) for i in range(40)])
     stored = retrieved(srv)
-    proxy = Proxy(srv)
-    proxy.list_delta = -30
-    table = "\n".join([
-        "[accounts.mail]", f'url = "pop3://alice@127.0.0.1:{proxy.port}"', 'password = "secret1"',
-        'tls = "off"', "plaintext_auth = true", "timeout = 10", ""])
-    try:
-        with mounted(table) as m:
-            files = emls(m.path / "mail")
-            run("grep", "-rl", "no such words", m.path / "mail", check=False)
-            by_content = set(stored)
-            for f in files[-5:]:
-                for _ in range(3):
-                    assert run("cat", f).stdout in by_content
-    finally:
-        proxy.close()
+    with misreporting(srv, -30) as m:
+        files = emls(m.path / "mail")
+        run("grep", "-rl", "no such words", m.path / "mail", check=False)
+        for f in files[-5:]:
+            for _ in range(3):
+                assert run("cat", f).stdout in set(stored)
 
 
 @pytest.mark.parametrize("delta", [-30, 50])
@@ -230,26 +238,18 @@ def test_wrong_list_sizes_still_read_whole_messages(srv: Dovecot, delta: int) ->
     """A server whose LIST sizes are off: readers get every byte, and the size is corrected."""
     srv.append_many("alice", [message("Misreported", "A line of text.\r\n" * 30), message("Other")])
     stored = retrieved(srv)
-    proxy = Proxy(srv)
-    proxy.list_delta = delta
-    table = "\n".join([
-        "[accounts.mail]", f'url = "pop3://alice@127.0.0.1:{proxy.port}"', 'password = "secret1"',
-        'tls = "off"', "plaintext_auth = true", "timeout = 10", ""])
-    try:
-        with mounted(table) as m:
-            files = emls(m.path / "mail")
-            assert [f.stat().st_size for f in files] == [len(s) + delta for s in stored]
-            assert run("cat", files[0]).stdout == stored[0]
-            assert run("cat", files[0]).stdout == stored[0]  # again: now from the cache
-            assert files[0].stat().st_size == len(stored[0])
-            assert run("cat", files[0]).stdout == stored[0]
-            with open(files[1], "rb") as f:
-                assert f.read() == stored[1]
-            assert files[1].stat().st_size == len(stored[1])
-            found = run("grep", "-rl", "A line of text", m.path / "mail").stdout.decode().split("\n")
-            assert found[0] == str(files[0])
-    finally:
-        proxy.close()
+    with misreporting(srv, delta) as m:
+        files = emls(m.path / "mail")
+        assert [f.stat().st_size for f in files] == [len(s) + delta for s in stored]
+        assert run("cat", files[0]).stdout == stored[0]
+        assert run("cat", files[0]).stdout == stored[0]  # again: now from the cache
+        assert files[0].stat().st_size == len(stored[0])
+        assert run("cat", files[0]).stdout == stored[0]
+        with open(files[1], "rb") as f:
+            assert f.read() == stored[1]
+        assert files[1].stat().st_size == len(stored[1])
+        found = run("grep", "-rl", "A line of text", m.path / "mail").stdout.decode().split("\n")
+        assert found[0] == str(files[0])
 
 
 def test_mount_a_url_from_the_command_line(srv: Dovecot) -> None:  # noqa: F811
