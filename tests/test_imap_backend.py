@@ -31,6 +31,7 @@ from fsmount.errors import (
 )
 from tests.servers.dovecot import USERS, Dovecot, _quote, dovecot_server, fresh_dovecot  # noqa: F401
 from tests.backend_support import remove_spools, run, spool  # noqa: F401  (autouse fixture)
+from tests.faultproxy import FaultProxy, cut
 
 T = TypeVar("T")
 
@@ -701,7 +702,7 @@ def test_idle_reports_new_mail_without_polling(fresh_dovecot: Dovecot,
     run(backend_for(fresh_dovecot), scenario)
 
 
-class CuttingProxy:
+class CuttingProxy(FaultProxy):
     """A byte proxy to Dovecot's plain IMAP port; once ``armed`` it cuts the connection after
     ``cut_after`` more bytes from the server (the middle of a FETCH answer)."""
 
@@ -709,26 +710,11 @@ class CuttingProxy:
         self.server = server
         self.cut_after: int | None = None
         self.cuts = 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(server.host, server.imap_port)
 
-    def close(self) -> None:
-        self.listener.close()
-        for s in self.sockets:
-            _shut(s)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection((self.server.host, self.server.imap_port))
-            self.sockets += [client, upstream]
-            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+    def serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+        threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, from_server: bool) -> None:
         try:
@@ -738,21 +724,13 @@ class CuttingProxy:
                         dst.sendall(data[: self.cut_after])
                         self.cut_after = None
                         self.cuts += 1
-                        _shut(src)
-                        _shut(dst)
+                        cut(src, dst)
                         return
                     self.cut_after -= len(data)
                 dst.sendall(data)
         except OSError:
             pass
-        _shut(dst)
-
-
-def _shut(s: socket.socket) -> None:
-    try:
-        s.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
+        cut(dst)
 
 
 def test_connection_cut_mid_fetch_is_retried(dovecot_server: Dovecot,

@@ -34,6 +34,7 @@ from fsmount.errors import (
 from tests.mounting import wait_for
 from tests.servers.dovecot import Dovecot, available, dovecot
 from tests.backend_support import run
+from tests.faultproxy import FaultProxy, cut
 
 T = TypeVar("T")
 
@@ -551,7 +552,7 @@ def test_server_down_is_unreachable() -> None:
 # -- faults from a proxy ---------------------------------------------------------------
 
 
-class Proxy:
+class Proxy(FaultProxy):
     """A line proxy to Dovecot's plain POP3 port that can misbehave on purpose.
 
     ``hide`` drops those CAPA lines; ``refuse`` answers those commands itself with ``-ERR``
@@ -573,32 +574,13 @@ class Proxy:
         self.list_delta = 0
         self.lose_quit: str | None = None
         self.commands: list[str] = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(server.host, server.pop3_port)
 
-    def close(self) -> None:
-        self.listener.close()
-        for s in self.sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection((self.server.host, self.server.pop3_port))
-            self.sockets += [client, upstream]
-            lock = threading.Lock()
-            state = {"retr": False, "list": False, "swallow": False}
-            threading.Thread(target=self._up, args=(client, upstream, lock, state), daemon=True).start()
-            threading.Thread(target=self._down, args=(client, upstream, lock, state), daemon=True).start()
+    def serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        lock = threading.Lock()
+        state = {"retr": False, "list": False, "swallow": False}
+        threading.Thread(target=self._up, args=(client, upstream, lock, state), daemon=True).start()
+        threading.Thread(target=self._down, args=(client, upstream, lock, state), daemon=True).start()
 
     def _up(self, client: socket.socket, upstream: socket.socket, lock: threading.Lock,
             state: dict) -> None:
@@ -616,7 +598,7 @@ class Proxy:
                 if word == b"QUIT" and self.lose_quit is not None:
                     how, self.lose_quit = self.lose_quit, None
                     if how == "request":
-                        _cut(client, upstream)
+                        cut(client, upstream)
                         return
                     state["swallow"] = True
                 if word == b"RETR":
@@ -635,7 +617,7 @@ class Proxy:
                 if line.rstrip(b"\r\n").split(b" ")[0] in self.hide:
                     continue
                 if state["swallow"]:  # the server answered QUIT (and committed): lose it
-                    _cut(client, upstream)
+                    cut(client, upstream)
                     return
                 if state["list"] and self.list_delta and re.fullmatch(rb"\d+ \d+\r\n", line):
                     number, size = line.split()
@@ -646,20 +628,11 @@ class Proxy:
                             client.sendall(line[: self.cut_retr - sent])
                         self.cut_retr = None
                         self.cuts += 1
-                        _cut(client, upstream)
+                        cut(client, upstream)
                         return
                     sent += len(line)
                 with lock:
                     client.sendall(line)
-        except OSError:
-            pass
-
-
-def _cut(*socks: socket.socket) -> None:
-    """Really disconnect (close() alone waits for the other thread's makefile)."""
-    for s in socks:
-        try:
-            s.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 
