@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -57,17 +57,22 @@ def rate(what: str, nbytes: int, ours: float, theirs: float, against: str, targe
 
 
 @contextmanager
-def floor_mount(source: Path) -> Iterator[Path]:
-    mnt = scratch_dir("floor-")
-    proc = subprocess.Popen([sys.executable, str(FLOOR), str(source), str(mnt)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def foreground_mount(cmd: list[str], mnt: Path, what: str, timeout: float) -> Iterator[Path]:
+    """Another program's FUSE mount on ``mnt`` (the floor, rclone), unmounted afterwards."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: is_mounted(mnt) or proc.poll() is not None, 20, "the floor mount")
+        wait_for(lambda: is_mounted(mnt) or proc.poll() is not None, timeout, what)
         yield mnt
     finally:
         subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
-        proc.wait(timeout=20)
+        proc.wait(timeout=timeout)
         mnt.rmdir()
+
+
+def floor_mount(source: Path) -> AbstractContextManager[Path]:
+    mnt = scratch_dir("floor-")
+    return foreground_mount([sys.executable, str(FLOOR), str(source), str(mnt)], mnt,
+                            "the floor mount", 20)
 
 
 def rss_peak(pid: int) -> int:
@@ -126,18 +131,14 @@ def rclone_mount(port: int) -> Iterator[Path]:
     mnt = scratch_dir("rclone-")
     secret = subprocess.run(["rclone", "obscure", "secret"], capture_output=True, text=True).stdout.strip()
     cache = scratch_dir("rclone-cache-")
-    proc = subprocess.Popen(
-        ["rclone", "mount", ":ftp:", str(mnt), "--ftp-host", "127.0.0.1", "--ftp-port", str(port),
-         "--ftp-user", "alice", "--ftp-pass", secret, "--cache-dir", cache, "--config", "/dev/null"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: is_mounted(mnt) or proc.poll() is not None, 30, "the rclone mount")
-        yield mnt
+        with foreground_mount(
+                ["rclone", "mount", ":ftp:", str(mnt), "--ftp-host", "127.0.0.1", "--ftp-port", str(port),
+                 "--ftp-user", "alice", "--ftp-pass", secret, "--cache-dir", str(cache),
+                 "--config", "/dev/null"], mnt, "the rclone mount", 30):
+            yield mnt
     finally:
-        subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
-        proc.wait(timeout=30)
         shutil.rmtree(cache, ignore_errors=True)
-        mnt.rmdir()
 
 
 def _ftp_direct(server, big: int, up: Path, small: list[Path], offsets: list[int]) -> dict[str, float]:
