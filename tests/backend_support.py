@@ -1,5 +1,5 @@
-"""What the backend test suites share: running one async scenario, and spool files as the
-VFS hands them to ``commit()``.
+"""What the backend test suites share: running one async scenario, content as the VFS
+hands it to ``commit()``, and scratch files to download into.
 
 Import ``remove_spools`` into a test module with ``spool``: the fixture is autouse, so every
 file made in a test is removed after it.
@@ -7,12 +7,16 @@ file made in a test is removed after it.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import trio
+
+from fsmount.cache.spool import Spool, SpoolFile
 
 T = TypeVar("T")
 B = TypeVar("B", bound=Any)
@@ -29,11 +33,22 @@ def run(backend: B, fn: Callable[[B], Awaitable[T]]) -> T:
     return trio.run(main)
 
 _SPOOLS: list[str] = []
+_CONTENTS: list[SpoolFile] = []
 
 
-def spool(data: bytes) -> str:
-    fd, path = tempfile.mkstemp(prefix="spool-", dir="/var/tmp")
-    os.write(fd, data)
+def spool(data: bytes) -> SpoolFile:
+    """``data`` as a writer's content: in memory when small, in a spool file when large."""
+    base = tempfile.mkdtemp(prefix="spools-", dir="/var/tmp")
+    _SPOOLS.append(base)
+    content = Spool(Path(base)).new()
+    content.write(0, data)
+    _CONTENTS.append(content)
+    return content
+
+
+def scratch() -> str:
+    """An empty file to download into."""
+    fd, path = tempfile.mkstemp(prefix="download-", dir="/var/tmp")
     os.close(fd)
     _SPOOLS.append(path)
     return path
@@ -42,7 +57,11 @@ def spool(data: bytes) -> str:
 @pytest.fixture(autouse=True)
 def remove_spools() -> Iterator[None]:
     yield
+    while _CONTENTS:
+        _CONTENTS.pop().close()
     while _SPOOLS:
         path = _SPOOLS.pop()
-        if os.path.exists(path):
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
             os.unlink(path)

@@ -21,7 +21,7 @@ from fsmount.errors import (
     Transient, Unsupported,
 )
 from tests.servers.ftp import USERS, FtpServer, running_ftp, running_vsftpd
-from tests.backend_support import remove_spools, run, spool  # noqa: F401  (autouse fixture)
+from tests.backend_support import remove_spools, run, scratch, spool  # noqa: F401  (autouse fixture)
 
 T = TypeVar("T")
 
@@ -91,7 +91,7 @@ def test_contract(server: FtpServer, scheme: str) -> None:
         with pytest.raises(NotFound):
             await b.read(("missing.bin",), 0, 10)
         # download
-        out = spool(b"")
+        out = scratch()
         entry = await b.download(("big.bin",), out)
         assert Path(out).read_bytes() == blob and entry.size == len(blob)
         with pytest.raises(IsADirectory):
@@ -292,7 +292,7 @@ def test_vsftpd_list_dialect_and_reads(tls: bool) -> None:
             assert await b.read(("sub", "b.bin"), 100, 100000) == data[100:100100]
             assert await b.read(("sub", "b.bin"), 100100, 1 << 20) == data[100100:]
             assert await b.read(("sub", "b.bin"), 7, 3) == data[7:10]
-            out = spool(b"")
+            out = scratch()
             await b.download(("grüße.txt",), out)
             assert Path(out).read_bytes() == b"x"
             with pytest.raises(Unsupported):
@@ -315,7 +315,7 @@ def test_vsftpd_ambiguous_550_is_told_apart() -> None:
             with pytest.raises(NotFound):
                 await b.read(("missing.txt",), 0, 10)
             with pytest.raises(PermissionDenied):
-                await b.download(("secret.txt",), spool(b""))
+                await b.download(("secret.txt",), scratch())
             assert await b.read(("open.txt",), 0, 10) == b"o"
 
         run(backend_for(v.url()), scenario)

@@ -30,7 +30,7 @@ from fsmount.errors import (
     PermissionDenied, ReadOnly, Unreachable,
 )
 from tests.servers.dovecot import USERS, Dovecot, _quote, dovecot_server, fresh_dovecot  # noqa: F401
-from tests.backend_support import remove_spools, run, spool  # noqa: F401  (autouse fixture)
+from tests.backend_support import remove_spools, run, scratch, spool  # noqa: F401  (autouse fixture)
 from tests.faultproxy import FaultProxy, cut
 
 T = TypeVar("T")
@@ -269,7 +269,7 @@ def test_listing_names_sizes_dates_and_exact_bytes(corpus: tuple[Dovecot, str, l
         for e in entries:
             raw = held[e.identity[1]][0]
             assert e.size == len(raw) and e.size_exact and e.mtime is not None
-            target = spool(b"")
+            target = scratch()
             got = await b.download(path + (e.name,), target)
             assert open(target, "rb").read() == raw and got.size == len(raw)
             assert await b.read(path + (e.name,), 7, 50) == raw[7:57]
@@ -296,7 +296,7 @@ def test_decoded_view_beside_each_message(corpus: tuple[Dovecot, str, list[int]]
         texts = files(await b.list(path), ".txt")
         assert len(texts) == len(uids) and all(not t.size_exact for t in texts)
         att = next(t for t in texts if "Report attached" in t.name)
-        target = spool(b"")
+        target = scratch()
         got = await b.download(path + (att.name,), target)
         data = open(target, "rb").read()
         assert b"pineapplestorm" in data and got.size == len(data) and got.identity[-1] == "text"
@@ -368,7 +368,7 @@ def test_partial_fetch_of_a_big_message(dovecot_server: Dovecot, caplog: pytest.
             assert await b.read((folder, entry.name), 0, 4096) == big[:4096]
         fetches = [r.getMessage() for r in caplog.records if "FETCH" in r.getMessage()]
         assert fetches and all("BODY.PEEK[]<0.4096>" in f for f in fetches), fetches
-        target = spool(b"")
+        target = scratch()
         got = await b.download((folder, entry.name), target)
         assert got.size == len(big) and open(target, "rb").read() == big
 
@@ -745,7 +745,7 @@ def test_connection_cut_mid_fetch_is_retried(dovecot_server: Dovecot,
         async def scenario(b: imap.ImapBackend) -> None:
             (entry,) = files(await b.list((folder,)))
             proxy.cut_after = 200_000
-            target = spool(b"")
+            target = scratch()
             with caplog.at_level(logging.DEBUG, logger="fsmount.backends.imap"):
                 got = await b.download((folder, entry.name), target)
             assert proxy.cuts == 1 and open(target, "rb").read() == raw and got.size == len(raw)

@@ -315,7 +315,7 @@ def test_moderated_group_sends_to_the_moderator(inn: InnServer) -> None:
 
 def test_post_returns_the_message_id(inn: InnServer) -> None:
     article = b"Newsgroups: comp.lang.python,local.test\n" + ARTICLE
-    mid = run(backend_for(inn, scheme="nntps"), lambda b: b.post(spool(article)))
+    mid = run(backend_for(inn, scheme="nntps"), lambda b: b.post(article))
     assert mid.startswith("<") and mid.endswith(">")
     assert b"Hello group." in inn.article(mid)
     assert inn.group_high("comp.lang.python") == 1 and inn.group_high("local.test") == 1

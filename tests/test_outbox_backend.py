@@ -1,7 +1,6 @@
 """The outbox backend against a real aiosmtpd server: envelopes, refusals, retries, crashes."""
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
@@ -12,11 +11,13 @@ import pytest
 import trio
 
 from fsmount.backends import Environment
+from fsmount.backends.base import Content
 from fsmount.backends.outbox import OutboxBackend, create
 from fsmount.backends.outqueue import OutQueue
 from fsmount.config import make_account
 from fsmount.credentials import Secret
 from fsmount.errors import InvalidArgument, NotFound
+from tests.backend_support import remove_spools, spool  # noqa: F401  (autouse fixture)
 from tests.servers.smtp import SmtpServer, smtp_server  # noqa: F401 - the fixture
 
 MSG = (
@@ -67,13 +68,7 @@ def run(state: Path, acc: Any, body: Callable[[OutboxBackend], Awaitable[None]],
 
 
 async def put(backend: OutboxBackend, name: str, data: str | bytes) -> Any:
-    fd, spool = tempfile.mkstemp(prefix="spool-")
-    os.write(fd, data.encode() if isinstance(data, str) else data)
-    os.close(fd)
-    try:
-        return await backend.commit((name,), spool, None)
-    finally:
-        os.unlink(spool)
+    return await backend.commit((name,), spool(data.encode() if isinstance(data, str) else data), None)
 
 
 async def names(backend: OutboxBackend, path: tuple = ()) -> set[str]:
@@ -367,8 +362,8 @@ class FakeSentAccount:
     async def contains_message_id(self, folder: tuple, message_id: str) -> bool:
         return message_id in self.ids
 
-    async def commit(self, path: tuple, spool: str, replacing: Any) -> Any:
-        self.appended.append((path, Path(spool).read_bytes()))
+    async def commit(self, path: tuple, content: Content, replacing: Any) -> Any:
+        self.appended.append((path, await content.read_all()))
 
 
 def test_files_into_linked_sent_folder(smtp_server: SmtpServer, state: Path) -> None:

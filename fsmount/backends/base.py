@@ -5,11 +5,12 @@ it never sees an inode or a handle. The root of an account is the empty tuple.
 """
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 import trio
 
@@ -21,6 +22,33 @@ Path = tuple[str, ...]
 #: are held in memory; size hints may lie).
 BATCH_ITEM_LIMIT = 16 << 20
 BATCH_LIMIT = 64 << 20
+
+
+class Content(Protocol):
+    """What a writer wrote, for ``commit``: held in memory or in a spool file."""
+
+    def size(self) -> int: ...
+
+    def open(self) -> BinaryIO:
+        """A reader of the content from its start, for a worker thread."""
+
+    async def read_all(self) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class BytesContent:
+    """Content a backend already holds in memory (the outbox filing a sent message)."""
+
+    data: bytes
+
+    def size(self) -> int:
+        return len(self.data)
+
+    def open(self) -> BinaryIO:
+        return io.BytesIO(self.data)
+
+    async def read_all(self) -> bytes:
+        return self.data
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +120,8 @@ class Backend(Protocol):
         commands, one FETCH of a UID set).
         """
 
-    async def commit(self, path: Path, spool: str, replacing: Entry | None) -> Entry:
-        """Store the spool file's bytes as ``path``: upload, append, post or enqueue.
+    async def commit(self, path: Path, content: Content, replacing: Entry | None) -> Entry:
+        """Store ``content`` as ``path``: upload, append, post or enqueue.
 
         Must never leave a partial object under the final name. ``replacing`` is the entry
         the writer started from (``None`` for a new file).
@@ -146,7 +174,7 @@ class BackendBase:
                 os.unlink(tmp)
         return results
 
-    async def commit(self, path: Path, spool: str, replacing: Entry | None) -> Entry:
+    async def commit(self, path: Path, content: Content, replacing: Entry | None) -> Entry:
         raise Unsupported("writing")
 
     async def remove(self, path: Path) -> None:

@@ -45,7 +45,7 @@ from ..net.pool import STALE_AFTER, ConnectionPool
 from ..net.tls import TlsMode, client_context
 from . import ftplist
 from ..net.failures import connection_failure
-from .base import BackendBase, Capabilities, Entry, Path
+from .base import BackendBase, Capabilities, Content, Entry, Path
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -654,20 +654,20 @@ class FtpBackend(BackendBase):
             entry = dataclasses.replace(entry, size=size, identity=(size, entry.mtime))
         return entry
 
-    async def commit(self, path: Path, spool: str, replacing: Entry | None) -> Entry:
+    async def commit(self, path: Path, content: Content, replacing: Entry | None) -> Entry:
         temps: list[str] = []  # partial uploads of failed attempts, removed afterwards
         try:
-            return await self._run(lambda c: self._commit(c, path, spool, temps), what="upload")
+            return await self._run(lambda c: self._commit(c, path, content, temps), what="upload")
         finally:
             if temps:
                 with trio.CancelScope(shield=True):
                     await self._remove_temps(temps)
 
-    def _commit(self, c: Client, path: Path, spool: str, temps: list[str]) -> Entry:
+    def _commit(self, c: Client, path: Path, content: Content, temps: list[str]) -> Entry:
         final = c.path(path)
         temp = c.path(path[:-1] + (f".fsmount-{secrets.token_hex(6)}.part",))
         temps.append(temp)
-        with open(spool, "rb") as f:
+        with content.open() as f:
             try:
                 self._store(c, temp, f)
             except ftplib.error_perm as e:

@@ -86,7 +86,7 @@ from ..errors import (
 from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
 from ..net.failures import connection_failure
-from .base import BATCH_ITEM_LIMIT, BackendBase, Capabilities, Entry, Path
+from .base import BATCH_ITEM_LIMIT, BackendBase, Capabilities, Content, Entry, Path
 from . import imapfetch
 from .decoded import SUFFIX as TEXT_SUFFIX
 from .decoded import decoded_text
@@ -762,7 +762,7 @@ class ImapBackend(BackendBase):
         if self.account["readonly"]:
             raise ReadOnly("this mail account is read-only")
 
-    async def commit(self, path: Path, spool: str, replacing: Entry | None) -> Entry:
+    async def commit(self, path: Path, content: Content, replacing: Entry | None) -> Entry:
         self._writable()
         if replacing is not None:
             raise NotPermitted("messages cannot be changed once stored; copy a new file instead")
@@ -773,7 +773,7 @@ class ImapBackend(BackendBase):
                 raise NotPermitted(f"{'/'.join(path[:-1]) or 'the top folder'} holds no messages; "
                                    "copy messages into a mail folder")
             raise NotFound("/".join(path[:-1]))
-        raw = await trio.to_thread.run_sync(_read, spool)
+        raw = await content.read_all()
         message, date, message_id = prepare_message(raw)
         entry = await self._append(path[:-1], folder, message, date, message_id)
         if len(self._committed) > 1000:
@@ -1267,11 +1267,6 @@ def _folder_name(tree: FolderTree, path: Path) -> str:
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def _write(path: str, data: bytes) -> None:

@@ -55,7 +55,7 @@ from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
 from ..net.dotstream import CappedBuffer, batch_result, buffers, copy_dot_terminated
 from ..net.failures import connection_failure
-from .base import BATCH_ITEM_LIMIT, BATCH_LIMIT, BackendBase, Capabilities, Entry, Path
+from .base import BATCH_ITEM_LIMIT, BATCH_LIMIT, BackendBase, Capabilities, Content, Entry, Path
 from .mailnames import header_date, key_of, message_name
 
 with warnings.catch_warnings():  # deprecated on 3.11-3.12; the standard-nntplib package on 3.13+
@@ -505,7 +505,7 @@ class NntpBackend(BackendBase):
 
     # -- posting ------------------------------------------------------------------------
 
-    async def commit(self, path: Path, spool: str, replacing: Entry | None) -> Entry:
+    async def commit(self, path: Path, content: Content, replacing: Entry | None) -> Entry:
         if not self.capabilities.write:
             raise ReadOnly("this news account is read-only")
         if replacing is not None:
@@ -515,16 +515,16 @@ class NntpBackend(BackendBase):
         if group is None:
             raise ReadOnly(f"{'/'.join(path[:-1]) or 'the top folder'} is not a newsgroup; "
                            "copy articles into a group's folder to post them")
-        article = prepare_article(await trio.to_thread.run_sync(_read, spool), group, self._id_domain())
+        article = prepare_article(await content.read_all(), group, self._id_domain())
         await self._post(article)
         return await self._posted_entry(group, article)
 
-    async def post(self, spool: str) -> str:
-        """POST a complete article file as it is (Newsgroups included); returns its Message-ID.
+    async def post(self, raw: bytes) -> str:
+        """POST a complete article as it is (Newsgroups included); returns its Message-ID.
 
         Used by the outbox for mail with a Newsgroups: header.
         """
-        article = prepare_article(await trio.to_thread.run_sync(_read, spool), None, self._id_domain())
+        article = prepare_article(raw, None, self._id_domain())
         await self._post(article)
         return article.message_id
 
@@ -622,11 +622,6 @@ def _entry(number: int, overview: dict[str, str]) -> Entry:
         message_name(str(number), subject, date), False, size,
         date.timestamp() if date else None, (overview["message-id"].strip(),), size_exact=False,
     )
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
 
 
 class _QuickAckIO(socket.SocketIO):

@@ -59,7 +59,7 @@ from ..errors import (
 )
 from ..net.tls import client_context
 from . import Environment
-from .base import BackendBase, Capabilities, Entry, Path
+from .base import BackendBase, BytesContent, Capabilities, Content, Entry, Path
 from .mailnames import message_name
 from .outqueue import FAILED, PENDING, SENT, OutQueue, Record, new_id
 from .smtpsend import Outcome, Prepared, Refused, SendFailure, Server, prepare, submit, without_hidden
@@ -300,13 +300,12 @@ class OutboxBackend(BackendBase):
 
     # -- changes from the user ---------------------------------------------------------------
 
-    async def commit(self, path: Path, spool: str, replacing: Entry | None) -> Entry:
+    async def commit(self, path: Path, content: Content, replacing: Entry | None) -> Entry:
         await self._load()
         name = self._writable_name(path)
         if is_message_name(name):
-            data = await trio.to_thread.run_sync(_read_bytes, spool)
-            return await self._take_message(name, data)
-        await trio.to_thread.run_sync(_copy_into, spool, self.files / _safe(name))
+            return await self._take_message(name, await content.read_all())
+        await trio.to_thread.run_sync(_copy_into, content, self.files / _safe(name))
         self._changed()
         return await self.stat(path)
 
@@ -656,11 +655,9 @@ class OutboxBackend(BackendBase):
         if peer is None or not hasattr(peer, "post"):
             record.news, record.news_reply = FAILED, "the linked news account is not available"
             return
-        spool = self.queue.directory / f"{record.id}.news.tmp"
         data = await trio.to_thread.run_sync(self.queue.read, record)
-        await trio.to_thread.run_sync(spool.write_bytes, without_hidden(data))
         try:
-            await peer.post(str(spool))
+            await peer.post(without_hidden(data))
         except Transient as e:
             record.news_reply = f"posting failed for now: {e}"
             record.last_reply = record.news_reply
@@ -669,8 +666,6 @@ class OutboxBackend(BackendBase):
             log.warning("%s: %s", record.name, record.news_reply)
         else:
             record.news, record.news_reply = SENT, "posted"
-        finally:
-            await trio.to_thread.run_sync(_unlink, spool)
 
     def _schedule_retry(self, record: Record, reply: str) -> None:
         first = float(self.account["retry_first"])
@@ -726,8 +721,9 @@ class OutboxBackend(BackendBase):
             if folder is None:
                 raise NotFound(f"{account} has no Sent folder")
             if not await peer.contains_message_id(folder, record.message_id):  # type: ignore[union-attr]
-                path = str(self.queue.message_path(record))
-                await peer.commit(tuple(folder) + (record.name,), path, None)  # type: ignore[union-attr]
+                data = await trio.to_thread.run_sync(self.queue.message_path(record).read_bytes)
+                await peer.commit(  # type: ignore[union-attr]
+                    tuple(folder) + (record.name,), BytesContent(data), None)
         except Transient:
             raise  # try again later
         except FsError as e:
@@ -803,9 +799,10 @@ def _read_bytes(path: str) -> bytes:
         return f.read()
 
 
-def _copy_into(spool: str, target: FsPath) -> None:
+def _copy_into(content: Content, target: FsPath) -> None:
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(3)}.tmp")
-    shutil.copyfile(spool, tmp)
+    with content.open() as src, open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst)
     os.replace(tmp, target)
 
 

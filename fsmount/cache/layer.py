@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from ..backends.base import Backend, Entry, Path
+from ..backends.base import Backend, Content, Entry, Path
 from ..errors import FsError, NotADirectory, NotFound
 from .content import BLOCK, CachedObject, ContentStore, object_key, unlink_quietly
 from .metadata import MetadataCache
@@ -230,8 +230,8 @@ class CachedBackend:
     def drop_pending(self, path: Path) -> None:
         self._pending.pop(path, None)
 
-    async def commit(self, path: Path, spool: str, replacing: Entry | None) -> Entry:
-        entry = await self._change(path[:-1], self.backend.commit(path, spool, replacing), gone=path)
+    async def commit(self, path: Path, content: Content, replacing: Entry | None) -> Entry:
+        entry = await self._change(path[:-1], self.backend.commit(path, content, replacing), gone=path)
         if entry.name != path[-1]:
             self._aliases[path] = (entry, time.monotonic() + ALIAS_LIFETIME)
             while len(self._aliases) > MAX_ALIASES:

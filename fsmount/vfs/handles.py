@@ -1,19 +1,18 @@
 """Open files and directories.
 
-A file opened for writing gets a spool file on disk holding its whole new content; it is
+A file opened for writing gets a spool (``SpoolFile``) holding its whole new content; it is
 committed at flush/fsync (whose errors reach close()), never only at release (whose errors the
 kernel ignores).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import trio
 
 from ..backends.base import Entry
 from ..cache.layer import Reader
-from ..cache.spool import Spool
+from ..cache.spool import SpoolFile
 from .inodes import Node
 
 
@@ -21,42 +20,36 @@ from .inodes import Node
 class FileHandle:
     node: Node
     reader: Reader | None = None
-    spool_fd: int | None = None
-    spool_path: str | None = None
+    content: SpoolFile | None = None  # what is being written (None: opened for reading)
     dirty: bool = False
     replacing: Entry | None = None  # the entry the new content replaces (None: a new file)
-    spool: Spool | None = None  # where spool_fd came from, and goes back to
     lock: trio.Lock = field(default_factory=trio.Lock)
 
     @property
     def writable(self) -> bool:
-        return self.spool_fd is not None
-
-    def read(self, offset: int, size: int) -> bytes:
-        assert self.spool_fd is not None
-        return os.pread(self.spool_fd, size, offset)
+        return self.content is not None
 
     def write(self, offset: int, data: bytes) -> int:
-        assert self.spool_fd is not None
+        assert self.content is not None
         self.dirty = True
-        return os.pwrite(self.spool_fd, data, offset)
+        return self.content.write(offset, data)
 
     def truncate(self, size: int) -> None:
-        assert self.spool_fd is not None
-        os.ftruncate(self.spool_fd, size)
+        assert self.content is not None
+        self.content.truncate(size)
         self.dirty = True
 
     def size(self) -> int:
-        assert self.spool_fd is not None
-        return os.fstat(self.spool_fd).st_size
+        assert self.content is not None
+        return self.content.size()
 
     def close(self) -> None:
         if self.reader is not None:
             self.reader.close()
             self.reader = None
-        if self.spool is not None and self.spool_fd is not None and self.spool_path is not None:
-            self.spool.discard(self.spool_fd, self.spool_path)
-            self.spool_fd = self.spool_path = None
+        if self.content is not None:
+            self.content.close()
+            self.content = None
 
 
 @dataclass(eq=False)

@@ -277,8 +277,7 @@ class Operations(pyfuse3.Operations):
     async def _start_spool(self, handle: FileHandle, truncate: bool) -> None:
         """Fill a spool with the current content (unless truncating) before the first write."""
         node = handle.node
-        fd, spool_path = self.spool.create()
-        handle.spool, handle.spool_fd, handle.spool_path = self.spool, fd, spool_path
+        handle.content = content = self.spool.new()
         handle.replacing = node.entry if node.entry.identity != ("pending",) else None
         if truncate:
             handle.dirty = True
@@ -293,7 +292,7 @@ class Operations(pyfuse3.Operations):
                 data = await reader.read(offset, chunk)
                 if not data:
                     break
-                os.pwrite(fd, data, offset)
+                content.write(offset, data)
                 offset += len(data)
         finally:
             reader.close()
@@ -313,14 +312,18 @@ class Operations(pyfuse3.Operations):
         await self._start_spool(handle, truncate=True)
         backend.add_pending(path, entry)
         info = pyfuse3.FileInfo(fh=self.handles.add(handle), direct_io=False)
-        return info, self._attrs_with_size(node, 0)
+        a = self._attrs_with_size(node, 0)
+        # Valid until the first write (which makes the kernel ask again): the permission
+        # check after create and the writer's fstat then cost no round trips.
+        a.attr_timeout = attrs.MUTABLE_TIMEOUT
+        return info, a
 
     @fs_op
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self.handles[fh]
         assert isinstance(handle, FileHandle)
-        if handle.writable:
-            return handle.read(off, size)
+        if handle.content is not None:
+            return handle.content.read(off, size)
         assert handle.reader is not None
         return await handle.reader.read(off, size)
 
@@ -357,11 +360,11 @@ class Operations(pyfuse3.Operations):
     async def _commit(self, handle: FileHandle) -> None:
         """Upload a dirty spool; the error (if any) is what close() returns."""
         async with handle.lock:
-            if not handle.dirty or handle.spool_path is None:
+            if not handle.dirty or handle.content is None:
                 return
             node = handle.node
             backend, path = self.tree.route(node.vpath)
-            entry = await backend.commit(path, handle.spool_path, handle.replacing)
+            entry = await backend.commit(path, handle.content, handle.replacing)
             handle.dirty = False
             backend.drop_pending(path)
             if entry.name != path[-1]:  # the service chose the name (a message in a mailbox)
