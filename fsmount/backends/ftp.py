@@ -190,10 +190,13 @@ class Client(ftplib.FTP_TLS):
         return isinstance(self.sock, ssl.SSLSocket)
 
     def putline(self, line: str) -> None:
+        self.sock.sendall(self._line(line))
+
+    def _line(self, line: str) -> bytes:
         if "\r" in line or "\n" in line:
             raise ValueError("an illegal newline character should not be contained")
         log.debug("%s > %s", self.label, "PASS ****" if line[:5].upper() == "PASS " else line)
-        self.sock.sendall((line + "\r\n").encode(self.encoding, "surrogateescape"))
+        return (line + "\r\n").encode(self.encoding, "surrogateescape")
 
     def makepasv(self) -> tuple[str, int]:
         peer = self.sock.getpeername()
@@ -267,9 +270,9 @@ class Client(ftplib.FTP_TLS):
         return resp
 
     def pipeline(self, *cmds: str) -> list[str]:
-        """Send commands without waiting, then read one reply each (saves round trips)."""
-        for cmd in cmds:
-            self.putcmd(cmd)
+        """Send commands in one write without waiting, then read one reply each (saves
+        round trips)."""
+        self.sock.sendall(b"".join(self._line(cmd) for cmd in cmds))
         return [self.getresp_any() for _ in cmds]
 
     def close_quietly(self) -> None:
