@@ -32,6 +32,10 @@ AHEAD_BYTES = 64 << 20
 #: most this many (hinted) bytes: a click in a mail client must stay cheap on a slow link.
 JUST_LISTED = 2.0
 FIRST_BYTES = 1 << 20
+#: Another connection joins the scan only for this many queued (hinted) bytes per worker:
+#: a news or mail server may fork a process per connection, and logging in costs more than
+#: fetching a few MiB of small articles on the connection already open.
+PARALLEL_BYTES = 4 << 20
 
 
 class ScanPrefetcher:
@@ -41,6 +45,7 @@ class ScanPrefetcher:
         self.window = max(4, 4 * parallel)  # objects ahead, when fetched one by one (FTP)
         self.parallel = parallel
         self._queue: deque[list[tuple[Path, Entry]]] = deque()  # batches, in reading order
+        self._queued = 0  # their (hinted) bytes
         self._workers = 0
         self._last: dict[Path, int] = {}  # directory → position of the last file opened
         self._scheduled: dict[Path, int] = {}  # directory → first position not yet scheduled
@@ -115,16 +120,24 @@ class ScanPrefetcher:
     def _enqueue(self, batch: list[tuple[Path, Entry]]) -> None:
         """Batches start in the order the reader will want them, one per connection."""
         self._queue.append(batch)
-        if self._workers < self.parallel and self.layer.nursery is not None:
+        self._queued += _batch_size(batch)
+        if self.layer.nursery is not None and self._workers < self.parallel and (
+                self._workers == 0 or self._queued > self._workers * PARALLEL_BYTES):
             self._workers += 1
             self.layer.nursery.start_soon(self._work)
 
     async def _work(self) -> None:
         try:
             while self._queue:
-                await self.layer.fetch_ahead(self._queue.popleft())
+                batch = self._queue.popleft()
+                self._queued -= _batch_size(batch)
+                await self.layer.fetch_ahead(batch)
         finally:
             self._workers -= 1
+
+
+def _batch_size(batch: list[tuple[Path, Entry]]) -> int:
+    return sum(_fetched_size(entry) for _, entry in batch)
 
 
 def _fetched_size(entry: Entry) -> int:
