@@ -132,6 +132,10 @@ def test_flags_with_xattr_tools(dovecot_server: Dovecot) -> None:
             out = run("getfattr", "-n", "user.imap.flags", "--only-values", f).stdout
             assert set(out.split()) == {b"\\Seen", b"\\Flagged"}
         assert os.getxattr(m.path / "mail" / "Trash", "user.imap.special-use") == b"\\Trash"
+        for probe in ("security.selinux", "system.posix_acl_access"):
+            with pytest.raises(OSError) as e:  # not ENODATA: ls -l then stops probing each file
+                os.getxattr(f, probe)
+            assert e.value.errno == errno.EOPNOTSUPP
     assert set(server_messages(dovecot_server, folder)[uid][1].split()) == {b"\\Seen", b"\\Flagged"}
 
 

@@ -450,7 +450,11 @@ class Operations(pyfuse3.Operations):
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
         self._no_xattrs_anywhere()
         key = names.from_fs(name)
-        if not key.startswith(XATTR_PREFIX) or self.tree.is_top(self._node(inode).vpath):
+        if not key.startswith(XATTR_PREFIX):
+            # EOPNOTSUPP, not ENODATA: ls -l then stops probing SELinux labels and ACLs
+            # for the rest of the mount, instead of two round trips per file listed
+            raise Unsupported(f"only {XATTR_PREFIX}* attributes are kept here")
+        if self.tree.is_top(self._node(inode).vpath):
             raise NoData(key)
         values = await self._xattrs(inode)
         try:
