@@ -58,7 +58,7 @@ SERVICE: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "auth": (str, "login"),  # login | xoauth2 | oauthbearer
         "token_command": (str, None),
         "decoded_view": (bool, True),
-        "xattrs": (bool, True),  # flags as extended attributes (ls -l then probes each file)
+        "xattrs": (bool, True),  # flags as user.imap.* extended attributes
     },
     "pop3": {"apop": (bool, False)},
     "nntp": {
