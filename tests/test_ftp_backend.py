@@ -146,6 +146,33 @@ def test_sequential_reads_share_one_transfer(server: FtpServer, caplog: pytest.L
     assert len(retrs) == 1, retrs
 
 
+@pytest.mark.parametrize("scheme", ["ftp", "ftpes"])
+def test_uploads_in_a_row_find_their_data_connection_open(
+        server: FtpServer, scheme: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each upload's last round trip also asks for the next data connection (EPSV): the next
+    upload starts with STOR. One kept too long is dropped, and the next transfer asks anew."""
+    caplog.set_level(logging.DEBUG, "fsmount.backends.ftp")
+
+    def commands() -> list[str]:
+        return [m.split("> ", 1)[1].split()[0] for m in caplog.messages if " > " in m]
+
+    async def scenario(b: ftp.FtpBackend) -> set[str]:
+        await b.commit(("first.txt",), spool(b"1"), None)
+        before = len(commands())
+        await b.commit(("second.txt",), spool(b"22"), None)
+        assert commands()[before:] == ["STOR", "RNFR", "RNTO", "MLST", "EPSV"]
+        monkeypatch.setattr(ftp, "READY_FOR", 0.0)  # the one opened ahead is now too old
+        names = {e.name for e in await b.list(())}
+        await b.commit(("third.txt",), spool(b"333"), None)
+        return names
+
+    names = run(alice(server, scheme), scenario)
+    assert {"first.txt", "second.txt"} <= names
+    assert [(server.root / f).read_bytes() for f in ("first.txt", "second.txt", "third.txt")] == [
+        b"1", b"22", b"333"]
+    assert no_temp_files(server.root)
+
+
 def test_random_reads_are_correct_and_reuse_the_connection(server: FtpServer,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     blob = os.urandom(4 << 20)

@@ -12,7 +12,9 @@ read elsewhere, a different command on that connection, two seconds of idleness 
 for the transfer (226 or 426), which costs far less than a new connection.
 
 Uploads go to a hidden temporary name in the same directory and are renamed over the final
-name, so a half-uploaded file never appears under its real name.
+name, so a half-uploaded file never appears under its real name. The rename's round trip
+(RNFR, RNTO, MLST pipelined) also carries the next transfer's EPSV, whose data connection is
+opened at once: in a run of uploads (``cp -r``) each one then starts with its STOR.
 
 FTPS: implicit (``ftps://``, TLS from the first byte) or explicit (``AUTH TLS``), data channel
 protected (``PROT P``), and every data connection resumes the control connection's TLS
@@ -53,6 +55,7 @@ T = TypeVar("T")
 BLOCKSIZE = 1 << 20  # upload/download chunk: few system calls, still little memory
 PAUSE_IDLE = 2.0  # a paused read transfer idle this long is closed
 ABORT_TIMEOUT = 5.0  # how long the server may take to confirm an abandoned transfer
+READY_FOR = 2.0  # a data connection opened ahead is used this long (servers wait 30 s or more)
 
 
 def create(account: Account, secret: Secret, env: Any) -> FtpBackend:
@@ -162,6 +165,7 @@ class Client(ftplib.FTP_TLS):
         self.root = "/"
         self.transfer: _Transfer | None = None
         self.epsv: bool | None = None  # unknown until tried
+        self.ready: tuple[socket.socket, float] | None = None  # a data connection opened ahead
         self.list_args: str | None = "-a"  # LIST -a shows dot files; dropped if refused
 
     # -- wire --------------------------------------------------------------------------
@@ -213,7 +217,11 @@ class Client(ftplib.FTP_TLS):
         return peer[0], port  # never trust the address in a 227 reply
 
     def ntransfercmd(self, cmd: str, rest: int | str | None = None) -> tuple[socket.socket, int | None]:
-        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        ready = self._take_ready()
+        if ready is None:
+            conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        else:
+            conn, size = self._transfer_on(ready, cmd, rest)
         if self._prot_p:  # type: ignore[attr-defined]
             session = self.sock.session if isinstance(self.sock, ssl.SSLSocket) else None
             try:
@@ -222,6 +230,53 @@ class Client(ftplib.FTP_TLS):
                 conn.close()
                 raise
         return conn, size
+
+    def pipeline_with_epsv(self, *cmds: str) -> list[str]:
+        """``pipeline``, with an EPSV in the same round trip whose data connection is opened
+        at once and kept for the next transfer: a run of uploads (``cp -r``) then waits for
+        one round trip less each."""
+        if self.epsv is not True or self.ready is not None:
+            return self.pipeline(*cmds)
+        replies = self.pipeline(*cmds, "EPSV")
+        if replies[-1][:3] == "229":
+            try:
+                _, port = ftplib.parse229(replies[-1], self.sock.getpeername())
+                self.ready = (socket.create_connection((self.host, port), self.timeout),
+                              time.monotonic())
+            except (OSError, ftplib.Error) as e:
+                log.debug("%s: no data connection ahead: %s", self.label, e)
+        return replies[:-1]
+
+    def _take_ready(self) -> socket.socket | None:
+        ready, self.ready = self.ready, None
+        if ready is None:
+            return None
+        if time.monotonic() - ready[1] < READY_FOR:
+            return ready[0]
+        _close_socket(ready[0])  # the server may have given up on it
+        return None
+
+    def _transfer_on(self, conn: socket.socket, cmd: str,
+                     rest: int | str | None) -> tuple[socket.socket, int | None]:
+        """A transfer command on a data connection opened before it (passive mode)."""
+        try:
+            if rest is not None:
+                self.sendcmd(f"REST {rest}")
+            resp = self.sendcmd(cmd)
+            if resp[:1] == "2":  # some servers send a 2xx before the 1xx
+                resp = self.getresp()
+            if resp[:1] != "1":
+                raise ftplib.error_reply(resp)
+        except BaseException:
+            conn.close()
+            raise
+        return conn, ftplib.parse150(resp) if resp[:3] == "150" else None
+
+    def close(self) -> None:
+        ready, self.ready = self.ready, None
+        if ready is not None:
+            _close_socket(ready[0])
+        super().close()
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -688,7 +743,7 @@ class FtpBackend(BackendBase):
         """RNFR, RNTO and MLST in one round trip; the slow path for servers refusing to
         rename over an existing file."""
         cmds = ["RNFR " + temp, "RNTO " + final] + (["MLST " + final] if c.mlst else [])
-        replies = c.pipeline(*cmds)
+        replies = c.pipeline_with_epsv(*cmds)
         if replies[0][:1] == "3" and replies[1][:1] == "2":
             if len(replies) > 2 and replies[2][:1] == "2":
                 return _mlst_entry(replies[2], path[-1])
