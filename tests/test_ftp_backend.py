@@ -333,6 +333,26 @@ def test_vsftpd_list_dialect_and_reads(tls: bool) -> None:
         run(backend_for(v.url(), ca=v.ca), scenario)
 
 
+@pytest.mark.parametrize("tls", [False, True])
+def test_vsftpd_takes_a_data_connection_opened_ahead(tls: bool) -> None:
+    """The EPSV sent ahead (after an upload) leaves a connected data socket; vsftpd, which
+    accepts it only at the next transfer command and wants the TLS session resumed on it,
+    serves a listing and a read on it."""
+    with running_vsftpd(VS_FILES, tls=tls) as v:
+        def opened_ahead(c: ftp.Client) -> bool:
+            c.pipeline_with_epsv("NOOP")
+            return c.ready is not None
+
+        async def scenario(b: ftp.FtpBackend) -> None:
+            await b.list(())  # learns that EPSV works
+            assert await b._run(opened_ahead)
+            assert {e.name for e in await b.list(("sub",))} == {"b.bin"}
+            assert await b._run(opened_ahead)
+            assert await b.read(("sub", "b.bin"), 1000, 10) == VS_FILES["sub/b.bin"][1000:1010]
+
+        run(backend_for(v.url("ftpes" if tls else "ftp"), ca=v.ca), scenario)
+
+
 def test_vsftpd_ambiguous_550_is_told_apart() -> None:
     # vsftpd answers "550 Failed to open file." both for a missing and an unreadable file
     with running_vsftpd({"secret.txt": b"s", "open.txt": b"o"}, modes={"secret.txt": 0o000}) as v:
