@@ -220,7 +220,7 @@ class Client(ftplib.FTP_TLS):
         ready = self._take_ready()
         if ready is None:
             conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
-        else:
+        else:  # a server that forgot it answers 425 or fails the transfer: retried (Transient)
             conn, size = self._transfer_on(ready, cmd, rest)
         if self._prot_p:  # type: ignore[attr-defined]
             session = self.sock.session if isinstance(self.sock, ssl.SSLSocket) else None
