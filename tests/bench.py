@@ -150,6 +150,7 @@ def _ftp_direct(server, big: int, up: Path, small: list[Path], offsets: list[int
     with open(up, "rb") as f:
         times["up"] = clock(lambda: (f.seek(0), c.storbinary("STOR direct-up.bin", f, blocksize=1 << 20)), 3)
     c.mkd("direct-small")
+    subprocess.run(["sync"])  # the big upload's write-back must not run into the small files
 
     def stor_all() -> None:
         for p in small:
@@ -158,6 +159,7 @@ def _ftp_direct(server, big: int, up: Path, small: list[Path], offsets: list[int
 
     times["small"] = clock(stor_all)
     c.mkd("direct-safe")
+    subprocess.run(["sync"])
 
     def stor_all_safely() -> None:  # what fsmount does: no partial file under its final name
         for p in small:
@@ -196,6 +198,7 @@ def _tool_ops(mnt: Path, up: Path, smalldir: Path, offsets: list[int], tag: str,
     drop_page_cache()
     times["down"] = clock(lambda: sh("cat", mnt / "big.bin"))  # cat writes to /dev/null via stdout
     times["up"] = clock(lambda: sh("cp", up, mnt / f"{tag}-up.bin"))
+    subprocess.run(["sync"])  # as for the direct STORs
     times["small"] = clock(lambda: sh("cp", "-r", smalldir, mnt / f"{tag}-small"))
 
     def random_reads() -> None:
