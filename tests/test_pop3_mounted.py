@@ -179,6 +179,23 @@ def test_many_messages_grep(srv: Dovecot) -> None:  # noqa: F811
         unlocked(srv)
 
 
+def test_a_scan_hands_messages_to_the_page_cache(srv: Dovecot) -> None:  # noqa: F811
+    """Messages a grep fetched ahead also go to the kernel's page cache, so reading them costs
+    no request: the bytes are the server's, from the kernel and from fsmount alike."""
+    srv.write_maildir("alice", "INBOX", [message(f"Paged {i}", "Some text.\r\n" * (i * 37 % 200 + 1))
+                                         for i in range(120)])
+    stored = sorted(retrieved(srv))
+    with mounted(config(srv)) as m:
+        box = m.path / "mail"
+        run("grep", "-rl", "no such words", box, check=False)
+        assert m.log_text().count(": in the page cache (") >= 100  # all but the scan's first few
+        assert sorted(f.read_bytes() for f in emls(box)) == stored
+        for f in emls(box):  # the kernel's copy dropped: fsmount's own cache answers
+            with open(f, "rb") as fd:
+                os.posix_fadvise(fd.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        assert sorted(f.read_bytes() for f in emls(box)) == stored
+
+
 def test_second_mount_reads_from_the_disk_cache(srv: Dovecot, tmp_path: Path) -> None:  # noqa: F811
     """Names and cache keys come from UIDLs, so they survive a remount (same cache dir)."""
     srv.append_many("alice", [message("Cached", "Kept on disk.\r\n"), message("Also cached")])

@@ -55,6 +55,9 @@ class CachedBackend:
         self._aliases: OrderedDict[Path, tuple[Entry, float]] = OrderedDict()  # → (entry, expiry)
         self.nursery: trio.Nursery | None = None  # set by the mount; runs read-ahead tasks
         self.prefetch = ScanPrefetcher(self, parallel)
+        # told of each object a scan fetched ahead, with its bytes (the VFS hands them to
+        # the kernel's page cache)
+        self.on_fetched_ahead: Callable[[Path, Entry, bytes], None] | None = None
 
     # -- metadata ------------------------------------------------------------------------
 
@@ -209,6 +212,8 @@ class CachedBackend:
                         obj.stored_whole(len(data))
                         if not entry.size_exact:
                             self._learn_size(path, entry, len(data))
+                        if self.on_fetched_ahead is not None:
+                            self.on_fetched_ahead(path, entry, data)
                 finally:  # whatever happened, its readers must not wait for ever
                     del self._inflight[("download", obj.key)]
                     flight.done.set()

@@ -68,6 +68,9 @@ class Operations(pyfuse3.Operations):
         self.owner = owner
         self.inodes = InodeTable(Entry("", True, mtime=time.time()))
         self.handles = HandleTable()
+        for name, backend in tree.accounts.items():
+            backend.on_fetched_ahead = functools.partial(
+                self._into_page_cache, () if tree.single is not None else (name,))
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -99,6 +102,27 @@ class Operations(pyfuse3.Operations):
         caps = self.tree.capabilities(vpath)
         if not caps.write:
             raise ReadOnly(f"{what}: this folder is read-only")
+
+    def _into_page_cache(self, prefix: Path, path: Path, entry: Entry, data: bytes) -> None:
+        """A scan fetched this file ahead: its bytes go to the kernel's page cache as well,
+        and its next open keeps them, so the reader's read() costs no request at all (a cold
+        scan then costs about what a warm one does).
+
+        Only for a file the kernel knows, at the size it was told, that nobody has open:
+        a read in flight holds the file's pages locked, and storing into them from this
+        thread would wait for ever on the reply this thread is to send.
+        """
+        node = self.inodes.at(prefix + path)
+        if (node is None or node.lookups <= 0 or node.handles or node.entry.size != len(data)
+                or len(data) >= DIRECT_IO_MIN or node.entry.identity != entry.identity):
+            return
+        try:
+            pyfuse3.notify_store(node.inode, 0, data)
+        except OSError as e:  # the kernel let go of the inode meanwhile: it reads on open
+            log.debug("page cache store of %s: %s", "/".join(node.vpath), e)
+            return
+        node.cached_identity = entry.identity
+        log.debug("%s: in the page cache (%d bytes)", "/".join(node.vpath), len(data))
 
     # -- names ---------------------------------------------------------------------------
 
