@@ -50,7 +50,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from io import BytesIO
 from typing import Any, BinaryIO, TypeVar
 
@@ -67,7 +66,7 @@ from ..net.tls import TlsMode, client_context
 from ..net.dotstream import CappedBuffer, batch_result, buffers, copy_dot_terminated
 from ..net.failures import connection_failure
 from .base import BATCH_ITEM_LIMIT, BATCH_LIMIT, BackendBase, Capabilities, Entry, Path
-from .mailnames import header_date, header_text, key_of, message_name
+from .mailnames import header_text, header_timestamp, key_of, message_name
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -108,7 +107,7 @@ class Headers:
     """What a listing needs from a message's header section."""
 
     subject: str | None
-    date: datetime | None
+    date: float | None  # the Date header as a timestamp
     digest: str  # identifies the header section (message keys without UIDL)
 
     @classmethod
@@ -120,8 +119,7 @@ class Headers:
             name, sep, value = line.partition(b":")
             if sep:
                 fields.setdefault(name.strip().lower(), value.strip())
-        date = fields.get(b"date")
-        return cls(header_text(fields.get(b"subject")), header_date(header_text(date)),
+        return cls(header_text(fields.get(b"subject")), header_timestamp(fields.get(b"date")),
                    hashlib.sha1(head).hexdigest()[:10])
 
 
@@ -530,7 +528,7 @@ class Pop3Backend(BackendBase):
             name = message_name(key, headers.subject, headers.date)
             identity = (message.uidl,) if message.uidl is not None else ("", number, message.digest)
             entries.append(Entry(name, False, scan.sizes[number],
-                                 headers.date.timestamp() if headers.date else None,
+                                 headers.date,
                                  identity, size_exact=False))
             messages[name] = message
             if message.uidl is not None:

@@ -24,12 +24,12 @@ def copy_dot_terminated(f: BinaryIO, out: BinaryIO | None, limit: int, what: str
     size = 0
     while True:
         if peek is not None:
-            region = peek(1)
+            region = peek(1)  # may hold the next pipelined answers too: look no further than ours
             whole = region.rfind(b"\n") + 1  # complete lines only
-            if whole and region.count(b"\n", 0, whole) == region.count(CRLF, 0, whole):
-                body, used, done = _split_at_terminator(region[:whole])
+            end, used, done = _split_at_terminator(region, whole)
+            if whole and region.count(b"\n", 0, used) == region.count(CRLF, 0, used):
                 f.read(used)
-                body = _unstuff(body)
+                body = _unstuff(region[:end])
                 if out is not None and body:
                     out.write(body)
                 size += len(body)
@@ -42,14 +42,15 @@ def copy_dot_terminated(f: BinaryIO, out: BinaryIO | None, limit: int, what: str
             return size
 
 
-def _split_at_terminator(lines: bytes) -> tuple[bytes, int, bool]:
-    """(the body lines before a lone ``.`` line, bytes to consume, whether it was found)."""
-    if lines.startswith(b".\r\n"):
-        return b"", 3, True
-    end = lines.find(b"\n.\r\n")
+def _split_at_terminator(region: bytes, whole: int) -> tuple[int, int, bool]:
+    """In the complete lines ``region[:whole]``: (where the body lines before a lone ``.``
+    line end, bytes to consume, whether that line was found)."""
+    if region.startswith(b".\r\n"):
+        return 0, 3, True
+    end = region.find(b"\n.\r\n", 0, whole)
     if end < 0:
-        return lines, len(lines), False
-    return lines[:end + 1], end + 4, True
+        return whole, whole, False
+    return end + 1, end + 4, True
 
 
 def _unstuff(body: bytes) -> bytes:
