@@ -6,6 +6,8 @@ message at a time. Ahead of the reader, objects are fetched in batches of the ba
 ``capabilities.batch`` (one pipelined round, one ``UID FETCH`` of a UID set), up to
 ``AHEAD_BYTES`` ahead: fetching outruns any reader, so a scan of a mailbox fits in a few
 sessions (a POP3 maildrop is locked for as long as one lasts) and never waits on the server.
+What arrives is stored, and offered to the VFS (``CachedBackend.on_fetched_ahead``), which
+hands it to the kernel's page cache: the reader's read() then needs no request at all.
 """
 from __future__ import annotations
 
