@@ -316,12 +316,14 @@ def bench_nntp(count: int = 2000) -> None:
             for n in range(1, count + 1):  # the same articles as local files, for the floor
                 lines = c.article(str(n))[1].lines
                 (local / f"{n:05d}.eml").write_bytes(b"".join(line + b"\r\n" for line in lines))
-        config = (f'[accounts.news]\nurl = "nntp://alice@127.0.0.1:{inn.port}"\n'
-                  f'password = "secret1"\nplaintext_auth = true\ntls = "off"\nmax_articles = {count}\n'
-                  f'groups = ["local.test"]\n')
-        with mounted(config, debug=False) as m:
-            grep_cold_warm(f"nntp {count} articles", m.path / "news" / "local.test", local, direct,
-                           "no-such-needle")
+        for readonly in (False, True):  # posting needs FLUSH answered: one request per close
+            config = (f'[accounts.news]\nurl = "nntp://alice@127.0.0.1:{inn.port}"\n'
+                      f'password = "secret1"\nplaintext_auth = true\ntls = "off"\n'
+                      f'max_articles = {count}\ngroups = ["local.test"]\n'
+                      f'readonly = {str(readonly).lower()}\n')
+            with mounted(config, debug=False) as m:
+                grep_cold_warm(f"nntp {count} articles{', read-only account' if readonly else ''}",
+                               m.path / "news" / "local.test", local, direct, "no-such-needle")
         shutil.rmtree(local)
 
 
