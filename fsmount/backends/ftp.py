@@ -240,9 +240,8 @@ class Client(ftplib.FTP_TLS):
         replies = self.pipeline(*cmds, "EPSV")
         if replies[-1][:3] == "229":
             try:
-                _, port = ftplib.parse229(replies[-1], self.sock.getpeername())
-                self.ready = (socket.create_connection((self.host, port), self.timeout),
-                              time.monotonic())
+                host, port = ftplib.parse229(replies[-1], self.sock.getpeername())
+                self.ready = (socket.create_connection((host, port), self.timeout), time.monotonic())
             except (OSError, ftplib.Error) as e:
                 log.debug("%s: no data connection ahead: %s", self.label, e)
         return replies[:-1]
