@@ -148,7 +148,7 @@ class CachedObject:
 
 class ContentStore:
     """The bounded store under ``directory``; trio thread only, but for ``store_whole``,
-    which a worker thread runs (the database behind ``_db_lock``)."""
+    which a worker thread may run for a big batch (the database behind ``_db_lock``)."""
 
     def __init__(self, directory: FsPath, limit: int) -> None:
         self.directory = directory
@@ -227,7 +227,7 @@ class ContentStore:
         self._database_gone()
 
     def store_whole(self, objects: list[tuple[str, bytes]]) -> None:
-        """Write whole objects to disk (worker thread: no state of the store is touched):
+        """Write whole objects to disk (safe in a worker thread: no state of the store is touched):
         the small ones as rows, a few per transaction so that the trio thread's reads never
         wait long for the lock, the others as files. The caller then marks each with
         ``CachedObject.stored_whole``."""
