@@ -804,3 +804,25 @@ def test_decoded_view_of_a_big_message_is_made_once(dovecot_server: Dovecot,
         assert len([r for r in caplog.records if "BODY.PEEK[]" in r.getMessage()]) == 1
 
     run(backend_for(dovecot_server), scenario)
+
+
+def test_a_big_fresh_listing_comes_in_parts_and_whole(dovecot_server: Dovecot) -> None:
+    """A folder listed afresh hands its entries over while they arrive (so ``ls`` can start
+    before the FETCH ends); the parts hold exactly the whole listing, subfolders first."""
+    folder = unique("Parts")
+    count = imap.PARTS_FROM + imap.LIST_PART // 2
+    dovecot_server.create_folder(f"{folder}/Sub")
+    dovecot_server.write_maildir("alice", folder, (
+        f"From: a@example.org\r\nSubject: part {i}\r\n\r\nbody {i}\r\n".encode() for i in range(count)))
+
+    async def scenario(b: imap.ImapBackend) -> None:
+        parts: list[list[Entry]] = []
+        whole = await b.list_in_parts((folder,), parts.append)
+        assert len(parts) == 3 and parts[0][0] == Entry("Sub", True)
+        streamed = [e for part in parts for e in part]
+        assert sorted(e.name for e in streamed) == sorted(e.name for e in whole)
+        assert len({e.name for e in whole}) == count + 1
+        again: list[list[Entry]] = []  # known now: only what changed is fetched, no parts
+        assert await b.list_in_parts((folder,), again.append) == whole and again == []
+
+    run(backend_for(dovecot_server, decoded_view=False), scenario)

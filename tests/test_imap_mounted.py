@@ -6,11 +6,14 @@ import os
 import random
 import re
 import shutil
+import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
+from tests.faultproxy import FaultProxy, cut
 from tests.mounting import mounted, run, wait_for
 from tests.servers.dovecot import Dovecot, _quote, dovecot_server  # noqa: F401  (fixture)
 from tests.test_imap_backend import ATTACHMENT, CORPUS, EIGHTBIT, PLAIN, server_messages, unique
@@ -324,3 +327,76 @@ def test_rsync_and_write_then_rename_into_a_folder(dovecot_server: Dovecot, tmp_
         assert len(emls(target)) == 2
     held = sorted(raw for raw, _ in server_messages(dovecot_server, folder).values())
     assert held == sorted([PLAIN, EIGHTBIT])
+
+
+def test_a_big_folder_shows_while_it_arrives_and_lists_whole(dovecot_server: Dovecot) -> None:
+    """``ls -l`` of a folder listed afresh starts on the first part of the FETCH; what it
+    shows is still the whole folder, once each, and the same as a listing from the cache."""
+    folder = unique("Big")
+    count = 2600
+    dovecot_server.write_maildir("alice", folder, (
+        f"From: a@example.org\r\nSubject: big {i}\r\n\r\nbody {i}\r\n".encode() for i in range(count)))
+    with mounted(config(dovecot_server, decoded_view=False)) as m:
+        d = m.path / "mail" / folder
+        lines = run("ls", "-l", d).stdout.decode().splitlines()[1:]  # after "total"
+        assert len(lines) == count and all(line.endswith(".eml") for line in lines)
+        names = sorted(os.listdir(d))
+        assert len(set(names)) == count and sorted(uid_of(Path(n)) for n in names) == list(range(1, count + 1))
+        assert run("find", d, "-name", "*.eml").stdout.decode().count("\n") == count
+        log = m.log_text()
+    assert log.count("in so far") >= 2  # it came in parts
+
+
+class ListingCutter(FaultProxy):
+    """A byte proxy to Dovecot's plain IMAP port; while ``armed``, every connection is cut
+    after ``limit`` bytes from the server (so each try of a big FETCH dies midway)."""
+
+    def __init__(self, server: Dovecot, limit: int) -> None:
+        self.limit = limit
+        self.armed = False
+        self.cuts = 0
+        super().__init__(server.host, server.imap_port)
+
+    def serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+        threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, from_server: bool) -> None:
+        sent = 0
+        try:
+            while data := src.recv(65536):
+                if from_server and self.armed:
+                    if sent + len(data) > self.limit:
+                        dst.sendall(data[: self.limit - sent])
+                        self.cuts += 1
+                        cut(src, dst)
+                        return
+                    sent += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        cut(dst)
+
+
+def test_a_listing_that_dies_midway_fails_ls_and_is_not_kept(dovecot_server: Dovecot) -> None:
+    """Parts already shown do not make a broken listing pass as whole: ``ls`` fails, and
+    the next listing is complete."""
+    folder = unique("Cut")
+    count = 3000
+    dovecot_server.write_maildir("alice", folder, (
+        f"From: a@example.org\r\nSubject: cut {i}\r\n\r\nbody {i}\r\n".encode() for i in range(count)))
+    proxy = ListingCutter(dovecot_server, 300_000)  # about half of the listing FETCH
+    try:
+        cfg = (f'[accounts.mail]\nurl = "imap://alice@127.0.0.1:{proxy.port}"\npassword = "secret1"\n'
+               'plaintext_auth = true\ntls = "off"\ndecoded_view = false\ntimeout = 3\n')
+        with mounted(cfg) as m:
+            d = m.path / "mail" / folder
+            assert os.path.isdir(d)
+            proxy.armed = True
+            broken = subprocess.run(["ls", "-l", d], capture_output=True)
+            assert broken.returncode != 0 and b"reading directory" in broken.stderr, broken.stderr
+            assert 0 < broken.stdout.count(b"\n") < count and proxy.cuts >= 2
+            proxy.armed = False
+            assert len(os.listdir(d)) == count
+    finally:
+        proxy.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -17,6 +17,8 @@ import trio
 from ..errors import FsError, NoData, TooLarge, Unsupported
 
 Path = tuple[str, ...]
+#: Takes a listing's entries while it arrives; called on the trio thread, must not raise.
+PartSink = Callable[[list["Entry"]], None]
 
 #: The most bytes one object, and one whole call, may bring into a ``download_many`` (they
 #: are held in memory; size hints may lie).
@@ -97,6 +99,12 @@ class Backend(Protocol):
     async def list(self, path: Path) -> list[Entry]:
         """The directory's entries in one round trip (no ``.`` or ``..``)."""
 
+    async def list_in_parts(self, path: Path, part: PartSink) -> list[Entry]:
+        """``list``, also handing entries to ``part`` while a long listing arrives, so a big
+        folder shows before its listing ends. The return value is still the whole listing;
+        a part may repeat entries (a retried fetch) and the whole may hold more.
+        """
+
     async def stat(self, path: Path) -> Entry:
         """One object; raise ``NotFound``. The root returns a directory entry named ``""``."""
 
@@ -155,6 +163,10 @@ class BackendBase:
     """Defaults for the optional parts of ``Backend``: everything unsupported."""
 
     capabilities = Capabilities()
+
+    async def list_in_parts(self, path: Path, part: PartSink) -> list[Entry]:
+        """No parts: the listing comes whole."""
+        return await self.list(path)  # type: ignore[attr-defined]
 
     async def download(self, path: Path, into: str) -> Entry:
         raise Unsupported("downloading")

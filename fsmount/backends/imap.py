@@ -86,7 +86,7 @@ from ..errors import (
 from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
 from ..net.failures import connection_failure
-from .base import BATCH_ITEM_LIMIT, BackendBase, Capabilities, Content, Entry, Path
+from .base import BATCH_ITEM_LIMIT, BackendBase, Capabilities, Content, Entry, PartSink, Path
 from . import imapfetch
 from .decoded import SUFFIX as TEXT_SUFFIX
 from .decoded import decoded_text
@@ -97,6 +97,8 @@ from .mailnames import header_date, header_text, header_timestamp, key_of, messa
 log = logging.getLogger(__name__)
 
 FETCH_CHUNK = 10_000  # messages per listing FETCH: one round trip for 10k, bounded memory for 100k
+LIST_PART = 1000  # a folder listed afresh shows in parts of this many messages …
+PARTS_FROM = 2 * LIST_PART  # … when it holds at least this many
 LISTING_ITEMS = "(UID RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT DATE)])"
 WHOLE_LIMIT = 8 << 20  # bigger messages are downloaded in partial fetches of PART bytes
 PART = 4 << 20
@@ -354,6 +356,9 @@ class ImapBackend(BackendBase):
         return (_text_entry(entry) if text else entry), folder, text
 
     async def list(self, path: Path) -> list[Entry]:
+        return await self.list_in_parts(path, None)
+
+    async def list_in_parts(self, path: Path, part: PartSink | None) -> list[Entry]:
         tree = await self._folders(max_age=TREE_TTL)
         if not tree.is_dir(path):
             if path and tree.folder(path[:-1]) is not None:
@@ -363,22 +368,39 @@ class ImapBackend(BackendBase):
         entries = [Entry(n, True) for n in sorted(tree.children[path])]
         folder = tree.folder(path)
         if folder is not None:
-            state = await self._scan(path, folder)
+            state = await self._scan(path, folder, self._relay(part, entries) if part else None)
             messages = list(state.entries.values())
             entries += messages
             if self.decoded_view:
                 entries += state.text_entries()
         return entries
 
-    async def _scan(self, path: Path, folder: Folder) -> FolderState:
+    def _relay(self, part: PartSink, folders: list[Entry]) -> Callable[[list[Entry]], None]:
+        """``part`` for the worker thread: each part is queued to the trio thread without
+        waiting for it, in order, so all parts arrive before the scan's own result does."""
+        token = trio.lowlevel.current_trio_token()
+        first = [folders]
+
+        def send(messages: list[Entry]) -> None:
+            entries = (first.pop() if first else []) + messages
+            if self.decoded_view:
+                entries += [_text_entry(e) for e in messages]
+            token.run_sync_soon(part, entries)
+        return send
+
+    async def _scan(self, path: Path, folder: Folder,
+                    emit: Callable[[list[Entry]], None] | None = None) -> FolderState:
+        """Bring the folder's state up to date; a fresh listing's entries also go to ``emit``
+        (from the worker thread) as they arrive."""
         state = self._states.setdefault(path, FolderState())
         watcher = self._watch(path, folder)
         async with state.lock:
             if watcher is not None:
                 watcher.dirty = False  # anything reported from now on is after this scan began
             known = (state.uidvalidity, state.uidnext, len(state.entries))
-            scan: Scan = await self._run(lambda conn: self._fetch_listing(conn, folder.name, known),
-                                         f"FETCH {folder.name}")
+            scan: Scan = await self._run(
+                lambda conn: self._fetch_listing(conn, folder.name, known, emit),
+                f"FETCH {folder.name}")
             if scan.reset:
                 state.reset(scan.uidvalidity)
             if scan.all_uids is not None:
@@ -389,14 +411,16 @@ class ImapBackend(BackendBase):
             state.uidnext, state.exists = scan.uidnext, scan.exists
             return state
 
-    def _fetch_listing(self, conn: IMAPClient, folder: str, known: tuple[int, int, int]) -> Scan:
+    def _fetch_listing(self, conn: IMAPClient, folder: str, known: tuple[int, int, int],
+                       emit: Callable[[list[Entry]], None] | None) -> Scan:
         uidvalidity, uidnext, count = known
         info = self._select(conn, folder, fresh=True)
         new_validity = int(info.get(b"UIDVALIDITY") or 0)
         exists = int(info.get(b"EXISTS") or 0)
         new_next = int(info.get(b"UIDNEXT") or 0)
         if new_validity != uidvalidity or not uidnext or not new_next:
-            fresh = self._fetch_range(conn, new_validity, exists)
+            parts = emit if exists >= PARTS_FROM else None
+            fresh = self._fetch_range(conn, new_validity, exists, parts)
             return Scan(new_validity, new_next, exists, fresh, None, True)
         fresh = []
         if new_next > uidnext:
@@ -407,12 +431,12 @@ class ImapBackend(BackendBase):
             all_uids = set(conn.search("ALL"))
         return Scan(new_validity, new_next, exists, fresh, all_uids, False)
 
-    def _fetch_range(self, conn: IMAPClient, uidvalidity: int, exists: int
-                     ) -> list[tuple[int, Entry]]:
+    def _fetch_range(self, conn: IMAPClient, uidvalidity: int, exists: int,
+                     emit: Callable[[list[Entry]], None] | None = None) -> list[tuple[int, Entry]]:
         found: list[tuple[int, Entry]] = []
         for start in range(1, exists + 1, FETCH_CHUNK):
             end = min(start + FETCH_CHUNK - 1, exists)
-            found += self._fetch_items(conn, uidvalidity, False, f"{start}:{end}", 0)
+            found += self._fetch_items(conn, uidvalidity, False, f"{start}:{end}", 0, emit)
         return found
 
     def _fetch_uids(self, conn: IMAPClient, uidvalidity: int, uids: str, least: int
@@ -420,13 +444,23 @@ class ImapBackend(BackendBase):
         return self._fetch_items(conn, uidvalidity, True, uids, least)
 
     def _fetch_items(self, conn: IMAPClient, uidvalidity: int, by_uid: bool, spec: str,
-                     least: int) -> list[tuple[int, Entry]]:
+                     least: int, emit: Callable[[list[Entry]], None] | None = None
+                     ) -> list[tuple[int, Entry]]:
         log.debug("%s: %sFETCH %s %s", self.label, "UID " if by_uid else "", spec, LISTING_ITEMS)
         command = ("UID", "FETCH") if by_uid else ("FETCH",)
         tag = conn._imap._command(*command, spec, LISTING_ITEMS)
         rows = _listing_rows(imapfetch.replies(conn._imap, tag))  # parsed as they arrive
-        return [(uid, _entry(uidvalidity, uid, size, internal, header))
-                for uid, size, internal, header in rows if uid >= least]
+        found: list[tuple[int, Entry]] = []
+        sent = 0
+        for uid, size, internal, header in rows:
+            if uid >= least:
+                found.append((uid, _entry(uidvalidity, uid, size, internal, header)))
+                if emit is not None and len(found) - sent >= LIST_PART:
+                    emit([e for _, e in found[sent:]])
+                    sent = len(found)
+        if emit is not None and sent < len(found):
+            emit([e for _, e in found[sent:]])
+        return found
 
     def _watch(self, path: Path, folder: Folder) -> IdleWatcher | None:
         """Start IDLE on INBOX (once) where the account wants it."""

@@ -15,9 +15,10 @@ from typing import Any, TypeVar
 
 import trio
 
-from ..backends.base import Backend, Content, Entry, Path
+from ..backends.base import Backend, Content, Entry, PartSink, Path
 from ..errors import FsError, NotADirectory, NotFound
 from .content import BLOCK, CachedObject, ContentStore, object_key, unlink_quietly
+from .growing import GrowingListing
 from .metadata import MetadataCache
 from .prefetch import ScanPrefetcher
 
@@ -46,6 +47,7 @@ class CachedBackend:
         self.capabilities = backend.capabilities
         self.meta = MetadataCache(backend.capabilities.metadata_ttl or ttl)
         self._inflight: dict[Any, _Flight] = {}
+        self._growing: dict[Path, GrowingListing] = {}
         self._pending: dict[Path, Entry] = {}  # created locally, not committed yet
         self._keys: dict[tuple[Path, tuple[Any, ...]], str] = {}  # hashing is per open: memoized
         self._exact_sizes: dict[tuple[Path, tuple[Any, ...]], int] = {}  # learned by downloading
@@ -74,9 +76,44 @@ class CachedBackend:
                 return listing.entries
         return await self._once(("list", path), lambda: self._fetch_list(path))
 
-    async def _fetch_list(self, path: Path) -> dict[str, Entry]:
+    async def list_growing(self, path: Path) -> GrowingListing:
+        """The listing of ``path``: whole when cached, else growing while the backend lists
+        it (in a task of its own, so the first readdir can answer before the last part)."""
+        growing = self._growing.get(path)
+        if growing is None:
+            if self.meta.get(path) is not None or self.nursery is None:
+                return GrowingListing.whole(await self.list(path))
+            growing = self._growing[path] = GrowingListing()
+            self.nursery.start_soon(self._grow, path, growing)
+        return growing
+
+    async def _grow(self, path: Path, growing: GrowingListing) -> None:
+        def part(entries: list[Entry]) -> None:
+            try:
+                growing.add([self._corrected(path + (e.name,), e) for e in entries])
+                log.debug("%s: /%s: %d entries in so far", self.account, "/".join(path),
+                          len(growing.entries))
+            except Exception:  # run from trio's own queue: raising would end the mount
+                log.exception("%s: a part of the listing of /%s was lost", self.account,
+                              "/".join(path))
+
+        try:
+            entries = await self._once(("list", path), lambda: self._fetch_list(path, part))
+            growing.finish(self._with_pending(path, entries))
+        except FsError as e:
+            growing.fail(e)
+        except Exception as e:
+            log.exception("%s: listing /%s failed", self.account, "/".join(path))
+            growing.fail(FsError(f"listing failed: {e!r}"))
+        finally:
+            if self._growing.get(path) is growing:
+                del self._growing[path]
+
+    async def _fetch_list(self, path: Path, part: PartSink | None = None) -> dict[str, Entry]:
         generation = self.meta.generation(path)
-        entries = [self._corrected(path + (e.name,), e) for e in await self.backend.list(path)]
+        listed = await (self.backend.list(path) if part is None else
+                        self.backend.list_in_parts(path, part))
+        entries = [self._corrected(path + (e.name,), e) for e in listed]
         return self.meta.store(path, entries, generation)
 
     def _with_pending(self, path: Path, entries: dict[str, Entry]) -> list[Entry]:

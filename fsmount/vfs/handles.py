@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 import trio
 
 from ..backends.base import Entry
+from ..cache.growing import GrowingListing
 from ..cache.layer import Reader
 from ..cache.spool import SpoolFile
+from . import names
 from .inodes import Node
 
 
@@ -54,10 +56,47 @@ class FileHandle:
 
 @dataclass(eq=False)
 class DirHandle:
-    """A listing taken at opendir: the kernel may call readdir many times for one directory."""
+    """A listing taken at the first readdir: the kernel may call readdir many times for one
+    directory, each offset an index into ``names`` (local name, entry)."""
 
     node: Node
-    names: list[tuple[str, Entry]] | None = None
+    listing: GrowingListing | None = None
+    names: list[tuple[str, Entry]] = field(default_factory=list)
+    _seen: set[str] = field(default_factory=set)
+    _taken: int = 0
+
+    def start(self, listing: GrowingListing) -> None:
+        self.listing, self.names, self._seen, self._taken = listing, [], set(), 0
+
+    async def names_beyond(self, index: int) -> bool:
+        """Wait until ``names`` reaches past ``index``; False once it never will."""
+        listing = self.listing
+        assert listing is not None
+        while True:
+            self._take_in(listing)
+            if index < len(self.names):
+                return True
+            if listing.done and self._taken == len(listing.entries):
+                if listing.error is not None:
+                    raise listing.error
+                return False
+            await listing.wait_beyond(self._taken)
+
+    def _take_in(self, listing: GrowingListing) -> None:
+        """Name what arrived; a listing that came whole is shown sorted (as ``find`` prints
+        it), one that grows in the order it arrives."""
+        new = listing.entries[self._taken:]
+        if not new:
+            return
+        if not self._taken and listing.done:
+            new = sorted(new, key=lambda e: e.name)
+        self._taken = len(listing.entries)
+        seen, found = self._seen, self.names
+        for entry in new:
+            local = names.local_name(entry.name)
+            if local not in seen:  # two remote names may look alike here
+                seen.add(local)
+                found.append((local, entry))
 
 
 class HandleTable:

@@ -175,15 +175,10 @@ class Operations(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         handle = self.handles[fh]
         assert isinstance(handle, DirHandle)
-        if handle.names is None or start_id == 0:
-            entries = await self.tree.list(handle.node.vpath)
-            seen: set[str] = set()
-            handle.names = []
-            for entry in sorted(entries, key=lambda e: e.name):
-                local = names.local_name(entry.name)
-                if local not in seen:
-                    seen.add(local)
-                    handle.names.append((local, entry))
+        if handle.listing is None or start_id == 0:
+            handle.start(await self.tree.list_growing(handle.node.vpath))
+        if not await handle.names_beyond(start_id):
+            return
         base = handle.node.vpath
         top = self.tree.is_top(base)  # account folders: each has its own capabilities
         caps = None if top else self.tree.capabilities(base + ("",))

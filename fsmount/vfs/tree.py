@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping
 
 from ..backends.base import Capabilities, Entry, Path
+from ..cache.growing import GrowingListing
 from ..cache.layer import CachedBackend
 from ..errors import CrossDevice, NotFound, ReadOnly
 
@@ -46,6 +47,12 @@ class Tree:
             return [Entry(name, True, mtime=self.started) for name in self.accounts]
         backend, path = self.route(vpath)
         return await backend.list(path)
+
+    async def list_growing(self, vpath: Path) -> GrowingListing:
+        if self.is_top(vpath):
+            return GrowingListing.whole(await self.list(vpath))
+        backend, path = self.route(vpath)
+        return await backend.list_growing(path)
 
     async def stat(self, vpath: Path) -> Entry:
         if self.is_top(vpath):
