@@ -811,6 +811,7 @@ def test_a_big_fresh_listing_comes_in_parts_and_whole(dovecot_server: Dovecot) -
     before the FETCH ends); the parts hold exactly the whole listing, subfolders first."""
     folder = unique("Parts")
     count = imap.PARTS_FROM + imap.LIST_PART // 2
+    dovecot_server.create_folder(folder)  # through IMAP: Dovecot's folder list knows it
     dovecot_server.create_folder(f"{folder}/Sub")
     dovecot_server.write_maildir("alice", folder, (
         f"From: a@example.org\r\nSubject: part {i}\r\n\r\nbody {i}\r\n".encode() for i in range(count)))

@@ -334,6 +334,7 @@ def test_a_big_folder_shows_while_it_arrives_and_lists_whole(dovecot_server: Dov
     shows is still the whole folder, once each, and the same as a listing from the cache."""
     folder = unique("Big")
     count = 2600
+    dovecot_server.create_folder(folder)  # through IMAP: Dovecot's folder list knows it
     dovecot_server.write_maildir("alice", folder, (
         f"From: a@example.org\r\nSubject: big {i}\r\n\r\nbody {i}\r\n".encode() for i in range(count)))
     with mounted(config(dovecot_server, decoded_view=False)) as m:
@@ -383,6 +384,7 @@ def test_a_listing_that_dies_midway_fails_ls_and_is_not_kept(dovecot_server: Dov
     the next listing is complete."""
     folder = unique("Cut")
     count = 3000
+    dovecot_server.create_folder(folder)  # through IMAP: Dovecot's folder list knows it
     dovecot_server.write_maildir("alice", folder, (
         f"From: a@example.org\r\nSubject: cut {i}\r\n\r\nbody {i}\r\n".encode() for i in range(count)))
     proxy = ListingCutter(dovecot_server, 300_000)  # about half of the listing FETCH

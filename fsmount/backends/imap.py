@@ -149,6 +149,15 @@ class FolderState:
         self.entries[uid] = entry
         self.by_name[entry.name] = uid
 
+    def add_all(self, found: list[tuple[int, Entry]]) -> None:
+        if self.entries:
+            for uid, entry in found:
+                self.add(uid, entry)
+        else:  # listed afresh: no old names to unlink
+            self._texts = None
+            self.entries = dict(found)
+            self.by_name = {entry.name: uid for uid, entry in found}
+
     def drop(self, uid: int) -> None:
         self._texts = None
         entry = self.entries.pop(uid, None)
@@ -406,8 +415,7 @@ class ImapBackend(BackendBase):
             if scan.all_uids is not None:
                 for uid in [u for u in state.entries if u not in scan.all_uids]:
                     state.drop(uid)
-            for uid, entry in scan.fresh:
-                state.add(uid, entry)
+            state.add_all(scan.fresh)
             state.uidnext, state.exists = scan.uidnext, scan.exists
             return state
 

@@ -90,7 +90,7 @@ class CachedBackend:
     async def _grow(self, path: Path, growing: GrowingListing) -> None:
         def part(entries: list[Entry]) -> None:
             try:
-                growing.add([self._corrected(path + (e.name,), e) for e in entries])
+                growing.add(self._corrected(path, entries))
                 log.debug("%s: /%s: %d entries in so far", self.account, "/".join(path),
                           len(growing.entries))
             except Exception:  # run from trio's own queue: raising would end the mount
@@ -113,7 +113,7 @@ class CachedBackend:
         generation = self.meta.generation(path)
         listed = await (self.backend.list(path) if part is None else
                         self.backend.list_in_parts(path, part))
-        entries = [self._corrected(path + (e.name,), e) for e in listed]
+        entries = self._corrected(path, listed)
         return self.meta.store(path, entries, generation)
 
     def _with_pending(self, path: Path, entries: dict[str, Entry]) -> list[Entry]:
@@ -139,10 +139,14 @@ class CachedBackend:
             raise NotFound("/".join(path))
         return entry
 
-    def _corrected(self, path: Path, entry: Entry) -> Entry:
-        """Apply a size learned from a download to an entry whose size was a hint."""
-        if entry.size_exact or entry.is_dir:
-            return entry
+    def _corrected(self, directory: Path, entries: list[Entry]) -> list[Entry]:
+        """Apply sizes learned from downloads to entries whose size was a hint."""
+        if all(e.size_exact or e.is_dir for e in entries):
+            return entries
+        return [e if e.size_exact or e.is_dir else self._exact(directory + (e.name,), e)
+                for e in entries]
+
+    def _exact(self, path: Path, entry: Entry) -> Entry:
         size = self._exact_sizes.get((path, entry.identity))
         return dataclasses.replace(entry, size=size, size_exact=True) if size is not None else entry
 
