@@ -182,17 +182,20 @@ class Operations(pyfuse3.Operations):
         base = handle.node.vpath
         top = self.tree.is_top(base)  # account folders: each has its own capabilities
         caps = None if top else self.tree.capabilities(base + ("",))
-        for i in range(start_id, len(handle.names)):
-            local, entry = handle.names[i]
+        at, ref, make, owner = self.inodes.at, self.inodes.ref, attrs.make, self.owner
+        listed = handle.names
+        for i in range(start_id, len(listed)):  # runs once per entry of a 10k folder: kept lean
+            local, entry = listed[i]
             vpath = base + (entry.name,)
-            known = self.inodes.at(vpath)
-            writers = self.handles.writers(known) if known is not None and known.handles else []
-            node = self.inodes.ref(vpath, known.entry if writers else entry)  # type: ignore[union-attr]
+            known = at(vpath)
+            writers = self.handles.writers(known) if known is not None and known.handles else None
             if writers:
+                node = ref(vpath, known.entry)  # type: ignore[union-attr]
                 a = self._attrs_with_size(node, writers[0].size())
             else:
-                a = attrs.make(node.inode, node.entry, caps or self.tree.capabilities(vpath), self.owner)
-            if not pyfuse3.readdir_reply(token, names.to_fs(local), a, i + 1):
+                node = ref(vpath, entry)
+                a = make(node.inode, entry, caps or self.tree.capabilities(vpath), owner)
+            if not pyfuse3.readdir_reply(token, local.encode("utf-8", "surrogateescape"), a, i + 1):
                 self.inodes.forget(node.inode, 1)
                 break
 
