@@ -339,7 +339,8 @@ MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", 
 WORDS = ["Lunch", "on", "Friday", "report", "Re:", "Fwd:", "AW:", "meeting", "x", "Grüße",
          "日本語", "naïve", "e\u0301", "a/b", "c:\\d", "*?", '"q"', "<a>", "|", "[42].eml", "[",
          "]", "…", ".", "..", "...", "-", "_", "\u00a0", "\u2003", "\t", "€", "ſ", "K", "İ",
-         "\x7f", "\x00", "\x1f", "Ω", "🙂", "ß", "ǅ", "1", "2024"]
+         "\x7f", "\x00", "\x1f", "\x1c", "\x85", "\u3000", "\u2028", "\u200b", "\x0b", "Ω",
+         "🙂", "ß", "ǅ", "1", "2024"]
 ENCODED = ["=?utf-8?q?Gr=C3=BC=C3=9Fe_/_hello?=", "=?ISO-8859-1?B?SGFsbPY=?=",
            "=?utf-8?b?5pel5pys6Kqe?=", "=?x-unknown?q?abc?=", "=?utf-8?b?!!!?=", "=?utf-8?q?a?= b",
            "=?windows-1252?q?=93quoted=94?=", "=?utf-8?Q?=E2=80=A6?=", "=?", "?=", "=?utf-8?q??="]
