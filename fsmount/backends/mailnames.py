@@ -39,7 +39,7 @@ _HOURS = {b"%02d" % i: i * 3600 if i < 24 else None for i in range(100)}
 _MINUTES = {b"%02d" % i: i * 60 if i < 60 else None for i in range(100)}
 _SECONDS = {b"%02d" % i: i if i < 60 else None for i in range(100)}
 _DAYS: dict[int, str] = {}  # days since 1970 → "YYYY-MM-DD " (a folder's mail shares few days)
-_TWO_DIGITS = [f"{i:02d}" for i in range(60)]
+_CLOCKS = [f"{h:02d}{m:02d} " for h in range(24) for m in range(60)]  # minute of day → "HHMM "
 
 
 def decode_subject(raw: str | bytes | None) -> str:
@@ -175,7 +175,7 @@ def message_name(key: str, subject: str | bytes | None, date: datetime | float |
                 _DAYS.clear()
             _DAYS[day] = prefix
         if prefix:  # else strftime's own padding rules for years outside 1000-9999
-            head = f"{prefix}{_TWO_DIGITS[second // 3600]}{_TWO_DIGITS[second % 3600 // 60]} "
+            head = prefix + _CLOCKS[second // 60]
             date = None
     if isinstance(date, (int, float)):
         date = datetime.fromtimestamp(date, timezone.utc)
