@@ -1107,17 +1107,29 @@ _MONTHS = {m.encode(): i for i, m in enumerate(
     ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1)}
 
 
-_LISTED = re.compile(rb'\* \d+ FETCH \(UID (\d+) RFC822\.SIZE (\d+) INTERNALDATE "([^"]*)" '
-                     rb"BODY\[HEADER\.FIELDS \(SUBJECT DATE\)\] \{\d+\}\Z")
+# INTERNALDATE as servers write it (``" 6-May-2024 10:00:00 +0200"``), in pieces for
+# _internal_time: day, hour, minute, second, zone.
+_INTERNALDATE = rb"( ?\d?\d-[A-Za-z]{3}-\d{4}) (\d\d):(\d\d):(\d\d) ([-+]\d{4})"
+_USUAL_INTERNALDATE = re.compile(_INTERNALDATE)
+_LISTED_HEAD = rb"\* \d+ FETCH \(UID (\d+) RFC822\.SIZE (\d+) INTERNALDATE "
+_LISTED_TAIL = rb" BODY\[HEADER\.FIELDS \(SUBJECT DATE\)\] \{\d+\}\Z"
+_LISTED = re.compile(_LISTED_HEAD + rb'"' + _INTERNALDATE + rb'"' + _LISTED_TAIL)
+_LISTED_ANY_DATE = re.compile(_LISTED_HEAD + rb'"([^"]*)"' + _LISTED_TAIL)
 
 
 def _listing_rows(replies: Iterable[imapfetch.Reply]
                   ) -> Iterator[tuple[int, int | None, float | None, bytes]]:
     """(uid, size, internaldate, header bytes) from the listing FETCH's replies: Dovecot's
-    order in one regex match, any other shape through ``_parse_listing``."""
+    order in one regex match (that also splits the INTERNALDATE), any other shape through
+    ``_parse_listing``."""
     for reply in replies:
         if len(reply) == 3 and reply[2] == b")":
             m = _LISTED.match(reply[0])
+            if m is not None:
+                uid, size, day, hour, minute, second, zone = m.groups()
+                yield int(uid), int(size), _internal_time(day, hour, minute, second, zone), reply[1]
+                continue
+            m = _LISTED_ANY_DATE.match(reply[0])
             if m is not None:
                 yield int(m[1]), int(m[2]), _internaldate(m[3]), reply[1]
                 continue
@@ -1197,6 +1209,9 @@ def _general(items: list) -> list[tuple[int, int | None, float | None, bytes]]:
 def _internaldate(text: bytes) -> float | None:
     """``17-Jul-1996 02:44:25 -0700`` → POSIX time (10× faster than strptime; the day's
     start is remembered, since a folder's messages share few days)."""
+    m = _USUAL_INTERNALDATE.fullmatch(text)
+    if m is not None:
+        return _internal_time(*m.groups())
     try:
         date, clock, zone = text.split()
         start = _DAY_STARTS.get(date)
@@ -1214,12 +1229,41 @@ def _internaldate(text: bytes) -> float | None:
 
 
 _DAY_STARTS: dict[bytes, int] = {}
+_TWO_DIGITS = {b"%02d" % i: i for i in range(100)}
+_DAYS_SEEN: dict[bytes, int | None] = {}  # b" 6-May-2024" → its midnight (None: no such day)
+_ZONES_SEEN: dict[bytes, int] = {}  # b"+0200" → seconds east of UTC
+
+
+def _internal_time(day: bytes, hour: bytes, minute: bytes, second: bytes, zone: bytes
+                   ) -> float | None:
+    """The pieces of an INTERNALDATE that _INTERNALDATE matched → what ``_internaldate``'s
+    general code makes of them, with each day and zone worked out once."""
+    start = _DAYS_SEEN.get(day, -1)  # -1: not seen yet (no midnight is -1 s)
+    if start == -1:
+        d, month, year = day.split(b"-")
+        try:
+            start = calendar.timegm((int(year), _MONTHS[month], int(d), 0, 0, 0))
+        except (KeyError, ValueError):  # a month in another case, year 0000
+            start = None
+        if len(_DAYS_SEEN) >= 10_000:
+            _DAYS_SEEN.clear()
+        _DAYS_SEEN[day] = start
+    if start is None:
+        return None
+    offset = _ZONES_SEEN.get(zone)
+    if offset is None:
+        offset = (int(zone[1:3]) * 3600 + int(zone[3:5]) * 60) * (-1 if zone[:1] == b"-" else 1)
+        if len(_ZONES_SEEN) >= 10_000:
+            _ZONES_SEEN.clear()
+        _ZONES_SEEN[zone] = offset
+    return float(start + _TWO_DIGITS[hour] * 3600 + _TWO_DIGITS[minute] * 60
+                 + _TWO_DIGITS[second] - offset)
 
 
 def _header_fields(raw: bytes) -> dict[bytes, bytes]:
     fields: dict[bytes, bytes] = {}
     if b"\n " in raw or b"\n\t" in raw:
-        raw = re.sub(rb"\r?\n[ \t]+", b" ", raw)
+        raw = _FOLD.sub(b" ", raw)
     for line in raw.split(b"\n"):
         name, colon, value = line.partition(b":")
         if colon:
@@ -1227,12 +1271,34 @@ def _header_fields(raw: bytes) -> dict[bytes, bytes]:
     return fields
 
 
+_FOLD = re.compile(rb"\r?\n[ \t]+")
+# The listing's header literal as Dovecot sends it: Subject and Date, each on one line, in
+# the message's order, then the blank line. Values are stripped as _header_fields does.
+_SUBJECT_DATE = re.compile(rb"(?i:subject):([^\r\n]*)\r\n(?i:date):([^\r\n]*)\r\n\r\n")
+_DATE_SUBJECT = re.compile(rb"(?i:date):([^\r\n]*)\r\n(?i:subject):([^\r\n]*)\r\n\r\n")
+
+
+def _subject_date(raw: bytes) -> tuple[bytes | None, bytes | None]:
+    """``_header_fields(raw)``'s Subject and Date, without building the dict for the usual
+    literal; anything else (one field missing, odd names or line ends) goes there."""
+    m = _SUBJECT_DATE.fullmatch(raw) or _DATE_SUBJECT.fullmatch(raw)
+    if m is None and (b"\n " in raw or b"\n\t" in raw):  # a match has no folds to undo
+        unfolded = _FOLD.sub(b" ", raw)
+        m = _SUBJECT_DATE.fullmatch(unfolded) or _DATE_SUBJECT.fullmatch(unfolded)
+    if m is None:
+        fields = _header_fields(raw)  # raw, not unfolded: unfolding twice may differ from once
+        return fields.get(b"subject"), fields.get(b"date")
+    if m.re is _SUBJECT_DATE:
+        return m[1].strip(), m[2].strip()
+    return m[2].strip(), m[1].strip()
+
+
 def _entry(uidvalidity: int, uid: int, size: int | None, internal: float | None,
            header: bytes) -> Entry:
-    fields = _header_fields(header)
-    date = header_timestamp(fields.get(b"date"))
+    subject, date_text = _subject_date(header)
+    date = header_timestamp(date_text)
     when = date if date is not None else internal
-    return Entry(message_name(str(uid), header_text(fields.get(b"subject")), when), False, size,
+    return Entry(message_name(str(uid), header_text(subject), when), False, size,
                  internal if internal is not None else date, (uidvalidity, uid))
 
 

@@ -55,7 +55,7 @@ def replies(imap: imaplib.IMAP4, tag: bytes) -> Iterator[Reply]:
                 yield [line.rstrip(b"\r\n")]
             continue
         pieces: Reply = []
-        while line.endswith(b"}\r\n"):
+        while True:  # line ends "}\r\n": a literal follows, unless the braces hold no size
             start = line.rfind(b"{")
             digits = line[start + 1:-3]
             if start < 0 or not digits.isdigit():
@@ -64,12 +64,15 @@ def replies(imap: imaplib.IMAP4, tag: bytes) -> Iterator[Reply]:
             literal = read(size)
             if len(literal) != size:
                 raise imap.abort("socket error: EOF inside a literal")
-            pieces += [line[:-2], literal]
+            pieces.append(line[:-2])
+            pieces.append(literal)
             line = readline()
             if not line:
                 raise imap.abort("socket error: EOF")
+            if not line.endswith(b"}\r\n"):
+                break
         pieces.append(line.rstrip(b"\r\n"))
-        if pieces[0].startswith(b"* ") and _FETCH.match(pieces[0]):
+        if _FETCH.match(pieces[0]):
             yield pieces
 
 

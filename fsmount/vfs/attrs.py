@@ -27,30 +27,40 @@ class Owner:
 
 
 def make(inode: int, entry: Entry, caps: Capabilities, owner: Owner) -> pyfuse3.EntryAttributes:
+    """The kernel's view of ``entry``. Runs once per directory entry in a listing, so it
+    reads each field once, sets each attribute once and calls nothing it need not."""
     a = pyfuse3.EntryAttributes()
     a.st_ino = inode
     writable = not owner.readonly and (caps.write or caps.remove or caps.mkdir)
+    is_dir = entry.is_dir
     if entry.symlink is not None:
-        a.st_mode = stat.S_IFLNK | 0o777
-        a.st_size = len(entry.symlink.encode())
-    elif entry.is_dir:
-        a.st_mode = stat.S_IFDIR | _perm(entry.mode, 0o755, writable)
-        a.st_size = 0
+        size = len(entry.symlink.encode())
+        a.st_mode = _IFLNK | 0o777
     else:
-        file_writable = writable and caps.write and (caps.overwrite or not caps.immutable)
-        a.st_mode = stat.S_IFREG | _perm(entry.mode, 0o644, file_writable)
-        a.st_size = entry.size or 0
-    a.st_nlink = 2 if entry.is_dir else 1
-    a.st_uid, a.st_gid = owner.uid, owner.gid
-    mtime_ns = int((entry.mtime if entry.mtime is not None else time.time()) * 1e9)
-    a.st_mtime_ns = a.st_ctime_ns = a.st_atime_ns = mtime_ns
+        mode = entry.mode
+        if is_dir:
+            size = 0
+            perm = (mode if mode is not None else 0o755) & 0o7777
+            a.st_mode = _IFDIR | (perm if writable else perm & _NO_WRITE)
+        else:
+            size = entry.size or 0
+            perm = (mode if mode is not None else 0o644) & 0o7777
+            if not (writable and caps.write and (caps.overwrite or not caps.immutable)):
+                perm &= _NO_WRITE
+            a.st_mode = _IFREG | perm
+    a.st_size = size
+    a.st_nlink = 2 if is_dir else 1
+    a.st_uid = owner.uid
+    a.st_gid = owner.gid
+    mtime = entry.mtime
+    a.st_mtime_ns = a.st_ctime_ns = a.st_atime_ns = int(
+        (mtime if mtime is not None else time.time()) * 1e9)
     a.st_blksize = 1024 * 1024
-    a.st_blocks = (a.st_size + 511) // 512
-    timeout = IMMUTABLE_TIMEOUT if caps.immutable and entry.size_exact else MUTABLE_TIMEOUT
-    a.attr_timeout = a.entry_timeout = timeout
+    a.st_blocks = (size + 511) // 512
+    a.attr_timeout = a.entry_timeout = (
+        IMMUTABLE_TIMEOUT if caps.immutable and entry.size_exact else MUTABLE_TIMEOUT)
     return a
 
 
-def _perm(mode: int | None, default: int, writable: bool) -> int:
-    perm = (mode if mode is not None else default) & 0o7777
-    return perm if writable else perm & ~0o222
+_IFLNK, _IFDIR, _IFREG = stat.S_IFLNK, stat.S_IFDIR, stat.S_IFREG
+_NO_WRITE = ~0o222  # permission bits without any write bit

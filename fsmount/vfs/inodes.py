@@ -12,7 +12,7 @@ import pyfuse3
 from ..backends.base import Entry, Path
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Node:
     inode: int
     vpath: Path

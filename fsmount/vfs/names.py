@@ -20,9 +20,13 @@ _MARKS = frozenset({_SLASH, "\uff0e", "\u2421", "~"} | {chr(0x2400 + c) for c in
 
 def local_name(remote: str) -> str:
     """The name shown for ``remote`` (the identity function for ordinary names)."""
-    if remote in _DOTS:
-        return _DOTS[remote]
-    if _UNSAFE.search(remote):
+    # A printable name has no control character (so the usual name skips the regex), and an
+    # ASCII one is as many bytes as characters (so it skips the encoding). "." and ".." are
+    # printable.
+    if remote.isprintable() and "/" not in remote:
+        if len(remote) <= MAX_BYTES // 4 or (len(remote) <= MAX_BYTES and remote.isascii()):
+            return _DOTS.get(remote, remote)
+    elif _UNSAFE.search(remote):
         remote = "".join(
             _SLASH if c == "/" else chr(0x2400 + ord(c)) if c < " " else "\u2421" if c == "\x7f" else c
             for c in remote
