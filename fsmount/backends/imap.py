@@ -106,6 +106,9 @@ PART = 4 << 20
 RECENT_BYTES = 32 << 20  # raw messages kept in memory (shared by .eml and .txt reads)
 RECENT_ITEM = 2 << 20
 TEXT_BYTES = 16 << 20
+# The socket reader's buffer: a 10k-message listing in a few dozen reads instead of ~250,
+# each of which gives up the GIL and waits to get it back (cold ls -l: -10 %).
+READ_BUFFER = 256 << 10
 BATCH = 64  # messages per download_many (the prefetcher also bounds a batch's bytes)
 IDLE_TTL = 1.0  # listing TTL with IDLE on: the INBOX check is then free, others one STATUS
 IDLE_RENEW = 25 * 60  # RFC 2177: re-issue IDLE before the server's 30-minute timeout
@@ -230,6 +233,7 @@ class ImapBackend(BackendBase):
                           ssl_context=self._context() if implicit else None, timeout=acc["timeout"])
         conn._imap.debug = 0  # imaplib's own trace logs every line of every message: far too much
         conn.normalise_times = False
+        _roomy_reader(conn)
         try:
             encrypted = implicit or self._starttls(conn)
             self._login(conn, encrypted)
@@ -249,6 +253,7 @@ class ImapBackend(BackendBase):
         log.debug("%s: STARTTLS", self.label)
         conn.starttls(self._context())
         conn._cached_capabilities = None  # capabilities change after TLS
+        _roomy_reader(conn)
         return True
 
     def _login(self, conn: IMAPClient, encrypted: bool) -> None:
@@ -1386,6 +1391,19 @@ def _write(path: str, data: bytes) -> None:
 def _append(path: str, data: bytes) -> None:
     with open(path, "ab") as f:
         f.write(data)
+
+
+def _roomy_reader(conn: IMAPClient) -> None:
+    """Give the connection's socket reader a ``READ_BUFFER``. Called only where the server
+    waits for our next command (after its greeting, after STARTTLS), so the old reader holds
+    nothing unread."""
+    imap = conn._imap
+    old = imap.file
+    try:
+        imap.file = imap.sock.makefile("rb", buffering=READ_BUFFER)
+    except AttributeError:  # Python 3.14 made the reader imaplib's own: keep it
+        return
+    old.close()  # the socket stays open: makefile() readers only count references
 
 
 def _close(conn: IMAPClient) -> None:
