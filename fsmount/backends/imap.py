@@ -139,10 +139,11 @@ class FolderState:
     lock: trio.Lock = field(default_factory=trio.Lock)
     _texts: list[Entry] | None = None
 
-    def text_entries(self) -> list[Entry]:
-        """The decoded view's entries, made once per change (100k of them take 0.1 s)."""
+    def with_texts(self) -> list[Entry]:
+        """Each message followed by its decoded view, made once per change (100k take 0.1 s):
+        in this order ``grep -r`` reads a message's two files from one fetch."""
         if self._texts is None:
-            self._texts = [_text_entry(e) for e in self.entries.values()]
+            self._texts = _with_texts(self.entries.values())
         return self._texts
 
     def add(self, uid: int, entry: Entry) -> None:
@@ -384,10 +385,7 @@ class ImapBackend(BackendBase):
         folder = tree.folder(path)
         if folder is not None:
             state = await self._scan(path, folder, self._relay(part, entries) if part else None)
-            messages = list(state.entries.values())
-            entries += messages
-            if self.decoded_view:
-                entries += state.text_entries()
+            entries += state.with_texts() if self.decoded_view else state.entries.values()
         return entries
 
     def _relay(self, part: PartSink, folders: list[Entry]) -> Callable[[list[Entry]], None]:
@@ -397,9 +395,8 @@ class ImapBackend(BackendBase):
         first = [folders]
 
         def send(messages: list[Entry]) -> None:
-            entries = (first.pop() if first else []) + messages
-            if self.decoded_view:
-                entries += [_text_entry(e) for e in messages]
+            entries = (first.pop() if first else []) + (
+                _with_texts(messages) if self.decoded_view else messages)
             token.run_sync_soon(part, entries)
         return send
 
@@ -1306,6 +1303,10 @@ def _entry(uidvalidity: int, uid: int, size: int | None, internal: float | None,
     when = date if date is not None else internal
     return Entry(message_name(str(uid), header_text(subject), when), False, size,
                  internal if internal is not None else date, (uidvalidity, uid))
+
+
+def _with_texts(messages: Iterable[Entry]) -> list[Entry]:
+    return [e for message in messages for e in (message, _text_entry(message))]
 
 
 def _text_entry(entry: Entry) -> Entry:

@@ -34,6 +34,14 @@ class GrowingListing:
             self.entries += fresh
             self._wake()
 
+    def in_order(self, whole: list[Entry]) -> list[Entry]:
+        """``whole`` in the order its entries came in parts, what no part held after."""
+        if not self.entries:
+            return whole
+        by_name = {e.name: e for e in whole}
+        ordered = [by_name.pop(e.name) for e in self.entries if e.name in by_name]
+        return ordered + list(by_name.values())
+
     def finish(self, entries: list[Entry]) -> None:
         """The whole listing: whatever the parts did not hold is added at the end."""
         self.add(entries)

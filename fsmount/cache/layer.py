@@ -88,17 +88,8 @@ class CachedBackend:
         return growing
 
     async def _grow(self, path: Path, growing: GrowingListing) -> None:
-        def part(entries: list[Entry]) -> None:
-            try:
-                growing.add(self._corrected(path, entries))
-                log.debug("%s: /%s: %d entries in so far", self.account, "/".join(path),
-                          len(growing.entries))
-            except Exception:  # run from trio's own queue: raising would end the mount
-                log.exception("%s: a part of the listing of /%s was lost", self.account,
-                              "/".join(path))
-
         try:
-            entries = await self._once(("list", path), lambda: self._fetch_list(path, part))
+            entries = await self._once(("list", path), lambda: self._fetch_list(path, growing))
             growing.finish(self._with_pending(path, entries))
         except FsError as e:
             growing.fail(e)
@@ -109,12 +100,29 @@ class CachedBackend:
             if self._growing.get(path) is growing:
                 del self._growing[path]
 
-    async def _fetch_list(self, path: Path, part: PartSink | None = None) -> dict[str, Entry]:
+    async def _fetch_list(self, path: Path, growing: GrowingListing | None = None
+                          ) -> dict[str, Entry]:
+        """List ``path`` and keep it; a growing listing gets the parts as they come, and the
+        whole is kept in the order they came: the order readdir showed, which the prefetcher
+        takes for the reader's."""
         generation = self.meta.generation(path)
-        listed = await (self.backend.list(path) if part is None else
-                        self.backend.list_in_parts(path, part))
-        entries = self._corrected(path, listed)
+        if growing is None:
+            entries = self._corrected(path, await self.backend.list(path))
+        else:
+            entries = growing.in_order(self._corrected(
+                path, await self.backend.list_in_parts(path, self._part_sink(path, growing))))
         return self.meta.store(path, entries, generation)
+
+    def _part_sink(self, path: Path, growing: GrowingListing) -> PartSink:
+        def part(entries: list[Entry]) -> None:
+            try:
+                growing.add(self._corrected(path, entries))
+                log.debug("%s: /%s: %d entries in so far", self.account, "/".join(path),
+                          len(growing.entries))
+            except Exception:  # run from trio's own queue: raising would end the mount
+                log.exception("%s: a part of the listing of /%s was lost", self.account,
+                              "/".join(path))
+        return part
 
     def _with_pending(self, path: Path, entries: dict[str, Entry]) -> list[Entry]:
         if not self._pending:

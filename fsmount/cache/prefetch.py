@@ -51,23 +51,25 @@ class ScanPrefetcher:
         self._workers = 0
         self._last: dict[Path, int] = {}  # directory → position of the last file opened
         self._scheduled: dict[Path, int] = {}  # directory → first position not yet scheduled
-        # directory → (listing id, names in readdir order, running total of their sizes)
-        self._orders: dict[Path, tuple[int, list[str], list[int]]] = {}
+        # directory → (listing id, names in readdir order, their positions, running total
+        # of their sizes)
+        self._orders: dict[Path, tuple[int, list[str], dict[str, int], list[int]]] = {}
 
-    def _order(self, directory: Path) -> tuple[list[str], list[int]] | None:
-        """Names in readdir order (the VFS lists sorted by name), and ``sizes[k]``: the bytes
-        of the first ``k`` of them that would be fetched ahead."""
+    def _order(self, directory: Path) -> tuple[list[str], dict[str, int], list[int]] | None:
+        """Names in readdir order (the listing's own: the VFS shows it as it is), their
+        positions, and ``sizes[k]``: the bytes of the first ``k`` that would be fetched ahead."""
         listing = self.layer.meta.get(directory)
         if listing is None:
             return None
         cached = self._orders.get(directory)
         if cached is None or cached[0] != id(listing.entries):
-            names = sorted(listing.entries)
+            names = list(listing.entries)
             sizes = [0]
-            for name in names:
-                sizes.append(sizes[-1] + _fetched_size(listing.entries[name]))
-            cached = self._orders[directory] = (id(listing.entries), names, sizes)
-        return cached[1], cached[2]
+            for entry in listing.entries.values():
+                sizes.append(sizes[-1] + _fetched_size(entry))
+            positions = {name: i for i, name in enumerate(names)}
+            cached = self._orders[directory] = (id(listing.entries), names, positions, sizes)
+        return cached[1], cached[2], cached[3]
 
     def _just_listed(self, directory: Path) -> bool:
         listing = self.layer.meta.get(directory)
@@ -80,9 +82,9 @@ class ScanPrefetcher:
         found = self._order(directory)
         if found is None:
             return
-        order, sizes = found
-        i = bisect.bisect_left(order, path[-1])
-        if i == len(order) or order[i] != path[-1]:
+        order, positions, sizes = found
+        i = positions.get(path[-1])
+        if i is None:
             return
         previous = self._last.get(directory)
         self._last[directory] = i

@@ -83,13 +83,10 @@ class DirHandle:
             await listing.wait_beyond(self._taken)
 
     def _take_in(self, listing: GrowingListing) -> None:
-        """Name what arrived; a listing that came whole is shown sorted (as ``find`` prints
-        it), one that grows in the order it arrives."""
+        """Name what arrived, in the listing's order (the one the prefetcher expects)."""
         new = listing.entries[self._taken:]
         if not new:
             return
-        if not self._taken and listing.done:
-            new = sorted(new, key=lambda e: e.name)
         self._taken = len(listing.entries)
         seen, found = self._seen, self.names
         for entry in new:
