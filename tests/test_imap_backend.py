@@ -703,12 +703,14 @@ def test_idle_reports_new_mail_without_polling(fresh_dovecot: Dovecot,
 
 
 class CuttingProxy(FaultProxy):
-    """A byte proxy to Dovecot's plain IMAP port; once ``armed`` it cuts the connection after
-    ``cut_after`` more bytes from the server (the middle of a FETCH answer)."""
+    """A byte proxy to Dovecot's plain IMAP port that cuts connections in the middle of a
+    server answer: once, after ``cut_after`` more bytes from the server, or, while
+    ``cut_each`` is set, every connection after that many bytes of its own."""
 
     def __init__(self, server: Dovecot) -> None:
         self.server = server
         self.cut_after: int | None = None
+        self.cut_each: int | None = None
         self.cuts = 0
         super().__init__(server.host, server.imap_port)
 
@@ -717,20 +719,32 @@ class CuttingProxy(FaultProxy):
         threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, from_server: bool) -> None:
+        sent = 0  # from the server on this connection, while cut_each was set
         try:
             while data := src.recv(65536):
-                if from_server and self.cut_after is not None:
-                    if len(data) >= self.cut_after:
-                        dst.sendall(data[: self.cut_after])
-                        self.cut_after = None
-                        self.cuts += 1
-                        cut(src, dst)
-                        return
-                    self.cut_after -= len(data)
+                keep = self._keep(len(data), sent) if from_server else None
+                if keep is not None:
+                    dst.sendall(data[:keep])
+                    self.cuts += 1
+                    cut(src, dst)
+                    return
+                if from_server and self.cut_each is not None:
+                    sent += len(data)
                 dst.sendall(data)
         except OSError:
             pass
         cut(dst)
+
+    def _keep(self, n: int, sent: int) -> int | None:
+        """How many of ``n`` more bytes pass before the cut; None: no cut."""
+        if self.cut_each is not None and sent + n > self.cut_each:
+            return self.cut_each - sent
+        if self.cut_after is not None:
+            if n >= self.cut_after:
+                keep, self.cut_after = self.cut_after, None
+                return keep
+            self.cut_after -= n
+        return None
 
 
 def test_connection_cut_mid_fetch_is_retried(dovecot_server: Dovecot,

@@ -6,17 +6,16 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 
-from tests.faultproxy import FaultProxy, cut
 from tests.mounting import mounted, run, wait_for
 from tests.servers.dovecot import Dovecot, _quote, dovecot_server  # noqa: F401  (fixture)
-from tests.test_imap_backend import ATTACHMENT, CORPUS, EIGHTBIT, PLAIN, server_messages, unique
+from tests.test_imap_backend import (
+    ATTACHMENT, CORPUS, EIGHTBIT, PLAIN, CuttingProxy, server_messages, unique,
+)
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no FUSE")
 
@@ -371,37 +370,6 @@ def test_grep_over_a_folder_shown_in_parts_fetches_each_message_once(dovecot_ser
     assert log.count("(BODY.PEEK[])") <= count // 16
 
 
-class ListingCutter(FaultProxy):
-    """A byte proxy to Dovecot's plain IMAP port; while ``armed``, every connection is cut
-    after ``limit`` bytes from the server (so each try of a big FETCH dies midway)."""
-
-    def __init__(self, server: Dovecot, limit: int) -> None:
-        self.limit = limit
-        self.armed = False
-        self.cuts = 0
-        super().__init__(server.host, server.imap_port)
-
-    def serve(self, client: socket.socket, upstream: socket.socket) -> None:
-        threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
-        threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, from_server: bool) -> None:
-        sent = 0
-        try:
-            while data := src.recv(65536):
-                if from_server and self.armed:
-                    if sent + len(data) > self.limit:
-                        dst.sendall(data[: self.limit - sent])
-                        self.cuts += 1
-                        cut(src, dst)
-                        return
-                    sent += len(data)
-                dst.sendall(data)
-        except OSError:
-            pass
-        cut(dst)
-
-
 def test_a_listing_that_dies_midway_fails_ls_and_is_not_kept(dovecot_server: Dovecot) -> None:
     """Parts already shown do not make a broken listing pass as whole: ``ls`` fails, and
     the next listing is complete."""
@@ -410,18 +378,18 @@ def test_a_listing_that_dies_midway_fails_ls_and_is_not_kept(dovecot_server: Dov
     dovecot_server.create_folder(folder)  # through IMAP: Dovecot's folder list knows it
     dovecot_server.write_maildir("alice", folder, (
         f"From: a@example.org\r\nSubject: cut {i}\r\n\r\nbody {i}\r\n".encode() for i in range(count)))
-    proxy = ListingCutter(dovecot_server, 300_000)  # about half of the listing FETCH
+    proxy = CuttingProxy(dovecot_server)
     try:
         cfg = (f'[accounts.mail]\nurl = "imap://alice@127.0.0.1:{proxy.port}"\npassword = "secret1"\n'
                'plaintext_auth = true\ntls = "off"\ndecoded_view = false\ntimeout = 3\n')
         with mounted(cfg) as m:
             d = m.path / "mail" / folder
             assert os.path.isdir(d)
-            proxy.armed = True
+            proxy.cut_each = 300_000  # about half of the listing FETCH, every try
             broken = subprocess.run(["ls", "-l", d], capture_output=True)
             assert broken.returncode != 0 and b"reading directory" in broken.stderr, broken.stderr
             assert 0 < broken.stdout.count(b"\n") < count and proxy.cuts >= 2
-            proxy.armed = False
+            proxy.cut_each = None
             assert len(os.listdir(d)) == count
     finally:
         proxy.close()
