@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import pytest
 
 from fsmount.backends.mailnames import key_of, message_name
-from fsmount.vfs.names import local_name, may_be_escaped
+from fsmount.vfs.names import local_name, may_be_escaped, to_fs
 
 
 @pytest.mark.parametrize("remote", ["a/b", "line\r\nbreak", "..", ".", "nul\x00x", "x" * 300, "del\x7f"])
@@ -40,3 +40,12 @@ def test_message_name_hostile_subject() -> None:
     name = message_name("7", "../../etc/passwd\r\n[evil].eml" + "x" * 500, None)
     assert "/" not in name and "\r" not in name and len(name.encode()) < 255
     assert key_of(name) == "7"
+
+
+def test_a_long_name_with_an_undecodable_extension_is_shortened() -> None:
+    """A server's name that is not UTF-8 (kept as surrogates) and too long: shortened with its
+    hash, never an error that would fail the whole directory listing."""
+    remote = "a" * 300 + ".\udcff"
+    local = local_name(remote)
+    assert local.endswith(".\udcff") and len(to_fs(local)) <= 255
+    assert local != local_name("a" * 301 + ".\udcff")

@@ -38,7 +38,7 @@ def local_name(remote: str) -> str:
         digest = hashlib.sha1(raw).hexdigest()[:8]
         stem, dot, ext = remote.rpartition(".")
         tail = f"~{digest}" + (dot + ext if dot and len(ext) <= 10 else "")
-        budget = MAX_BYTES - len(tail.encode())
+        budget = MAX_BYTES - len(tail.encode("utf-8", "surrogateescape"))
         head = raw[:budget].decode("utf-8", "ignore") if not dot or len(ext) > 10 else (
             stem.encode("utf-8", "surrogateescape")[:budget].decode("utf-8", "ignore")
         )
