@@ -370,26 +370,31 @@ def test_grep_over_a_folder_shown_in_parts_fetches_each_message_once(dovecot_ser
     assert log.count("(BODY.PEEK[])") <= count // 16
 
 
-def test_a_listing_that_dies_midway_fails_ls_and_is_not_kept(dovecot_server: Dovecot) -> None:
-    """Parts already shown do not make a broken listing pass as whole: ``ls`` fails, and
+def test_a_listing_cut_midway_is_retried_or_fails_ls_and_is_not_kept(dovecot_server: Dovecot) -> None:
+    """A listing shown in parts and cut once is fetched again and shows each message once;
+    cut on every try, ``ls`` fails (the parts shown do not pass as the whole folder), and
     the next listing is complete."""
-    folder = unique("Cut")
     count = 3000
-    dovecot_server.create_folder(folder)  # through IMAP: Dovecot's folder list knows it
-    dovecot_server.write_maildir("alice", folder, (
-        f"From: a@example.org\r\nSubject: cut {i}\r\n\r\nbody {i}\r\n".encode() for i in range(count)))
+    folders = [unique("CutOnce"), unique("CutAlways")]
+    for folder in folders:
+        dovecot_server.create_folder(folder)  # through IMAP: Dovecot's folder list knows it
+        dovecot_server.write_maildir("alice", folder, (
+            f"From: a@example.org\r\nSubject: cut {i}\r\n\r\nbody {i}\r\n".encode() for i in range(count)))
     proxy = CuttingProxy(dovecot_server)
     try:
         cfg = (f'[accounts.mail]\nurl = "imap://alice@127.0.0.1:{proxy.port}"\npassword = "secret1"\n'
                'plaintext_auth = true\ntls = "off"\ndecoded_view = false\ntimeout = 3\n')
         with mounted(cfg) as m:
-            d = m.path / "mail" / folder
-            assert os.path.isdir(d)
-            proxy.cut_each = 300_000  # about half of the listing FETCH, every try
-            broken = subprocess.run(["ls", "-l", d], capture_output=True)
+            once, always = (m.path / "mail" / f for f in folders)
+            assert once.is_dir() and always.is_dir()
+            proxy.cut_after = 300_000  # about half of the listing FETCH, once
+            lines = run("ls", "-l", once).stdout.decode().splitlines()[1:]
+            assert proxy.cuts == 1 and len(lines) == len(set(lines)) == count
+            proxy.cut_each = 300_000  # every try
+            broken = subprocess.run(["ls", "-l", always], capture_output=True)
             assert broken.returncode != 0 and b"reading directory" in broken.stderr, broken.stderr
-            assert 0 < broken.stdout.count(b"\n") < count and proxy.cuts >= 2
+            assert 0 < broken.stdout.count(b"\n") < count and proxy.cuts >= 3
             proxy.cut_each = None
-            assert len(os.listdir(d)) == count
+            assert len(os.listdir(always)) == count
     finally:
         proxy.close()
