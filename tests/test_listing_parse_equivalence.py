@@ -320,15 +320,16 @@ class FakeImap:
     abort = EOFError
     error = LookupError
 
-    def __init__(self, data: bytes) -> None:
-        self.f = io.BufferedReader(io.BytesIO(data))  # type: ignore[arg-type]
+    def __init__(self, data: bytes, buffer: int = 256) -> None:
+        # a small buffer: replies often straddle its end, as they do a socket reader's
+        self.file = io.BufferedReader(io.BytesIO(data), buffer)  # type: ignore[arg-type]
         self.tagged_commands: dict = {b"t1": None}
 
     def readline(self) -> bytes:
-        return self.f.readline()
+        return self.file.readline()
 
     def read(self, n: int) -> bytes:
-        return self.f.read(n)
+        return self.file.read(n)
 
 
 
