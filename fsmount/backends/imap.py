@@ -135,9 +135,15 @@ class FolderState:
     uidnext: int = 0
     exists: int = 0
     entries: dict[int, Entry] = field(default_factory=dict)  # uid → .eml entry
-    by_name: dict[str, int] = field(default_factory=dict)
     lock: trio.Lock = field(default_factory=trio.Lock)
     _texts: list[Entry] | None = None
+    _names: dict[str, int] | None = None  # name → uid, made at the first lookup (ls needs none)
+
+    @property
+    def by_name(self) -> dict[str, int]:
+        if self._names is None:
+            self._names = {entry.name: uid for uid, entry in self.entries.items()}
+        return self._names
 
     def with_texts(self) -> list[Entry]:
         """Each message followed by its decoded view, made once per change (100k take 0.1 s):
@@ -149,30 +155,30 @@ class FolderState:
     def add(self, uid: int, entry: Entry) -> None:
         self._texts = None
         old = self.entries.get(uid)
-        if old is not None:
-            self.by_name.pop(old.name, None)
         self.entries[uid] = entry
-        self.by_name[entry.name] = uid
+        if self._names is not None:
+            if old is not None:
+                self._names.pop(old.name, None)
+            self._names[entry.name] = uid
 
     def add_all(self, found: list[tuple[int, Entry]]) -> None:
         if self.entries:
             for uid, entry in found:
                 self.add(uid, entry)
         else:  # listed afresh: no old names to unlink
-            self._texts = None
+            self._texts = self._names = None
             self.entries = dict(found)
-            self.by_name = {entry.name: uid for uid, entry in found}
 
     def drop(self, uid: int) -> None:
         self._texts = None
         entry = self.entries.pop(uid, None)
-        if entry is not None:
-            self.by_name.pop(entry.name, None)
+        if entry is not None and self._names is not None:
+            self._names.pop(entry.name, None)
 
     def reset(self, uidvalidity: int) -> None:
         self.uidvalidity, self.uidnext, self.exists = uidvalidity, 0, 0
-        self.entries, self.by_name = {}, {}
-        self._texts = None
+        self.entries = {}
+        self._texts = self._names = None
 
 
 @dataclass(frozen=True)

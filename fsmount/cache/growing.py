@@ -38,6 +38,9 @@ class GrowingListing:
         """``whole`` in the order its entries came in parts, what no part held after."""
         if not self.entries:
             return whole
+        if len(self.entries) == len(whole) and all(
+                a.name == b.name for a, b in zip(self.entries, whole)):
+            return whole  # the usual case: the parts were the whole, in its order
         by_name = {e.name: e for e in whole}
         ordered = [by_name.pop(e.name) for e in self.entries if e.name in by_name]
         return ordered + list(by_name.values())
