@@ -6,6 +6,7 @@ Tests share one Dovecot per module and each works in folders of its own.
 from __future__ import annotations
 
 import email.utils
+import gc
 import logging
 import re
 import socket
@@ -839,5 +840,15 @@ def test_a_big_fresh_listing_comes_in_parts_and_whole(dovecot_server: Dovecot) -
         assert len({e.name for e in whole}) == count + 1
         again: list[list[Entry]] = []  # known now: only what changed is fetched, no parts
         assert await b.list_in_parts((folder,), again.append) == whole and again == []
+        assert gc.isenabled()  # paused while the entries were made, not after
 
     run(backend_for(dovecot_server, decoded_view=False), scenario)
+
+
+def test_the_collector_pause_nests_and_always_ends() -> None:
+    with imap._collector_paused():
+        with pytest.raises(ValueError):
+            with imap._collector_paused():
+                raise ValueError("a listing that failed")
+        assert not gc.isenabled()  # the outer listing still runs
+    assert gc.isenabled()
