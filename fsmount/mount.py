@@ -6,6 +6,7 @@ so the CLI can detach only once the mount works, as sshfs does.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import signal
 from collections.abc import Callable, Mapping
@@ -120,6 +121,10 @@ async def serve(plan: MountPlan, ready: Callable[[], None]) -> None:
                     if hasattr(b, "run"):
                         await nursery.start(b.run)
                 nursery.start_soon(_stop_on_signal, ops)
+                # What start-up made (modules, accounts, the event loop) lives as long as
+                # the mount: out of the collector's sight, each full collection walks only
+                # what came since (cold ls -l of 10k messages: -5 % CPU).
+                gc.freeze()
                 ready()
                 await pyfuse3.main()
                 nursery.cancel_scope.cancel()
