@@ -192,7 +192,7 @@ def bench_imap(count: int = 10_000) -> None:
     import imaplib
     import time
 
-    from tests.bench import clock, grep_cold_warm, report
+    from tests.bench import clock, floor_mount, grep_cold_warm, report
     from tests.mounting import scratch_dir
     from tests.servers.dovecot import dovecot
 
@@ -224,6 +224,14 @@ def bench_imap(count: int = 10_000) -> None:
                 ls_cold = time.perf_counter() - start
                 report(f"{label}: cold ls -l vs one batched listing FETCH", ls_cold, listing,
                        "fetch", "<= 2.00x")
+                if not view:  # the floor's first ls -l of the same messages as local files
+                    with floor_mount(local) as fl:
+                        floor_ls = clock(lambda: subprocess.run(
+                            ["ls", "-l", str(fl)], stdout=subprocess.DEVNULL, check=True))
+                    report(f"{label}: first ls -l of the floor vs the listing FETCH", floor_ls,
+                           listing, "fetch", "(a bound)")
+                    report(f"{label}: cold ls -l (fsmount) vs the floor's first", ls_cold,
+                           floor_ls, "floor", "")
                 if not view:  # cold, the floor's first grep (the bound), warm against the floor
                     grep_cold_warm(label, folder, local, direct, "no-such-needle")
                     continue
