@@ -604,14 +604,28 @@ class ImapBackend(BackendBase):
             wanted.setdefault((folder, uidvalidity), {}).setdefault(uid, []).append((i, text))
         for (folder, uidvalidity), uids in wanted.items():
             directory = paths[uids[next(iter(uids))][0][0]][:-1]
+            for uid in uids:  # a reader's own fetch under way (a scan's first .eml) is shared
+                while (directory, uidvalidity, uid) in self._inflight:
+                    await self._inflight[(directory, uidvalidity, uid)].wait()
             raws = {uid: raw for uid in uids
                     if (raw := self._recent.get((directory, uidvalidity, uid))) is not None}
             missing = [uid for uid in uids if uid not in raws]
             if missing:
-                raws.update(await self._run(
-                    lambda conn, f=folder.name, v=uidvalidity, m=missing:
-                        self._fetch_bodies(conn, f, v, m),
-                    f"FETCH {len(missing)} messages of {folder.name}"))
+                keys = [(directory, uidvalidity, uid) for uid in missing]
+                fetched = trio.Event()
+                self._inflight.update(dict.fromkeys(keys, fetched))  # _raw waits, not refetches
+                try:
+                    raws.update(await self._run(
+                        lambda conn, f=folder.name, v=uidvalidity, m=missing:
+                            self._fetch_bodies(conn, f, v, m),
+                        f"FETCH {len(missing)} messages of {folder.name}"))
+                    for key, uid in zip(keys, missing):
+                        if uid in raws and self.decoded_view and len(uids[uid]) == 1:
+                            self._remember(key, raws[uid])  # its pair comes later
+                finally:
+                    for key in keys:
+                        del self._inflight[key]
+                    fetched.set()
             texts = [(i, raws[uid]) for uid, items in uids.items() if uid in raws
                      for i, text in items if text]
             decoded = await trio.to_thread.run_sync(
@@ -620,8 +634,6 @@ class ImapBackend(BackendBase):
                 results[i] = data
             for uid, items in uids.items():
                 raw = raws.get(uid)
-                if raw is not None and self.decoded_view and len(items) == 1:
-                    self._remember((directory, uidvalidity, uid), raw)  # its pair comes later
                 for i, text in items:
                     if raw is None:
                         results[i] = NotFound(f"message {uid} is no longer in {folder.name}")
