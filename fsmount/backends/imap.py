@@ -102,6 +102,7 @@ FETCH_CHUNK = 10_000  # messages per listing FETCH: one round trip for 10k, boun
 LIST_PART = 1000  # a folder listed afresh shows in parts of up to this many messages …
 FIRST_PART = 250  # … the first one smaller, so ls starts sooner …
 PARTS_FROM = 2 * LIST_PART  # … when it holds at least this many
+Emit = Callable[[list[Entry]], None]  # hands a part of a listing over from the worker thread
 LISTING_ITEMS = "(UID RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT DATE)])"
 WHOLE_LIMIT = 8 << 20  # bigger messages are downloaded in partial fetches of PART bytes
 PART = 4 << 20
@@ -396,7 +397,7 @@ class ImapBackend(BackendBase):
             entries += state.with_texts() if self.decoded_view else state.entries.values()
         return entries
 
-    def _relay(self, part: PartSink, folders: list[Entry]) -> Callable[[list[Entry]], None]:
+    def _relay(self, part: PartSink, folders: list[Entry]) -> Emit:
         """``part`` for the worker thread: each part is queued to the trio thread without
         waiting for it, in order, so all parts arrive before the scan's own result does."""
         token = trio.lowlevel.current_trio_token()
@@ -409,7 +410,7 @@ class ImapBackend(BackendBase):
         return send
 
     async def _scan(self, path: Path, folder: Folder,
-                    emit: Callable[[list[Entry]], None] | None = None) -> FolderState:
+                    emit: Emit | None = None) -> FolderState:
         """Bring the folder's state up to date; a fresh listing's entries also go to ``emit``
         (from the worker thread) as they arrive."""
         state = self._states.setdefault(path, FolderState())
@@ -431,7 +432,7 @@ class ImapBackend(BackendBase):
             return state
 
     def _fetch_listing(self, conn: IMAPClient, folder: str, known: tuple[int, int, int],
-                       emit: Callable[[list[Entry]], None] | None) -> Scan:
+                       emit: Emit | None) -> Scan:
         uidvalidity, uidnext, count = known
         info = self._select(conn, folder, fresh=True)
         new_validity = int(info.get(b"UIDVALIDITY") or 0)
@@ -451,7 +452,7 @@ class ImapBackend(BackendBase):
         return Scan(new_validity, new_next, exists, fresh, all_uids, False)
 
     def _fetch_range(self, conn: IMAPClient, uidvalidity: int, exists: int,
-                     emit: Callable[[list[Entry]], None] | None = None) -> list[tuple[int, Entry]]:
+                     emit: Emit | None = None) -> list[tuple[int, Entry]]:
         found: list[tuple[int, Entry]] = []
         for start in range(1, exists + 1, FETCH_CHUNK):
             end = min(start + FETCH_CHUNK - 1, exists)
@@ -463,7 +464,7 @@ class ImapBackend(BackendBase):
         return self._fetch_items(conn, uidvalidity, True, uids, least)
 
     def _fetch_items(self, conn: IMAPClient, uidvalidity: int, by_uid: bool, spec: str,
-                     least: int, emit: Callable[[list[Entry]], None] | None = None
+                     least: int, emit: Emit | None = None
                      ) -> list[tuple[int, Entry]]:
         log.debug("%s: %sFETCH %s %s", self.label, "UID " if by_uid else "", spec, LISTING_ITEMS)
         command = ("UID", "FETCH") if by_uid else ("FETCH",)
@@ -560,13 +561,18 @@ class ImapBackend(BackendBase):
         await trio.to_thread.run_sync(_write, into, data)
         return Entry(entry.name, False, len(data), entry.mtime, entry.identity)
 
+    async def _fetched(self, key: tuple) -> None:
+        """Until no fetch of the message ``key`` is under way (its bytes are then in the LRU,
+        or its fetch failed and the caller fetches it itself)."""
+        while key in self._inflight:
+            await self._inflight[key].wait()
+
     async def _raw(self, path: Path, entry: Entry, folder: Folder) -> bytes:
         """The whole message, from the LRU where possible: a ``.eml`` and its ``.txt`` read
         one after the other fetch it once. (Scans are fetched ahead by ``download_many``.)"""
         uidvalidity, uid = entry.identity[0], entry.identity[1]
         key = (path[:-1], uidvalidity, uid)
-        while key in self._inflight:
-            await self._inflight[key].wait()
+        await self._fetched(key)
         raw = self._recent.get(key)
         if raw is not None:
             self._recent.move_to_end(key)
@@ -605,8 +611,7 @@ class ImapBackend(BackendBase):
         for (folder, uidvalidity), uids in wanted.items():
             directory = paths[uids[next(iter(uids))][0][0]][:-1]
             for uid in uids:  # a reader's own fetch under way (a scan's first .eml) is shared
-                while (directory, uidvalidity, uid) in self._inflight:
-                    await self._inflight[(directory, uidvalidity, uid)].wait()
+                await self._fetched((directory, uidvalidity, uid))
             raws = {uid: raw for uid in uids
                     if (raw := self._recent.get((directory, uidvalidity, uid))) is not None}
             missing = [uid for uid in uids if uid not in raws]
