@@ -140,7 +140,6 @@ def test_python_temp_file_then_rename(smtp_server: SmtpServer) -> None:
     assert len(smtp_server.deliveries) == 1
 
 
-@pytest.mark.skipif(shutil.which("vim") is None, reason="no vim")
 def test_vim_writes_a_message(smtp_server: SmtpServer) -> None:
     with mounted(config(smtp_server)) as m:
         outbox = m.path / "outbox"
@@ -211,7 +210,6 @@ def test_sent_copy_lands_in_the_linked_imap_sent_folder(smtp_server: SmtpServer)
             conn.logout()
 
 
-@pytest.mark.skipif(shutil.which("rsync") is None, reason="no rsync")
 def test_rsync_and_mv_into_the_outbox(smtp_server: SmtpServer, tmp_path: Path) -> None:
     drafts = tmp_path / "drafts"
     drafts.mkdir()

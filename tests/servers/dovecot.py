@@ -42,7 +42,8 @@ HOST = "127.0.0.1"
 USERS = {"alice": "secret1", "bob": "secret2"}
 MAIL_UID = 65534
 
-CONFIG = """\
+# What Dovecot 2.3 (Debian 12) and 2.4 (Debian 13) spell alike: logging, listeners, folders.
+COMMON = """\
 base_dir = {d}/run
 state_dir = {d}/state
 instance_name = fsmount-test-{tag}
@@ -50,23 +51,10 @@ log_path = {d}/dovecot.log
 protocols = imap pop3
 listen = 127.0.0.1
 ssl = yes
-ssl_cert = <{cert}
-ssl_key = <{key}
-ssl_dh = </usr/share/dovecot/dh.pem
-disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
 login_trusted_networks = 127.0.0.0/8
 mail_max_userip_connections = 100
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {d}/passwd
-}}
-userdb {{
-  driver = passwd-file
-  args = username_format=%u {d}/passwd
-}}
-mail_location = maildir:~/Maildir:LAYOUT=fs
 namespace inbox {{
   inbox = yes
   separator = /
@@ -101,12 +89,58 @@ service pop3-login {{
     ssl = yes
   }}
 }}
+"""
+
+# Dovecot 2.3: TLS files as <-includes, passwd-file via driver/args, mail_location.
+CONFIG_23 = """\
+ssl_cert = <{cert}
+ssl_key = <{key}
+ssl_dh = </usr/share/dovecot/dh.pem
+disable_plaintext_auth = no
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/passwd
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {d}/passwd
+}}
+mail_location = maildir:~/Maildir:LAYOUT=fs
+# without this, every failed login after the first from 127.0.0.1 waits seconds
 service anvil {{
   unix_listener anvil-auth-penalty {{
     mode = 0
   }}
 }}
-"""
+""" + COMMON
+
+# Dovecot 2.4 refuses a 2.3 file: versioned header, named passdb/userdb blocks, mail_driver.
+CONFIG_24 = """\
+dovecot_config_version = 2.4.0
+dovecot_storage_version = 2.4.0
+ssl_server_cert_file = {cert}
+ssl_server_key_file = {key}
+auth_allow_cleartext = yes
+passdb passwd-file {{
+  passwd_file_path = {d}/passwd
+}}
+userdb passwd-file {{
+  passwd_file_path = {d}/passwd
+}}
+mail_driver = maildir
+mail_path = ~/Maildir
+mailbox_list_layout = fs
+""" + COMMON
+
+
+def version() -> tuple[int, ...]:
+    """Dovecot's version, e.g. (2, 3, 19, 1) or (2, 4, 1)."""
+    out = subprocess.run([DOVECOT, "--version"], capture_output=True, text=True, check=True).stdout
+    return tuple(int(x) for x in out.split()[0].split("-")[0].split("."))
+
+
+def config_template() -> str:
+    return CONFIG_24 if version() >= (2, 4) else CONFIG_23
 
 
 def available() -> bool:
@@ -308,7 +342,7 @@ def _wait_listening(server: Dovecot, deadline: float) -> None:
 def _start(d: Path) -> Dovecot:
     c = certs()
     imap, imaps, pop3, pop3s = _free_ports(4)
-    (d / "dovecot.conf").write_text(CONFIG.format(
+    (d / "dovecot.conf").write_text(config_template().format(
         d=d, tag=d.name, cert=c.cert, key=c.key, imap=imap, imaps=imaps, pop3=pop3, pop3s=pop3s))
     server = Dovecot(d, imap, imaps, pop3, pop3s, c.ca, _spawn(d))
     _wait_listening(server, time.monotonic() + 15)
