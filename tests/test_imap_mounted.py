@@ -401,6 +401,10 @@ def test_a_listing_cut_midway_is_retried_or_fails_ls_and_is_not_kept(dovecot_ser
             broken = subprocess.run(["ls", "-l", always], capture_output=True, check=False)
             assert broken.returncode != 0 and b"reading directory" in broken.stderr, broken.stderr
             assert 0 < broken.stdout.count(b"\n") < count and proxy.cuts >= 3
+            cuts = proxy.cuts  # a lookup just after answers from the failure, lists nothing
+            with pytest.raises(OSError):
+                (always / "no such message.eml").stat()
+            assert proxy.cuts == cuts
             proxy.cut_each = None
             assert len(os.listdir(always)) == count
     finally:

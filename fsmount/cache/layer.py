@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import trio
+from cachetools import TTLCache
 
 from ..backends.base import Backend, Content, Entry, PartSink, Path
 from ..errors import FsError, NotADirectory, NotFound
@@ -34,6 +35,11 @@ INLINE_STORE = 4 << 20
 MAX_ALIASES = 1000
 ALIAS_LIFETIME = 60.0
 MAX_KEYS = 200_000  # long enough for rsync's or an editor's rename after close
+# A listing that failed (after its retries) answers the lookups that follow with the same
+# error for this long: `ls -l` of a folder whose listing just failed would otherwise retry
+# the whole listing once per name it shows. A new readdir always tries again.
+FAILURE_MEMORY = 5.0
+MAX_FAILURES = 1000
 
 
 class CachedBackend:
@@ -48,6 +54,7 @@ class CachedBackend:
         self.meta = MetadataCache(backend.capabilities.metadata_ttl or ttl)
         self._inflight: dict[Any, _Flight] = {}
         self._growing: dict[Path, GrowingListing] = {}
+        self._failed: TTLCache[Path, FsError] = TTLCache(MAX_FAILURES, FAILURE_MEMORY)
         self._pending: dict[Path, Entry] = {}  # created locally, not committed yet
         self._keys: dict[tuple[Path, tuple[Any, ...]], str] = {}  # hashing is per open: memoized
         self._exact_sizes: dict[tuple[Path, tuple[Any, ...]], int] = {}  # learned by downloading
@@ -74,7 +81,14 @@ class CachedBackend:
                 listing.checked = time.monotonic()
             if self.meta.fresh(listing):
                 return listing.entries
-        return await self._once(("list", path), lambda: self._fetch_list(path))
+        failed = self._failed.get(path)
+        if failed is not None:
+            raise failed
+        try:
+            return await self._once(("list", path), lambda: self._fetch_list(path))
+        except FsError as e:
+            self._failed[path] = e
+            raise
 
     async def list_growing(self, path: Path) -> GrowingListing:
         """The listing of ``path``: whole when cached, else growing while the backend lists
@@ -83,6 +97,7 @@ class CachedBackend:
         if growing is None:
             if self.meta.get(path) is not None or self.nursery is None:
                 return GrowingListing.whole(await self.list(path))
+            self._failed.pop(path, None)
             growing = self._growing[path] = GrowingListing()
             self.nursery.start_soon(self._grow, path, growing)
         return growing
@@ -92,6 +107,7 @@ class CachedBackend:
             entries = await self._once(("list", path), lambda: self._fetch_list(path, growing))
             growing.finish(self._with_pending(path, entries))
         except FsError as e:
+            self._failed[path] = e
             growing.fail(e)
         except Exception as e:
             log.exception("%s: listing /%s failed", self.account, "/".join(path))
