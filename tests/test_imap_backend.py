@@ -713,6 +713,7 @@ class CuttingProxy(FaultProxy):
         self.cut_after: int | None = None
         self.cut_each: int | None = None
         self.cuts = 0
+        self.from_client = bytearray()  # every command the server was sent, in order
         super().__init__(server.host, server.imap_port)
 
     def serve(self, client: socket.socket, upstream: socket.socket) -> None:
@@ -731,6 +732,8 @@ class CuttingProxy(FaultProxy):
                     return
                 if from_server and self.cut_each is not None:
                     sent += len(data)
+                if not from_server:
+                    self.from_client += data
                 dst.sendall(data)
         except OSError:
             pass

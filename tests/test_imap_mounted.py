@@ -141,6 +141,27 @@ def test_flags_with_xattr_tools(dovecot_server: Dovecot) -> None:
     assert set(server_messages(dovecot_server, folder)[uid][1].split()) == {b"\\Seen", b"\\Flagged"}
 
 
+def test_listing_xattr_names_asks_the_server_nothing(dovecot_server: Dovecot) -> None:
+    """``ls -l`` (coreutils 9.5 on) lists every file's xattr names: no FETCH per message."""
+    folder = unique("XattrNames")
+    dovecot_server.create_folder(folder)
+    dovecot_server.append_many("alice", [PLAIN] * 20, folder)
+    proxy = CuttingProxy(dovecot_server)
+    try:
+        cfg = (f'[accounts.mail]\nurl = "imap://alice@127.0.0.1:{proxy.port}"\n'
+               'password = "secret1"\nplaintext_auth = true\ntls = "off"\n')
+        with mounted(cfg) as m:
+            files = emls(m.path / "mail" / folder)
+            assert len(files) == 20
+            before = len(proxy.from_client)
+            for f in files:
+                assert "user.imap.seen" in os.listxattr(f)
+            assert b"FETCH" not in proxy.from_client[before:].upper()
+            assert os.getxattr(files[0], "user.imap.seen") == b"0"  # values still come
+    finally:
+        proxy.close()
+
+
 def test_xattrs_can_be_turned_off(dovecot_server: Dovecot) -> None:
     """``xattrs = false``: the kernel is told once that there are none, and everything else
     works."""

@@ -151,6 +151,10 @@ class Backend(Protocol):
     async def get_xattrs(self, path: Path) -> dict[str, bytes]:
         """Extended attributes (names without the ``user.`` prefix)."""
 
+    async def xattr_names(self, path: Path) -> list[str]:
+        """The names ``get_xattrs`` would give, without asking the server where they are
+        known: ``ls -l`` (coreutils 9.5 and later) lists them for every file it shows."""
+
     async def set_xattr(self, path: Path, name: str, value: bytes) -> None: ...
 
     async def changed(self, path: Path) -> bool:
@@ -209,6 +213,9 @@ class BackendBase:
 
     async def get_xattrs(self, path: Path) -> dict[str, bytes]:
         return {}
+
+    async def xattr_names(self, path: Path) -> list[str]:
+        return list(await self.get_xattrs(path))
 
     async def set_xattr(self, path: Path, name: str, value: bytes) -> None:
         raise NoData(name)

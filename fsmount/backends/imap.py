@@ -748,6 +748,20 @@ class ImapBackend(BackendBase):
         values["imap.uidvalidity"] = str(entry.identity[0]).encode()
         return values
 
+    async def xattr_names(self, path: Path) -> list[str]:
+        """A message's names are always the same: no FETCH FLAGS per file ``ls -l`` shows."""
+        tree = await self._folders()
+        if tree.is_dir(path):
+            info = tree.folders.get(path)
+            if info is None:
+                return []
+            return ["imap.name", *(["imap.special-use"] if info.special else []),
+                    *(["imap.messages", "imap.unseen"] if info.selectable else [])]
+        if self.decoded_view and path[-1].endswith(TEXT_SUFFIX):
+            return []
+        return ["imap.flags", *(f"imap.{name}" for name in BOOL_FLAGS), "imap.uid",
+                "imap.uidvalidity"]
+
     async def _folder_xattrs(self, path: Path, tree: FolderTree) -> dict[str, bytes]:
         info = tree.folders.get(path)
         if info is None:

@@ -378,6 +378,9 @@ class CachedBackend:
     async def get_xattrs(self, path: Path) -> dict[str, bytes]:
         return await self.backend.get_xattrs(path)
 
+    async def xattr_names(self, path: Path) -> list[str]:
+        return await self.backend.xattr_names(path)
+
     async def set_xattr(self, path: Path, name: str, value: bytes) -> None:
         await self._change(path[:-1], self.backend.set_xattr(path, name, value))
 

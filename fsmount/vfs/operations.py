@@ -489,7 +489,10 @@ class Operations(pyfuse3.Operations):
         self._no_xattrs_anywhere()
         if self.tree.is_top(self._node(inode).vpath):
             return []
-        return [names.to_fs(XATTR_PREFIX + k) for k in await self._xattrs(inode)]
+        backend, path = self.tree.route(self._node(inode).vpath)
+        if not backend.capabilities.xattrs:
+            return []
+        return [names.to_fs(XATTR_PREFIX + k) for k in await backend.xattr_names(path)]
 
     async def _xattrs(self, inode: int) -> dict[str, bytes]:
         node = self._node(inode)
