@@ -123,7 +123,8 @@ def download(b: pop3.Pop3Backend, entry: Entry) -> Awaitable[tuple[Entry, bytes]
 
 
 def login_count(server: Dovecot) -> int:
-    return server.log().count("Login: user=<alice>")
+    """Dovecot 2.3 logs ``Login: user=<alice>``, 2.4 ``Logged in: user=<alice>``."""
+    return len(re.findall(r"(?:Login|Logged in): user=<alice>", server.log()))
 
 
 # -- pure helpers (no server) ----------------------------------------------------------
