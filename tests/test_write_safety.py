@@ -197,3 +197,16 @@ def test_a_full_cache_disk_still_serves_reads_from_the_server(server: FtpServer)
     warnings = re.findall(r"^.* WARNING .*$", log, re.M)
     assert len(warnings) == 1, warnings
     assert "Traceback" not in log
+
+
+def test_a_lazy_unmount_stores_a_writer_at_its_close(server: FtpServer) -> None:
+    """``fusermount3 -uz`` with a file open: the program finishes it, its close stores it."""
+    with mounted(ftpes(server), source="f") as m:
+        fd = os.open(m.path / "lazy.bin", os.O_WRONLY | os.O_CREAT)
+        os.write(fd, b"a" * 1000)
+        run("fusermount3", "-uz", m.path)
+        assert not is_mounted(m.path) and m.proc.poll() is None
+        os.write(fd, b"b" * 1000)  # (the fork of fusermount3 flushed the first part: a close)
+        os.close(fd)
+        assert m.proc.wait(timeout=30) == 0
+    assert (server.root / "lazy.bin").read_bytes() == b"a" * 1000 + b"b" * 1000
