@@ -210,3 +210,19 @@ def test_a_lazy_unmount_stores_a_writer_at_its_close(server: FtpServer) -> None:
         os.close(fd)
         assert m.proc.wait(timeout=30) == 0
     assert (server.root / "lazy.bin").read_bytes() == b"a" * 1000 + b"b" * 1000
+
+
+def test_sigterm_during_an_upload_at_close_lets_it_finish(tmp_path: Path) -> None:
+    """cp's close() is under way (the file is whole): the upload completes, then the mount ends."""
+    with running_ftp(throttle=8_000_000) as server:  # 16 MiB: about 2 s of upload
+        big = tmp_path / "big.bin"
+        big.write_bytes(os.urandom(16 << 20))
+        with mounted(ftpes(server), source="f") as m:
+            cp = subprocess.Popen(["cp", str(big), str(m.path / "big.bin")], stderr=subprocess.PIPE)
+            wait_for(lambda: any(p.stat().st_size > 0 for p in temps(server.root)), 30, "the upload")
+            m.proc.send_signal(signal.SIGTERM)
+            _, err = cp.communicate(timeout=60)
+            assert m.proc.wait(timeout=60) == 0
+        assert cp.returncode == 0, err
+        assert (server.root / "big.bin").read_bytes() == big.read_bytes()
+        assert temps(server.root) == []

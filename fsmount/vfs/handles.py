@@ -10,10 +10,9 @@ every later write, flush and fsync fails with the first error's errno.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import errno
 import os
+from dataclasses import dataclass, field
 
 import trio
 
