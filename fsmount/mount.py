@@ -146,7 +146,8 @@ async def serve(plan: MountPlan, ready: Callable[[], None]) -> None:
 async def _stop_on_signal(ops: Operations) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
-            log.info("signal %d: finishing pending uploads, then unmounting", signum)
+            log.info("signal %d: finishing uploads under way, then unmounting (files still "
+                     "open for writing are not stored)", signum)
             await ops.drain()
             pyfuse3.terminate()
             return

@@ -46,6 +46,7 @@ from ..errors import (
 from ..net.pool import STALE_AFTER, ConnectionPool
 from ..net.tls import TlsMode, client_context
 from . import ftplist
+from .uploadlog import UploadLog
 from ..net.failures import connection_failure
 from .base import BackendBase, Capabilities, Content, Entry, Path
 
@@ -56,10 +57,13 @@ BLOCKSIZE = 1 << 20  # upload/download chunk: few system calls, still little mem
 PAUSE_IDLE = 2.0  # a paused read transfer idle this long is closed
 ABORT_TIMEOUT = 5.0  # how long the server may take to confirm an abandoned transfer
 READY_FOR = 2.0  # a data connection opened ahead is used this long (servers wait 30 s or more)
+SWEEP_EVERY = 60.0  # how often to retry removing temporary names while the server is away
 
 
 def create(account: Account, secret: Secret, env: Any) -> FtpBackend:
-    return FtpBackend(account, secret)
+    uploads = None if env is None else UploadLog(env.state_dir, "ftp", account.host, account.port,
+                                                 account.user)
+    return FtpBackend(account, secret, uploads)
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -411,9 +415,11 @@ class _Pool(ConnectionPool[Client]):
 
 
 class FtpBackend(BackendBase):
-    def __init__(self, account: Account, secret: Secret) -> None:
+    def __init__(self, account: Account, secret: Secret, uploads: UploadLog | None = None) -> None:
         self.account = account
         self.secret = secret
+        self.uploads = uploads  # temporary names this client put on the server
+        self._sweep_at = 0.0  # when to try removing the temporary names killed uploads left
         self.capabilities = Capabilities(
             ranged_read=True, write=True, overwrite=True, mkdir=True, remove=True, rename=True,
             set_mode=True, set_mtime=True, immutable=False,
@@ -548,12 +554,27 @@ class FtpBackend(BackendBase):
         """Background upkeep while mounted: close read transfers nobody continues."""
         task_status.started()
         while not self._closed:
+            if self.uploads is not None and self.uploads.has_leftovers and time.monotonic() >= self._sweep_at:
+                await self._sweep_leftovers()
             await trio.sleep(PAUSE_IDLE / 2)
             await self.pool.settle_idle(PAUSE_IDLE)
+
+    async def _sweep_leftovers(self) -> None:
+        """Remove the temporary names of uploads this client left (killed, or cut off with
+        the server); retried every ``SWEEP_EVERY`` s while the server is away, and at once
+        after an upload succeeds (the server is back)."""
+        assert self.uploads is not None
+        self._sweep_at = time.monotonic() + SWEEP_EVERY
+        names = self.uploads.leftovers()
+        log.info("%s: removing %d temporary file(s) of interrupted uploads", self.account.label, len(names))
+        await self._remove_temps(names)
+        self.uploads.forget_finished_journals()
 
     async def aclose(self) -> None:
         self._closed = True
         await self.pool.aclose()
+        if self.uploads is not None:
+            self.uploads.close()
 
     # -- metadata ----------------------------------------------------------------------
 
@@ -714,16 +735,21 @@ class FtpBackend(BackendBase):
     async def commit(self, path: Path, content: Content, replacing: Entry | None) -> Entry:
         temps: list[str] = []  # partial uploads of failed attempts, removed afterwards
         try:
-            return await self._run(lambda c: self._commit(c, path, content, temps), what="upload")
+            entry = await self._run(lambda c: self._commit(c, path, content, temps), what="upload")
         finally:
             if temps:
                 with trio.CancelScope(shield=True):
                     await self._remove_temps(temps)
+        if self.uploads is not None and self.uploads.has_leftovers:
+            self._sweep_at = 0.0  # the server is here: the next upkeep round removes them
+        return entry
 
     def _commit(self, c: Client, path: Path, content: Content, temps: list[str]) -> Entry:
         final = c.path(path)
         temp = c.path(path[:-1] + (f".fsmount-{secrets.token_hex(6)}.part",))
         temps.append(temp)
+        if self.uploads is not None:
+            self.uploads.started(temp)  # before the server may hold it: a kill cannot lose it
         with content.open() as f:
             try:
                 self._store(c, temp, f)
@@ -732,11 +758,17 @@ class FtpBackend(BackendBase):
         try:
             entry = self._move_into_place(c, temp, final, path)
         except BaseException:
-            _quietly(c, "DELE " + temp)
-            temps.remove(temp)
+            if _delete(c, temp):
+                temps.remove(temp)
+                self._temp_gone(temp)
             raise
         temps.remove(temp)
+        self._temp_gone(temp)
         return entry or self._stat(c, path)
+
+    def _temp_gone(self, temp: str) -> None:
+        if self.uploads is not None:
+            self.uploads.ended(temp, removed=True)
 
     def _move_into_place(self, c: Client, temp: str, final: str, path: Path) -> Entry | None:
         """RNFR, RNTO and MLST in one round trip; the slow path for servers refusing to
@@ -783,12 +815,17 @@ class FtpBackend(BackendBase):
             return False
 
     async def _remove_temps(self, temps: list[str]) -> None:
+        """Remove partial uploads; one that cannot be removed now stays in the upload log,
+        and is removed when the server is back (or by the next mount)."""
         for temp in list(temps):
+            removed = False
             try:
                 with trio.fail_after(min(5.0, float(self.account["timeout"]))):
-                    await self._run(lambda c, t=temp: _quietly(c, "DELE " + t), retry=False)
+                    removed = await self._run(lambda c, t=temp: _delete(c, t), retry=False)
             except (FsError, trio.TooSlowError) as e:
                 log.debug("could not remove the partial upload %s: %s", temp, e)
+            if self.uploads is not None:
+                self.uploads.ended(temp, removed=removed)
 
     # -- changes -----------------------------------------------------------------------
 
@@ -856,6 +893,20 @@ def _mlst_entry(resp: str, name: str) -> Entry | None:
         if entry is not None:
             return dataclasses.replace(entry, name=name)
     return None
+
+
+def _delete(c: Client, rpath: str) -> bool:
+    """DELE a temporary name; True once it is gone (550: it never was, or is no more)."""
+    try:
+        c.sendcmd("DELE " + rpath)
+    except ftplib.error_perm as e:
+        gone = str(e)[:3] == "550"
+        log.debug("%s: DELE %s: %s", c.label, rpath, e)
+        return gone
+    except (ftplib.Error, OSError, EOFError) as e:
+        log.debug("%s: DELE %s failed: %s", c.label, rpath, e)
+        return False
+    return True
 
 
 def _quietly(c: Client, cmd: str) -> None:

@@ -11,11 +11,13 @@ so an old copy can never be served for it.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path as FsPath
 
@@ -27,6 +29,7 @@ BLOCK = 128 * 1024
 SMALL = 1 << 20  # objects that arrive whole up to this size are rows, not files
 DATABASE = "small.db"
 ROWS_PER_COMMIT = 8
+WARN_EVERY = 600.0  # seconds between warnings that the cache disk refuses writes
 
 
 def object_key(*parts: object) -> str:
@@ -84,7 +87,8 @@ class CachedObject:
         """Store ``data`` at a block-aligned offset; ``eof``: the object ends after it."""
         if self.complete:  # a whole download finished meanwhile: it has these bytes
             return
-        os.pwrite(self._file(), data, offset)
+        if os.pwrite(self._file(), data, offset) != len(data):  # never a block with a hole
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         first = offset // BLOCK
         self.blocks.update(range(first, first + -(-len(data) // BLOCK)))
         if eof:
@@ -159,6 +163,7 @@ class ContentStore:
         self._small: set[str] = set()  # the complete objects that are rows
         self._open: dict[str, CachedObject] = {}
         self.used = 0
+        self._warned_at: float | None = None  # when a refused write was last told (monotonic)
         self._db_lock = threading.Lock()
         self._db = self._database()
         self._adopt()
@@ -326,6 +331,18 @@ class ContentStore:
     def touch(self, key: str) -> None:
         if key in self._lru:
             self._lru.move_to_end(key)
+
+    def write_failed(self, error: OSError) -> None:
+        """The cache disk refused a write (full, or failing): reads go to the server meanwhile.
+        One WARNING in ``WARN_EVERY`` seconds, not one per read (each reader fills the disk
+        again before it fails)."""
+        now = time.monotonic()
+        if self._warned_at is None or now - self._warned_at > WARN_EVERY:
+            self._warned_at = now
+            log.warning("the cache in %s cannot be written (%s): reading from the server "
+                        "without caching", self.directory, error.strerror or error)
+        else:
+            log.debug("cache write failed again: %s", error)
 
     def grow(self, nbytes: int) -> None:
         self.used += nbytes

@@ -268,7 +268,7 @@ class CachedBackend:
         except FsError as e:
             log.debug("%s: fetching %d objects ahead failed: %s", self.account, len(todo), e)
         except OSError as e:  # the readers will fetch them themselves
-            log.warning("%s: caching %d objects: %s", self.account, len(todo), e)
+            self.store.write_failed(e)
         finally:
             for i, ((path, entry, obj), flight) in enumerate(zip(todo, flights)):
                 try:
@@ -431,17 +431,26 @@ class Reader:
         self.next_offset = 0
         self.window = FIRST_WINDOW
         self.ahead: _Stream | None = None
+        self.uncached = False  # the cache disk failed a write: read from the server directly
 
     @property
     def complete(self) -> bool:
         return self.obj.complete
 
     async def read(self, offset: int, size: int) -> bytes:
+        if self.uncached:
+            return await self.layer.backend.read(self.path, offset, size)
         try:
             return await self._read(offset, size)
         except FileNotFoundError:  # the cache was cleared by hand under a complete object
             self.obj.lost()
             return await self._read(offset, size)
+        except OSError as e:  # the cache disk is full or failing: the server has the bytes
+            self.layer.store.write_failed(e)
+            self.uncached = True
+            if self.ahead is not None:
+                self.ahead.cancel()
+            return await self.layer.backend.read(self.path, offset, size)
 
     async def _read(self, offset: int, size: int) -> bytes:
         obj = self.obj
@@ -510,7 +519,7 @@ class _Stream:
                     self.pos += len(data)
                     if len(data) < want:
                         break
-            except FsError as e:
+            except (FsError, OSError) as e:  # OSError: the cache disk; the reader falls back
                 self.error = e
             except Exception as e:  # a bug: keep the mount alive, fail the read
                 log.exception("read-ahead of %s failed", "/".join(path))

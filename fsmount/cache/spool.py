@@ -8,6 +8,7 @@ trips together. Spool files are reused (emptied, not removed) for the same reaso
 """
 from __future__ import annotations
 
+import errno
 import io
 import os
 import shutil
@@ -96,7 +97,10 @@ class SpoolFile:
                 return len(data)
             self._to_disk()
         assert self._fd is not None
-        return os.pwrite(self._fd, data, offset)
+        n = os.pwrite(self._fd, data, offset)
+        if n != len(data):  # the disk took part of it: full (the writer is then poisoned)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return n
 
     def read(self, offset: int, size: int) -> bytes:
         if self._memory is not None:
@@ -147,8 +151,12 @@ class SpoolFile:
         fd, path = self._spool._create()
         memory = self._memory
         assert memory is not None
-        if memory:
-            os.pwrite(fd, memory, 0)
+        try:
+            if memory:
+                _write_fully(fd, memory)
+        except BaseException:
+            self._spool._discard(fd, path)
+            raise
         self._spool.in_memory -= len(memory)
         self._memory, self._fd, self._path = None, fd, path
 
@@ -159,6 +167,16 @@ class SpoolFile:
         if self._fd is not None and self._path is not None:
             self._spool._discard(self._fd, self._path)
             self._fd = self._path = None
+
+
+def _write_fully(fd: int, data: bytearray) -> None:
+    """Copy ``data`` to the start of ``fd``; a disk that takes only part of it is full."""
+    view, done = memoryview(data), 0
+    while done < len(data):
+        n = os.pwrite(fd, view[done:], done)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        done += n
 
 
 def _read_file(path: str | None) -> bytes:

@@ -3,9 +3,15 @@
 A file opened for writing gets a spool (``SpoolFile``) holding its whole new content; it is
 committed at flush/fsync (whose errors reach close()), never only at release (whose errors the
 kernel ignores).
+
+A writer whose ``write`` or ``truncate`` failed once (a full spool disk, a local I/O error) is
+*poisoned*: its content is no longer what the program meant to write, so it is never committed;
+every later write, flush and fsync fails with the first error's errno.
 """
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass, field
 
 import trio
@@ -14,8 +20,17 @@ from ..backends.base import Entry
 from ..cache.growing import GrowingListing
 from ..cache.layer import Reader
 from ..cache.spool import SpoolFile
+from ..errors import FsError
 from . import names
 from .inodes import Node
+
+
+class WriteFailed(FsError):
+    """A poisoned writer's flush, fsync or further write."""
+
+    def __init__(self, error: int, what: str) -> None:
+        super().__init__(f"{what}: an earlier write failed ({os.strerror(error)}): nothing stored")
+        self.errno = error
 
 
 @dataclass(eq=False)
@@ -26,20 +41,47 @@ class FileHandle:
     dirty: bool = False
     replacing: Entry | None = None  # the entry the new content replaces (None: a new file)
     lock: trio.Lock = field(default_factory=trio.Lock)
+    failed: int | None = None  # errno of the write or truncate that poisoned this writer
 
     @property
     def writable(self) -> bool:
         return self.content is not None
 
+    def poison(self, error: int = errno.EIO) -> None:
+        """Never commit this writer's content; later writes and flushes fail with ``error``."""
+        if self.failed is None:
+            self.failed = error
+
+    def check(self) -> None:
+        """Raise the poisoning error, if any, with the errno the caller's syscall returns."""
+        if self.failed is not None:
+            raise WriteFailed(self.failed, "/".join(self.node.vpath))
+
     def write(self, offset: int, data: bytes) -> int:
         assert self.content is not None
+        self.check()
         self.dirty = True
-        return self.content.write(offset, data)
+        try:
+            return self.content.write(offset, data)
+        except OSError as e:
+            self.poison(e.errno or errno.EIO)
+            raise
+        except BaseException:
+            self.poison()
+            raise
 
     def truncate(self, size: int) -> None:
         assert self.content is not None
-        self.content.truncate(size)
+        self.check()
         self.dirty = True
+        try:
+            self.content.truncate(size)
+        except OSError as e:
+            self.poison(e.errno or errno.EIO)
+            raise
+        except BaseException:
+            self.poison()
+            raise
 
     def size(self) -> int:
         assert self.content is not None

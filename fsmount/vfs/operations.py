@@ -314,8 +314,12 @@ class Operations(pyfuse3.Operations):
                 data = await reader.read(offset, chunk)
                 if not data:
                     break
-                content.write(offset, data)
+                if content.write(offset, data) != len(data):  # a spool disk that filled up
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 offset += len(data)
+        except BaseException:
+            handle.close()  # the open fails: no handle will ever release this spool
+            raise
         finally:
             reader.close()
 
@@ -380,8 +384,10 @@ class Operations(pyfuse3.Operations):
             await self._commit(handle)
 
     async def _commit(self, handle: FileHandle) -> None:
-        """Upload a dirty spool; the error (if any) is what close() returns."""
+        """Upload a dirty spool; the error (if any) is what close() returns. A poisoned
+        writer (a write of it failed) is never uploaded: its error is returned again."""
         async with handle.lock:
+            handle.check()
             if not handle.dirty or handle.content is None:
                 return
             node = handle.node
@@ -397,9 +403,9 @@ class Operations(pyfuse3.Operations):
     async def release(self, fh: int) -> None:
         handle = self.handles.pop(fh)
         assert isinstance(handle, FileHandle)
-        if handle.dirty:  # close() already returned the commit's error to the writer
-            log.info("%s: closed with changes that were not stored (the commit failed)",
-                     "/".join(handle.node.vpath))
+        if handle.dirty:  # close() already returned the commit's (or a write's) error
+            log.info("%s: closed with changes that were not stored (%s)", "/".join(handle.node.vpath),
+                     "a write failed" if handle.failed is not None else "the commit failed")
             if handle.replacing is None:
                 self.tree.route(handle.node.vpath)[0].drop_pending(self.tree.route(handle.node.vpath)[1])
         handle.close()
@@ -543,10 +549,17 @@ class Operations(pyfuse3.Operations):
         raise NotPermitted("only regular files and folders can be created")
 
     async def drain(self) -> None:
-        """Commit what open files still hold (at unmount): never drop a write silently."""
+        """At unmount or a signal: let commits under way finish, and never commit a file still
+        open for writing. Its program has not closed (or fsynced) it since its last write, so
+        its content may be any prefix of what it means to write; storing that under the file's
+        name would replace the server's copy with a torn one. Such a writer is poisoned (its
+        later writes and close() fail with EIO) and the server keeps what it had."""
         for handle in self.handles.all_files():
-            if handle.dirty:
-                try:
-                    await self._commit(handle)
-                except FsError as e:
-                    log.warning("%s: could not store pending changes: %s", "/".join(handle.node.vpath), e)
+            if not handle.writable:
+                continue
+            async with handle.lock:  # a flush under way is a finished writer: it completes
+                unfinished = handle.dirty and handle.failed is None
+                handle.poison(errno.EIO)
+            if unfinished:
+                log.warning("%s: still open for writing at unmount: not stored (the server "
+                            "keeps its previous version)", "/".join(handle.node.vpath))
