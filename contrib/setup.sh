@@ -31,3 +31,28 @@ pip_install() {
     python3 -m pip install -q "$@" 2>/dev/null || python3 -m pip install -q --break-system-packages "$@"
 }
 pip_install -e '.[test]'
+
+# ProFTPD, a third real FTP server for the tests. Its package conflicts with vsftpd's (both
+# provide ftp-server), so it is unpacked into a private root instead of installed, and only
+# the libraries it links against are installed. The tests find it at $PROFTPD_ROOT.
+PROFTPD_ROOT=/opt/fsmount-test/proftpd
+if [ ! -x "$PROFTPD_ROOT/usr/sbin/proftpd" ] || [ ! -e "$PROFTPD_ROOT/usr/lib/proftpd/mod_tls.so" ]; then
+    apt-get update -qq
+    tmp=$(mktemp -d)
+    chmod 755 "$tmp"  # apt's download user must be able to write here
+    # mod_tls lives in proftpd-mod-crypto on Debian 12 and 13; older releases had it in core
+    pkgs=proftpd-core
+    apt-cache show proftpd-mod-crypto >/dev/null 2>&1 && pkgs="$pkgs proftpd-mod-crypto"
+    (cd "$tmp" && apt-get download -qq $pkgs)
+    mkdir -p "$PROFTPD_ROOT"
+    libs=""
+    for deb in "$tmp"/*.deb; do
+        dpkg-deb -x "$deb" "$PROFTPD_ROOT"
+        # Depends: "libssl3 (>= 3.0.0), libfoo | libbar, ..." -> the first choice of each lib*
+        libs="$libs $(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed 's/|.*//; s/(.*)//; s/ //g' \
+                     | grep '^lib' | grep -v '^libpam-runtime$' || true)"
+    done
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $libs
+    rm -rf "$tmp"
+fi
