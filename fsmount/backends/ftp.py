@@ -650,8 +650,13 @@ class FtpBackend(BackendBase):
             if not entry.is_dir and size is not None and size != entry.size:
                 entry = dataclasses.replace(entry, size=size, identity=(size, entry.mtime))
             return entry
-        for entry in self._list(c, path[:-1]):
+        listing = self._list(c, path[:-1])
+        for entry in listing:
             if entry.name == path[-1]:
+                return entry
+        if isinstance(listing, PartialListing):  # cut short: ask about the name itself
+            entry = ftplinks.follow(c, path[:-1], [Entry(path[-1], False, symlink="")])[0]
+            if entry.symlink is None:
                 return entry
         raise NotFound("/".join(path))
 

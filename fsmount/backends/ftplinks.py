@@ -68,13 +68,14 @@ def resolve(c: Client, directory: Path, entries: list[Entry]) -> list[Entry]:
         out.append(e)
     for i in range(0, len(ask), BATCH):
         batch = ask[i:i + BATCH]
-        for (at, e), followed in zip(batch, _follow(c, directory, [e for _, e in batch])):
+        for (at, e), followed in zip(batch, follow(c, directory, [e for _, e in batch])):
             out[at] = followed
     return out
 
 
-def _follow(c: Client, directory: Path, links: list[Entry]) -> list[Entry]:
-    """What the server says each link points at, in one round trip."""
+def follow(c: Client, directory: Path, links: list[Entry]) -> list[Entry]:
+    """What the server says each link (or name it did not list) points at, in one round
+    trip; one it cannot follow comes back as a link to itself."""
     per = (["MLST"] if c.mlst else ["CWD"]) + (["SIZE"] if "SIZE" in c.feats else [])
     cmds = [f"{cmd} {c.path(directory + (e.name,))}" for e in links for cmd in per]
     replies = c.pipeline(*cmds)
