@@ -99,10 +99,8 @@ def follow(c: Client, directory: Path, links: list[Entry]) -> list[Entry]:
             log.debug("%s: link %r: the server does not follow it", c.label, e.name)
             out.append(dataclasses.replace(e, is_dir=False, size=None, symlink=e.name,
                                            identity=("link", e.name, e.mtime)))
-        elif is_dir:
-            out.append(dataclasses.replace(e, is_dir=True, size=None, symlink=None, mtime=mtime,
-                                           identity=(None, mtime)))
-        else:
-            out.append(dataclasses.replace(e, is_dir=False, size=size, symlink=None, mtime=mtime,
-                                           identity=(size, mtime)))
+        else:  # a link's own mode (0777) is not its target's, which servers do not tell
+            out.append(dataclasses.replace(e, is_dir=is_dir, size=None if is_dir else size,
+                                           symlink=None, mtime=mtime, mode=None,
+                                           identity=(None if is_dir else size, mtime)))
     return out
