@@ -304,7 +304,7 @@ class Client(ftplib.FTP_TLS):
         resp = self.getresp_any()
         if resp[:1] == "2" or (got and resp[:3] in ("426", "451")):
             return resp
-        raise ftplib.error_temp(resp) if resp[:1] == "4" else ftplib.error_reply(resp)
+        raise {"4": ftplib.error_temp, "5": ftplib.error_perm}.get(resp[:1], ftplib.error_reply)(resp)
 
     def end_transfer(self) -> None:
         """Abandon a paused read: close its socket, then read the transfer's final reply."""
