@@ -138,15 +138,18 @@ def test_a_hostile_servers_links_cannot_reach_outside_the_mount(
 
 
 @pytest.mark.parametrize("dialect", ["mlsd", "list"])
-@pytest.mark.parametrize("silent", [False, True], ids=["226-truncated", "cut-mid-line"])
+@pytest.mark.parametrize("silent, reply", [(False, None), (True, None),
+                                           (False, "426 Connection closed; transfer aborted.")],
+                         ids=["226-truncated", "cut-mid-line", "426"])
 def test_a_cut_short_listing_is_never_taken_as_complete(server: FtpServer, silent: bool,
-                                                        dialect: str) -> None:
+                                                        reply: str | None, dialect: str) -> None:
     """The server sends 10 of 30 names (saying so, or ending inside a line): ``ls`` shows what
     came, every other name is still found on the server, and a no-clobber create of one of
     them fails instead of replacing it."""
     for i in range(30):
         (server.root / f"f{i:02d}.txt").write_text(f"file {i}\n")
-    server.set_faults(list_cap=10, list_cap_silent=silent, no_mlst=dialect == "list")
+    server.set_faults(list_cap=10, list_cap_silent=silent, list_cap_reply=reply,
+                      no_mlst=dialect == "list")
     with mounted(ftpes(server), source="f",
                  expect_warnings=[r"the server's listing of / is incomplete"]) as m:
         shown = set(os.listdir(m.path))

@@ -11,7 +11,8 @@ run time by ``set_faults`` (a JSON file the server re-reads when it changes):
 - ``slow``: delay every reply by this many seconds; ``hang``: never answer a command again;
 - ``list_extra``/``mlsd_extra``: raw lines appended to every LIST / MLSD answer (hostile listings);
 - ``list_cap``: listings end after this many lines, with ``226 Output truncated to N matches``
-  (or, with ``list_cap_silent``, inside the next line and with the usual 226);
+  (or ``list_cap_reply``, e.g. a 426; or, with ``list_cap_silent``, inside the next line
+  and with the usual 226);
 - ``no_mlst``: MLSD and MLST answer 500 although FEAT offers them (a LIST-only server);
 - ``drop_upload_after``: the same for uploads (N bytes received);
 - ``stor_reply``: answer every STOR with this reply instead (e.g. ``552 Quota exceeded``);
@@ -290,7 +291,8 @@ def _serve(d: Path) -> None:
 
         def respond(self, resp, logfun=None):  # type: ignore[no-untyped-def]
             if self.capped is not None and resp.startswith("226"):
-                resp, self.capped = f"226 Output truncated to {self.capped} matches", None
+                reply = faults().get("list_cap_reply") or "226 Output truncated to {n} matches"
+                resp, self.capped = reply.format(n=self.capped), None
             delay = faults().get("slow")
             parent = super().respond  # type: ignore[misc]
             if delay:
