@@ -34,25 +34,30 @@ pip_install -e '.[test]'
 
 # ProFTPD, a third real FTP server for the tests. Its package conflicts with vsftpd's (both
 # provide ftp-server), so it is unpacked into a private root instead of installed, and only
-# the libraries it links against are installed. The tests find it at $PROFTPD_ROOT.
-PROFTPD_ROOT=/opt/fsmount-test/proftpd
-if [ ! -x "$PROFTPD_ROOT/usr/sbin/proftpd" ] || [ ! -e "$PROFTPD_ROOT/usr/lib/proftpd/mod_tls.so" ]; then
+# the libraries it links against are installed (named from the packages' own Depends, so
+# Debian 13's renamed libraries, e.g. libssl3t64, are found too). tests/servers/proftpd.py
+# looks for it there (or in $PROFTPD_ROOT).
+PROFTPD_ROOT=${PROFTPD_ROOT:-/opt/fsmount-test/proftpd}
+if [ ! -e "$PROFTPD_ROOT/.unpacked" ]; then
     apt-get update -qq
     tmp=$(mktemp -d)
-    chmod 755 "$tmp"  # apt's download user must be able to write here
-    # mod_tls lives in proftpd-mod-crypto on Debian 12 and 13; older releases had it in core
+    chown _apt "$tmp" 2>/dev/null || true  # apt downloads as _apt where it can
+    # mod_tls is in proftpd-mod-crypto on Debian 12 and 13 (in proftpd-core before)
     pkgs=proftpd-core
     apt-cache show proftpd-mod-crypto >/dev/null 2>&1 && pkgs="$pkgs proftpd-mod-crypto"
     (cd "$tmp" && apt-get download -qq $pkgs)
+    rm -rf "$PROFTPD_ROOT"
     mkdir -p "$PROFTPD_ROOT"
     libs=""
     for deb in "$tmp"/*.deb; do
         dpkg-deb -x "$deb" "$PROFTPD_ROOT"
-        # Depends: "libssl3 (>= 3.0.0), libfoo | libbar, ..." -> the first choice of each lib*
+        # "libssl3 (>= 3.0.0), liba | libb, adduser" -> the first choice of each library
         libs="$libs $(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed 's/|.*//; s/(.*)//; s/ //g' \
                      | grep '^lib' | grep -v '^libpam-runtime$' || true)"
     done
     # shellcheck disable=SC2086
     apt-get install -y -qq --no-install-recommends $libs
     rm -rf "$tmp"
+    "$PROFTPD_ROOT/usr/sbin/proftpd" -v  # fails here, not in the tests, if a library is missing
+    touch "$PROFTPD_ROOT/.unpacked"
 fi
