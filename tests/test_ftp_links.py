@@ -40,26 +40,30 @@ def pro() -> Iterator[proftpd.ProFtpd]:
 @pytest.mark.parametrize("scheme", ["ftpes", "ftps"])
 def test_proftpd_links_without_targets_read_as_what_they_point_at(
         pro: proftpd.ProFtpd, scheme: str) -> None:
-    """ProFTPD's MLSD says ``type=OS.unix=symlink`` with the link's length as ``size``: a link
-    to a file must read whole, a link to a folder must be a folder (over explicit and implicit
-    FTPS, with ProFTPD's required TLS session reuse on the data connections)."""
+    """ProFTPD's MLSD says ``type=OS.unix=symlink`` with the link's length as ``size`` and no
+    target: a link to a file must read whole, a link to a folder must lead into it, and a
+    link to ``.`` must not make ``find`` walk for ever (over explicit and implicit FTPS, with
+    ProFTPD's required TLS session reuse on the data connections)."""
     (pro.root / "a.txt").write_bytes(TEXT)
     (pro.root / "sub").mkdir()
     (pro.root / "sub" / "in.txt").write_text("inside\n")
     os.symlink("a.txt", pro.root / "lnk")
     os.symlink("sub", pro.root / "dlnk")
     os.symlink("../a.txt", pro.root / "sub" / "up")
+    os.symlink(".", pro.root / "sub" / "loop")
     with mounted(config(pro.url(scheme), pro.ca), source="f") as m:
         assert sorted(os.listdir(m.path)) == ["a.txt", "dlnk", "lnk", "sub"]
         assert run("cat", m.path / "lnk").stdout == TEXT
         assert run("stat", "-L", "-c", "%s %F", m.path / "lnk").stdout.split(b" ", 1) == \
             [b"2533", b"regular file\n"]
-        assert run("ls", m.path / "dlnk").stdout == b"in.txt\nup\n"
+        assert os.readlink(m.path / "lnk") == "a.txt" and os.readlink(m.path / "dlnk") == "sub"
+        assert run("ls", m.path / "dlnk/").stdout == b"in.txt\nloop\nup\n"
         assert run("cat", m.path / "dlnk" / "in.txt").stdout == b"inside\n"
         assert run("cp", m.path / "sub" / "up", m.home / "copy").returncode == 0
         assert (m.home / "copy").read_bytes() == TEXT
-        listing = run("ls", "-l", m.path).stdout.decode()
-        assert "2533" in listing and " dlnk" in listing
+        found = sorted(run("find", m.path).stdout.decode().splitlines())
+        assert len(found) == 8 and str(m.path / "sub" / "loop") in found
+        assert os.readlink(m.path / "sub" / "loop") == "."  # known by its MLSD "unique"
 
 
 def test_links_with_targets_are_links_inside_the_mount() -> None:
@@ -172,15 +176,17 @@ def test_a_cut_short_listing_is_never_taken_as_complete(server: FtpServer, silen
         assert len(warnings) == 1, warnings  # once, however often the folder is listed
 
 
-def test_ls_l_of_many_links_stays_fast(pro: proftpd.ProFtpd) -> None:
-    """Links whose targets the listing does not tell are asked about in batches, not one
-    round trip each (300 links: about 10 round trips)."""
+def test_links_leaving_the_account_are_what_the_server_follows(pro: proftpd.ProFtpd) -> None:
+    """Links that climb above the account (mounted at ``/d``) are asked about on the server,
+    a batch per round trip, and shown as the files they point at; ``ls -l`` of 300 stays fast."""
     (pro.root / "t.bin").write_bytes(b"x" * 1000)
+    (pro.root / "d").mkdir()
     for i in range(300):
-        os.symlink("t.bin", pro.root / f"l{i:03d}")
-    with mounted(config(pro.url("ftpes"), pro.ca), source="f") as m:
+        os.symlink("../t.bin", pro.root / "d" / f"l{i:03d}")
+    with mounted(config(pro.url("ftpes", path="/d"), pro.ca), source="f") as m:
         start = time.monotonic()
         out = run("ls", "-l", m.path).stdout.decode().splitlines()
         took = time.monotonic() - start
-        assert sum(" 1000 " in line for line in out) == 301
+        assert sum(line.startswith("-") and " 1000 " in line for line in out) == 300
         assert took < 10, took
+        assert run("cat", m.path / "l123").stdout == b"x" * 1000

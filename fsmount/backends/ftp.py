@@ -587,11 +587,27 @@ class FtpBackend(BackendBase):
             raise self._resolve_550(c, path, e) from None
         entries = parser.entries()
         if any(e.symlink is not None for e in entries):
-            entries = ftplinks.resolve(c, path, entries)
+            if mlsd and any(e.symlink == "" for e in entries):
+                entries = self._link_targets(c, rpath, entries)
+            entries = ftplinks.resolve(c, path, entries, parser.here)
         if final[:1] != "2" or _TRUNCATED.search(final) or parser.cut:
             self._cut_short(path, final, parser.cut, len(entries))
             return PartialListing(entries)
         return entries
+
+    def _link_targets(self, c: Client, rpath: str, entries: list[Entry]) -> list[Entry]:
+        """MLSD without the links' targets (ProFTPD): LIST of the folder says them, for all
+        links in one round trip, so they can be shown as links (``readlink``; ``find`` and
+        ``grep -r`` do not follow a link to ``.``)."""
+        parser = ftplist.ListingParser(False, c.encoding)
+        try:
+            self._list_raw(c, rpath, parser.feed)
+        except (ftplib.error_perm, ftplib.error_temp, ftplib.error_reply) as e:
+            log.debug("%s: no LIST for the links' targets: %s", c.label, e)
+            return entries
+        targets = {e.name: e.symlink for e in parser.entries() if e.symlink}
+        return [dataclasses.replace(e, symlink=targets[e.name])
+                if e.symlink == "" and e.name in targets else e for e in entries]
 
     def _cut_short(self, path: Path, final: str, cut: bool, count: int) -> None:
         """Say once per folder that its listing is incomplete (a server's cap, an aborted

@@ -48,8 +48,10 @@ def size_reply(resp: str) -> int | None:
     return int(value) if value.isdigit() and len(value) <= 19 and int(value) <= ftplist.MAX_SIZE else None
 
 
-def resolve(c: Client, directory: Path, entries: list[Entry]) -> list[Entry]:
-    """``entries`` of ``directory`` with every link made safe (see the module's doc)."""
+def resolve(c: Client, directory: Path, entries: list[Entry],
+            here: dict[str, str] | None = None) -> list[Entry]:
+    """``entries`` of ``directory`` with every link made safe (see the module's doc).
+    ``here``: the MLSD ``unique`` of ``.`` and ``..``, to recognise links to them."""
     out: list[Entry] = []
     ask: list[tuple[int, Entry]] = []
     for e in entries:
@@ -68,12 +70,13 @@ def resolve(c: Client, directory: Path, entries: list[Entry]) -> list[Entry]:
         out.append(e)
     for i in range(0, len(ask), BATCH):
         batch = ask[i:i + BATCH]
-        for (at, e), followed in zip(batch, follow(c, directory, [e for _, e in batch])):
+        for (at, e), followed in zip(batch, follow(c, directory, [e for _, e in batch], here)):
             out[at] = followed
     return out
 
 
-def follow(c: Client, directory: Path, links: list[Entry]) -> list[Entry]:
+def follow(c: Client, directory: Path, links: list[Entry],
+           here: dict[str, str] | None = None) -> list[Entry]:
     """What the server says each link (or name it did not list) points at, in one round
     trip; one it cannot follow comes back as a link to itself."""
     per = (["MLST"] if c.mlst else ["CWD"]) + (["SIZE"] if "SIZE" in c.feats else [])
@@ -87,6 +90,11 @@ def follow(c: Client, directory: Path, links: list[Entry]) -> list[Entry]:
         mtime = e.mtime
         if "MLST" in got and got["MLST"][:1] == "2":
             found = mlst_entry(got["MLST"], e.name)
+            loop = _loop(got["MLST"], directory, here or {})
+            if loop is not None:  # a link to its own folder or the parent: a walk's loop
+                out.append(dataclasses.replace(e, is_dir=False, size=None, symlink=loop,
+                                               identity=("link", loop, e.mtime)))
+                continue
             if found is not None and found.symlink is None:
                 is_dir, mtime = found.is_dir, found.mtime or mtime
                 if size is None and not is_dir and "SIZE" not in got:
@@ -104,3 +112,15 @@ def follow(c: Client, directory: Path, links: list[Entry]) -> list[Entry]:
                                            symlink=None, mtime=mtime, mode=None,
                                            identity=(None if is_dir else size, mtime)))
     return out
+
+
+def _loop(resp: str, directory: Path, here: dict[str, str]) -> str | None:
+    """``.`` or ``..`` where the MLST reply's ``unique`` is that of the folder or its parent."""
+    if not here:
+        return None
+    for line in resp.splitlines()[1:-1]:
+        unique = ftplist.parse_facts(line.strip().partition(" ")[0]).get("unique")
+        for name in (".", ".."):
+            if unique and here.get(name) == unique and (name == "." or directory):
+                return name
+    return None

@@ -326,6 +326,9 @@ class ListingParser:
         self._sep: str | None = None
         self._pending = b""
         self.cut = False  # the last line had no line end: the data connection ended early
+        # MLSD's "unique" of the folder itself and of its parent ("." and ".."): a link with
+        # the same one points there (a loop a walk must not follow)
+        self.here: dict[str, str] = {}
 
     def feed(self, data: bytes) -> None:
         buf = self._pending + data
@@ -341,6 +344,12 @@ class ListingParser:
         self._pending = buf[cut + len(self._sep):]
         text = buf[:cut].decode(self.encoding, "surrogateescape")
         self.lines(text.split(self._sep))
+
+    def _note_here(self, line: str) -> None:
+        facts = parse_facts(line.partition(" ")[0])
+        kind, unique = facts.get("type", "").lower(), facts.get("unique")
+        if unique and kind in ("cdir", "pdir"):
+            self.here["." if kind == "cdir" else ".."] = unique
 
     def entries(self) -> list[Entry]:
         if self._pending:
@@ -360,6 +369,8 @@ class ListingParser:
             try:
                 entry = parse_mlsd_line(line) if mlsd else parse_list_line(line, self.now)
                 fragment = entry is None and _is_fragment(line, mlsd)
+                if entry is None and mlsd and not fragment:
+                    self._note_here(line)
             except Exception as e:
                 _skip(line, f"parser error {e!r}")
                 entry, fragment = None, False
