@@ -82,7 +82,7 @@ def _config(d: Path, root: Path, ports: list[int], passive: tuple[int, int]) -> 
         "<Limit SITE_CHMOD>", "  AllowAll", "</Limit>",
     ]
     lines = [
-        f"ModulePath {PROFTPD_ROOT / 'usr/lib/proftpd'}", "ModuleControlsACLs insmod,rmmod allow user root",
+        f"ModulePath {PROFTPD_ROOT / 'usr/lib/proftpd'}",
         "<IfModule !mod_tls.c>", "  LoadModule mod_tls.c", "</IfModule>",
         "ServerType standalone", 'ServerName "fsmount test ProFTPD"', "DefaultServer off",
         "DefaultAddress 127.0.0.1", "SocketBindTight on", "UseIPv6 off", f"Port {ports[0]}",
