@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.mounting import mounted, run, wait_for
+from tests.servers import proftpd
 from tests.servers.ftp import FtpServer, running_ftp, running_vsftpd
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no FUSE")
@@ -21,6 +22,19 @@ pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no FUSE
 def server() -> Iterator[FtpServer]:
     with running_ftp() as s:
         yield s
+
+
+@pytest.fixture(params=["pyftpdlib", "proftpd"])
+def any_server(request: pytest.FixtureRequest) -> Iterator[FtpServer | proftpd.ProFtpd]:
+    """Each real FTP server with users, writes and explicit FTPS (tests that need no faults)."""
+    if request.param == "proftpd":
+        if not proftpd.available():
+            pytest.skip("ProFTPD is not unpacked (contrib/setup.sh)")
+        with proftpd.running_proftpd() as p:
+            yield p
+    else:
+        with running_ftp() as s:
+            yield s
 
 
 def config(url: str, ca: Path, *, password: str | None = "secret", **options: object) -> str:
@@ -33,11 +47,12 @@ def config(url: str, ca: Path, *, password: str | None = "secret", **options: ob
     return "\n".join(lines) + "\n"
 
 
-def ftpes(server: FtpServer, **options: object) -> str:
+def ftpes(server: FtpServer | proftpd.ProFtpd, **options: object) -> str:
     return config(server.url("ftpes"), server.ca, **options)
 
 
-def test_read_tools(server: FtpServer) -> None:
+def test_read_tools(any_server: FtpServer | proftpd.ProFtpd) -> None:
+    server = any_server
     root = server.root
     (root / "docs" / "deep").mkdir(parents=True)
     (root / "docs" / "a.txt").write_text("alpha\nneedle here\n")
@@ -70,8 +85,9 @@ def test_read_tools(server: FtpServer) -> None:
             shutil.rmtree(out)
 
 
-def test_cache_removed_under_the_mount(server: FtpServer, tmp_path: Path) -> None:
+def test_cache_removed_under_the_mount(any_server: FtpServer | proftpd.ProFtpd, tmp_path: Path) -> None:
     """``rm -rf ~/.cache/fsmount`` while mounted: reads refetch and writes still spool."""
+    server = any_server
     blob = os.urandom(3 << 20)
     (server.root / "blob.bin").write_bytes(blob)
     (server.root / "small.txt").write_text("small\n")
@@ -86,7 +102,8 @@ def test_cache_removed_under_the_mount(server: FtpServer, tmp_path: Path) -> Non
         assert (server.root / "new.txt").read_text() == "written after\n"
 
 
-def test_write_tools(server: FtpServer) -> None:
+def test_write_tools(any_server: FtpServer | proftpd.ProFtpd) -> None:
+    server = any_server
     root = server.root
     (root / "old.txt").write_text("0123456789")
     (root / "log.txt").write_text("line 1\n")
@@ -139,7 +156,7 @@ def test_write_tools(server: FtpServer) -> None:
         shutil.rmtree(local)
 
 
-def huge_file(server: FtpServer) -> Path:
+def huge_file(server: FtpServer | proftpd.ProFtpd) -> Path:
     path = server.root / "huge.bin"
     with open(path, "wb") as f:
         f.truncate(256 << 20)
@@ -152,7 +169,8 @@ def cached_bytes(home: Path) -> int:
     return sum(p.stat().st_blocks * 512 for p in (home / "cache").rglob("*") if p.is_file())
 
 
-def test_head_of_a_big_file_does_not_download_it(server: FtpServer) -> None:
+def test_head_of_a_big_file_does_not_download_it(any_server: FtpServer | proftpd.ProFtpd) -> None:
+    server = any_server
     huge_file(server)
     with mounted(ftpes(server), source="f") as m:
         assert run("head", "-c", "65536", m.path / "huge.bin").stdout == b"MAGIC" + b"x" * 65531
@@ -161,7 +179,8 @@ def test_head_of_a_big_file_does_not_download_it(server: FtpServer) -> None:
         assert cached_bytes(m.home) < 40 << 20
 
 
-def test_file_of_a_big_file_does_not_download_it(server: FtpServer) -> None:
+def test_file_of_a_big_file_does_not_download_it(any_server: FtpServer | proftpd.ProFtpd) -> None:
+    server = any_server
     huge_file(server)
     with mounted(ftpes(server), source="f") as m:
         for _ in range(3):

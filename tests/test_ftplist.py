@@ -36,6 +36,35 @@ def test_mlsd_file_dir_and_facts() -> None:
 def test_mlsd_symlink() -> None:
     [e] = ftplist.parse_lines(["type=OS.unix=slink:/etc/target;size=11;modify=20240101000000; ln"], mlsd=True)
     assert e.symlink == "/etc/target" and not e.is_dir
+    assert e.size is None  # 11 is the length of the link's text, not of what it points at
+    [e] = ftplist.parse_lines(["modify=20240101000000;size=5;type=OS.unix=symlink; lnk"], mlsd=True)
+    assert e.symlink == "" and e.size is None  # a link whose target the server did not say
+
+
+@pytest.mark.parametrize("directory, target, root, expected", [
+    ((), "a.txt", "/", "a.txt"),
+    (("sub",), "../a.txt", "/", "../a.txt"),
+    (("sub",), "/a.txt", "/", "../a.txt"),
+    (("sub", "deep"), "/sub/x/../y", "/", "../y"),
+    (("sub",), "./b/./c", "/", "b/c"),
+    ((), "/etc/passwd", "/", "etc/passwd"),  # the server's /etc, inside the account
+    ((), "/etc/passwd", "/home/alice", None),  # outside the account's remote root
+    ((), "/home/alice/f", "/home/alice", "f"),
+    ((), "/home/alicex/f", "/home/alice", None),
+    ((), "/../../home/alice/f", "/home/alice", "f"),  # ".." above "/" stays at "/"
+    ((), "../x", "/", None),  # climbs above the account
+    (("a", "b"), "../../../x", "/", None),
+    (("a", "b"), "../../x", "/", "../../x"),
+    (("a",), "..", "/", ".."),
+    ((), "", "/", None),
+    ((), "bad\0name", "/", None),
+])
+def test_contained_target(directory: tuple[str, ...], target: str, root: str,
+                          expected: str | None) -> None:
+    got = ftplist.contained_target(directory, target, root)
+    assert got == expected
+    if got is not None:  # never more ".." than the link is deep: it cannot leave the account
+        assert not got.startswith("/") and got.split("/").count("..") <= len(directory)
 
 
 def test_unix_list_formats() -> None:

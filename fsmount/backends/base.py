@@ -73,6 +73,12 @@ class Entry:
     size_exact: bool = True
 
 
+class PartialListing(list):
+    """What ``list`` returns for a listing the server cut short (``226 Output truncated``, a
+    data connection that ended early): the entries it did send. A name not among them may
+    still exist, so the cache layer asks the server about it instead of answering ENOENT."""
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a backend can do; the VFS branches on these, never on which backend it is."""

@@ -48,7 +48,9 @@ from ..net.tls import TlsMode, client_context
 from . import ftplist
 from .uploadlog import UploadLog
 from ..net.failures import connection_failure
-from .base import BackendBase, Capabilities, Content, Entry, Path
+from . import ftplinks
+from .ftplinks import mlst_entry as _mlst_entry
+from .base import BackendBase, Capabilities, Content, Entry, PartialListing, Path
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,6 +72,7 @@ def create(account: Account, secret: Secret, env: Any) -> FtpBackend:
 
 _MISSING = re.compile(r"no such|not found|does not exist|doesn'?t exist|not exist|cannot find|"
                       r"can'?t find|unknown file|no files found|file unavailable", re.I)
+_TRUNCATED = re.compile(r"truncat|incomplete|partial|too many", re.I)  # in a listing's 226
 _DENIED = re.compile(r"denied|permission|privilege|not allowed|forbidden|read-only|read only|"
                      r"access|not authori[sz]ed|refused", re.I)
 
@@ -290,15 +293,22 @@ class Client(ftplib.FTP_TLS):
     def mlst(self) -> bool:
         return "MLST" in self.feats
 
-    def read_data(self, cmd: str, sink: Callable[[bytes], None]) -> None:
-        """Run a listing command, handing its data connection's bytes to ``sink`` as they come."""
+    def read_data(self, cmd: str, sink: Callable[[bytes], None]) -> str:
+        """Run a listing command, handing its data connection's bytes to ``sink`` as they
+        come; returns the server's final reply. A transfer the server aborted after sending
+        some of it (426, 451) returns its reply too: the caller takes it as cut short."""
+        got = 0
         with self.transfercmd(cmd) as conn:
             while True:
                 chunk = conn.recv(1 << 16)
                 if not chunk:
                     break
+                got += len(chunk)
                 sink(chunk)
-        self.voidresp()
+        resp = self.getresp_any()
+        if resp[:1] == "2" or (got and resp[:3] in ("426", "451")):
+            return resp
+        raise {"4": ftplib.error_temp, "5": ftplib.error_perm}.get(resp[:1], ftplib.error_reply)(resp)
 
     def end_transfer(self) -> None:
         """Abandon a paused read: close its socket, then read the transfer's final reply."""
@@ -431,6 +441,7 @@ class FtpBackend(BackendBase):
             limit=account["connections"], timeout=account["timeout"], check=self._check,
         )
         self._closed = False
+        self._warned: set[str] = set()  # folders whose incomplete listing was warned about
 
     # -- connections -------------------------------------------------------------------
 
@@ -587,18 +598,54 @@ class FtpBackend(BackendBase):
         parser = ftplist.ListingParser(mlsd, c.encoding)
         try:
             if mlsd:
-                c.read_data("MLSD " + rpath, parser.feed)
+                final = c.read_data("MLSD " + rpath, parser.feed)
             else:
-                self._list_raw(c, rpath, parser.feed)
+                final = self._list_raw(c, rpath, parser.feed)
         except ftplib.error_perm as e:
             if mlsd and str(e)[:3] in ("500", "502"):  # FEAT promised MLST, MLSD is missing
                 c.feats.discard("MLST")
                 return self._list(c, path)
             raise self._resolve_550(c, path, e) from None
-        return parser.entries()
+        entries = parser.entries()
+        if any(e.symlink is not None for e in entries):
+            if mlsd and any(e.symlink == "" for e in entries):
+                entries = self._link_targets(c, rpath, entries)
+            entries = ftplinks.resolve(c, path, entries, parser.here)
+        if final[:1] != "2" or _TRUNCATED.search(final) or parser.cut:
+            self._cut_short(path, final, parser.cut, len(entries))
+            return PartialListing(entries)
+        return entries
+
+    def _link_targets(self, c: Client, rpath: str, entries: list[Entry]) -> list[Entry]:
+        """MLSD without the links' targets (ProFTPD): LIST of the folder says them, for all
+        links in one round trip, so they can be shown as links (``readlink``; ``find`` and
+        ``grep -r`` do not follow a link to ``.``)."""
+        parser = ftplist.ListingParser(False, c.encoding)
+        try:
+            self._list_raw(c, rpath, parser.feed)
+        except (ftplib.error_perm, ftplib.error_temp, ftplib.error_reply) as e:
+            log.debug("%s: no LIST for the links' targets: %s", c.label, e)
+            return entries
+        targets = {e.name: e.symlink for e in parser.entries() if e.symlink}
+        return [dataclasses.replace(e, symlink=targets[e.name])
+                if e.symlink == "" and e.name in targets else e for e in entries]
+
+    def _cut_short(self, path: Path, final: str, cut: bool, count: int) -> None:
+        """Say once per folder that its listing is incomplete (a server's cap, an aborted
+        transfer): the user should know that ``ls`` does not show everything."""
+        where = "/" + "/".join(path)
+        first = where not in self._warned
+        if first:
+            if len(self._warned) >= 1000:
+                self._warned.clear()
+            self._warned.add(where)
+        why = "its last line was cut off" if cut and final[:1] == "2" else repr(final.strip()[:200])
+        log.log(logging.WARNING if first else logging.DEBUG,
+                "%s: the server's listing of %s is incomplete (%s): showing the %d entries it "
+                "sent; other names are looked up on the server", self.account.label, where, why, count)
 
     @staticmethod
-    def _list_raw(c: Client, rpath: str, sink: Callable[[bytes], None]) -> None:
+    def _list_raw(c: Client, rpath: str, sink: Callable[[bytes], None]) -> str:
         """LIST of a directory, entered with CWD so that no name is mistaken for an option."""
         c.cwd(rpath)
         if c.list_args:
@@ -606,7 +653,7 @@ class FtpBackend(BackendBase):
                 return c.read_data("LIST " + c.list_args, sink)
             except ftplib.error_perm:
                 c.list_args = None
-        c.read_data("LIST", sink)
+        return c.read_data("LIST", sink)
 
     async def stat(self, path: Path) -> Entry:
         if not path:
@@ -620,19 +667,33 @@ class FtpBackend(BackendBase):
         if not path:
             return self._stat_root(c)
         if c.mlst:
-            try:
-                resp = c.sendcmd("MLST " + c.path(path))
-            except ftplib.error_perm as e:
-                if str(e)[:3] in ("500", "502"):
-                    c.feats.discard("MLST")
-                    return self._stat(c, path)
-                raise reply_error(str(e)) from None
+            rpath = c.path(path)
+            # SIZE in the same round trip: a server's MLST of a link may give the link's own
+            # length as the size of the file it points at (ProFTPD)
+            sized = "SIZE" in c.feats
+            replies = c.pipeline("MLST " + rpath, *(["SIZE " + rpath] if sized else []))
+            resp = replies[0]
+            if resp[:3] in ("500", "502"):
+                c.feats.discard("MLST")
+                return self._stat(c, path)
+            if resp[:1] != "2":
+                raise reply_error(resp)
             entry = _mlst_entry(resp, path[-1])
             if entry is None:
-                raise FsError(f"unreadable MLST answer for {c.path(path)}")
+                raise FsError(f"unreadable MLST answer for {rpath}")
+            if entry.symlink is not None:
+                return ftplinks.resolve(c, path[:-1], [entry])[0]
+            size = ftplinks.size_reply(replies[1]) if sized else None
+            if not entry.is_dir and size is not None and size != entry.size:
+                entry = dataclasses.replace(entry, size=size, identity=(size, entry.mtime))
             return entry
-        for entry in self._list(c, path[:-1]):
+        listing = self._list(c, path[:-1])
+        for entry in listing:
             if entry.name == path[-1]:
+                return entry
+        if isinstance(listing, PartialListing):  # cut short: ask about the name itself
+            entry = ftplinks.follow(c, path[:-1], [Entry(path[-1], False, symlink="")])[0]
+            if entry.symlink is None:
                 return entry
         raise NotFound("/".join(path))
 
@@ -883,16 +944,6 @@ class FtpBackend(BackendBase):
             except ftplib.error_perm as e:
                 raise self._resolve_550(c, path, e) from None
         await self._run(mfmt, what="touch")
-
-
-def _mlst_entry(resp: str, name: str) -> Entry | None:
-    """The entry in an MLST reply (``250-…`` / `` facts path`` / ``250 End``)."""
-    for line in resp.splitlines()[1:-1]:
-        facts = line.strip().partition(" ")[0]
-        entry = ftplist.parse_mlsd_line(f"{facts} x")
-        if entry is not None:
-            return dataclasses.replace(entry, name=name)
-    return None
 
 
 def _delete(c: Client, rpath: str) -> bool:

@@ -112,7 +112,7 @@ def parse_mlsd_line(line: str) -> Entry | None:
     symlink = None
     is_dir = kind == "dir"
     if kind.startswith(("os.unix=slink", "os.unix=symlink")):
-        symlink = raw_type.partition(":")[2] or None  # unknown target: shown as what it points at
+        symlink = raw_type.partition(":")[2]  # "": a link whose target the server did not say
     size = None
     raw_size = facts.get("size") or facts.get("sizd")
     if raw_size is not None:
@@ -129,7 +129,53 @@ def parse_mlsd_line(line: str) -> Entry | None:
             mode = int(raw_mode, 8) & 0o7777
         except ValueError:
             mode = None
+    if symlink is not None:
+        size = None  # the length of the link's text, not the size of what it points at
     return _entry(name, is_dir, None if is_dir else size, mtime, mode, symlink)
+
+
+# -- symlinks --------------------------------------------------------------------------
+
+
+def contained_target(directory: tuple[str, ...], target: str, root: str) -> str | None:
+    """A link's ``target`` as the kernel must see it, or ``None`` where it would leave the
+    account.
+
+    The kernel follows a link's text itself, on the local machine: an absolute target
+    (``/etc/passwd``) or one climbing above the account (``../../x``) would reach files outside
+    the mount. So an absolute target inside the account's remote ``root`` becomes a path
+    relative to the link's ``directory`` (both remote, the account root being ``()``); a
+    relative one is normalized, and one that climbs above the root is refused. The result
+    holds ``..`` only at its start, never more of them than ``directory`` is deep.
+    """
+    if not target or "\0" in target:
+        return None
+    if target.startswith("/"):
+        base = [p for p in root.split("/") if p]
+        dest: list[str] = []
+        for part in target.split("/"):
+            if part == "..":
+                if dest:
+                    dest.pop()  # ".." above "/" stays at "/"
+            elif part and part != ".":
+                dest.append(part)
+        if dest[:len(base)] != base:
+            return None
+        dest = dest[len(base):]
+    else:
+        dest = list(directory)
+        for part in target.split("/"):
+            if part == "..":
+                if not dest:
+                    return None
+                dest.pop()
+            elif part and part != ".":
+                dest.append(part)
+    common = 0
+    while common < min(len(dest), len(directory)) and dest[common] == directory[common]:
+        common += 1
+    rel = [".."] * (len(directory) - common) + dest[common:]
+    return "/".join(rel) or "."
 
 
 # -- LIST ---------------------------------------------------------------------------------
@@ -199,7 +245,8 @@ def parse_unix_line(line: str, now: float | None = None) -> Entry | None:
     name, symlink = m.group("name"), None
     if kind == "l":
         name, arrow, target = name.partition(" -> ")
-        symlink = target if arrow else None
+        symlink = target if arrow else ""  # "": the server did not say where it points
+        size = None  # the link's own length
     if not valid_name(name):
         _skip(line, "unusable name")
         return None
@@ -278,6 +325,10 @@ class ListingParser:
         self.previous: str | None = None  # the name the previous line produced
         self._sep: str | None = None
         self._pending = b""
+        self.cut = False  # the last line had no line end: the data connection ended early
+        # MLSD's "unique" of the folder itself and of its parent ("." and ".."): a link with
+        # the same one points there (a loop a walk must not follow)
+        self.here: dict[str, str] = {}
 
     def feed(self, data: bytes) -> None:
         buf = self._pending + data
@@ -294,10 +345,17 @@ class ListingParser:
         text = buf[:cut].decode(self.encoding, "surrogateescape")
         self.lines(text.split(self._sep))
 
+    def _note_here(self, line: str) -> None:
+        facts = parse_facts(line.partition(" ")[0])
+        kind, unique = facts.get("type", "").lower(), facts.get("unique")
+        if unique and kind in ("cdir", "pdir"):
+            self.here["." if kind == "cdir" else ".."] = unique
+
     def entries(self) -> list[Entry]:
         if self._pending:
             rest = self._pending.decode(self.encoding, "surrogateescape")
             self._pending = b""
+            self.cut = not rest.endswith("\n")
             self.lines([rest[:-1] if rest.endswith("\n") else rest])
         return list(self.seen.values())
 
@@ -311,6 +369,8 @@ class ListingParser:
             try:
                 entry = parse_mlsd_line(line) if mlsd else parse_list_line(line, self.now)
                 fragment = entry is None and _is_fragment(line, mlsd)
+                if entry is None and mlsd and not fragment:
+                    self._note_here(line)
             except Exception as e:
                 _skip(line, f"parser error {e!r}")
                 entry, fragment = None, False

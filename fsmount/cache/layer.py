@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 import trio
 from cachetools import TTLCache
 
-from ..backends.base import Backend, Content, Entry, PartSink, Path
-from ..errors import FsError, NotADirectory, NotFound
+from ..backends.base import Backend, Content, Entry, PartialListing, PartSink, Path
+from ..errors import AlreadyExists, FsError, NotADirectory, NotFound
 from .content import BLOCK, CachedObject, ContentStore, object_key, unlink_quietly
 from .growing import GrowingListing
 from .metadata import MetadataCache
@@ -123,11 +123,13 @@ class CachedBackend:
         takes for the reader's."""
         generation = self.meta.generation(path)
         if growing is None:
-            entries = self._corrected(path, await self.backend.list(path))
+            listed = await self.backend.list(path)
+            entries = self._corrected(path, listed)
         else:
-            entries = growing.in_order(self._corrected(
-                path, await self.backend.list_in_parts(path, self._part_sink(path, growing))))
-        return self.meta.store(path, entries, generation)
+            listed = await self.backend.list_in_parts(path, self._part_sink(path, growing))
+            entries = growing.in_order(self._corrected(path, listed))
+        return self.meta.store(path, entries, generation,
+                               complete=not isinstance(listed, PartialListing))
 
     def _part_sink(self, path: Path, growing: GrowingListing) -> PartSink:
         def part(entries: list[Entry]) -> None:
@@ -160,8 +162,22 @@ class CachedBackend:
             raise NotADirectory("/".join(path[:-1]))
         entry = (await self._entries(path[:-1])).get(path[-1]) or self._alias(path)
         if entry is None:
-            raise NotFound("/".join(path))
+            if self.meta.complete(path[:-1]):
+                raise NotFound("/".join(path))
+            entry = await self._once(("stat", path), lambda: self.backend.stat(path))
+            self.meta.store_stat(path, entry)
         return entry
+
+    async def ensure_absent(self, path: Path) -> None:
+        """Before creating ``path``: where its directory's listing was cut short, make sure
+        the server holds no such object, which creating would silently replace."""
+        if path in self._pending or self.meta.complete(path[:-1]) or not path:
+            return
+        try:
+            await self.stat(path)
+        except NotFound:
+            return
+        raise AlreadyExists(f"{'/'.join(path)} exists on the server (its folder's listing was cut short)")
 
     def _corrected(self, directory: Path, entries: list[Entry]) -> list[Entry]:
         """Apply sizes learned from downloads to entries whose size was a hint."""

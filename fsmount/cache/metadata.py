@@ -17,6 +17,7 @@ class Listing:
     entries: dict[str, Entry]
     fetched: float  # monotonic time
     checked: float = field(default=0.0)  # last time the backend confirmed it unchanged
+    complete: bool = True  # False: the server cut it short, a name not in it may still exist
 
 
 class MetadataCache:
@@ -35,12 +36,19 @@ class MetadataCache:
     def fresh(self, listing: Listing) -> bool:
         return time.monotonic() - max(listing.fetched, listing.checked) < self.ttl
 
-    def store(self, path: Path, entries: list[Entry], started_generation: int) -> dict[str, Entry]:
+    def store(self, path: Path, entries: list[Entry], started_generation: int,
+              complete: bool = True) -> dict[str, Entry]:
         """Keep a listing unless one of our changes to ``path`` finished while it ran."""
         by_name = {e.name: e for e in entries}
         if self.generation(path) == started_generation:
-            self._dirs[path] = Listing(by_name, time.monotonic())
+            self._dirs[path] = Listing(by_name, time.monotonic(), complete=complete)
         return by_name
+
+    def complete(self, directory: Path) -> bool:
+        """Whether a name missing from the cached listing of ``directory`` is really missing
+        (no listing kept, e.g. dropped for a change of ours meanwhile: do not assume so)."""
+        listing = self._dirs.get(directory)
+        return listing is not None and listing.complete
 
     def entry(self, path: Path) -> Entry | None:
         """The entry for ``path`` from its parent's listing, or a stored stat."""

@@ -146,6 +146,6 @@ def _batch_size(batch: list[tuple[Path, Entry]]) -> int:
 
 def _fetched_size(entry: Entry) -> int:
     """The bytes a scan would fetch ahead for ``entry`` (0: not fetched ahead)."""
-    if entry.is_dir or (entry.size or 0) > MAX_SIZE:
-        return 0
+    if entry.is_dir or entry.symlink is not None or (entry.size or 0) > MAX_SIZE:
+        return 0  # a link's bytes are its target's, fetched when the target is read
     return max(entry.size or 0, 1)

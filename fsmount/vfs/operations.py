@@ -332,6 +332,7 @@ class Operations(pyfuse3.Operations):
             raise ReadOnly("the mount root holds one folder per account")
         self._writable(vpath, "creating files")
         backend, path = self.tree.route(vpath)
+        await backend.ensure_absent(path)
         entry = Entry(vpath[-1], False, 0, time.time(), identity=("pending",), mode=mode & 0o7777)
         node = self.inodes.ref(vpath, entry)
         handle = FileHandle(node)

@@ -9,7 +9,11 @@ run time by ``set_faults`` (a JSON file the server re-reads when it changes):
 - ``drop_after``: after N bytes of a download, close the data *and* control connections
   (``times`` of them, default 1; needs ``sendfile=False``);
 - ``slow``: delay every reply by this many seconds; ``hang``: never answer a command again;
-- ``list_extra``: raw lines appended to every LIST and MLSD answer (hostile listings);
+- ``list_extra``/``mlsd_extra``: raw lines appended to every LIST / MLSD answer (hostile listings);
+- ``list_cap``: listings end after this many lines, with ``226 Output truncated to N matches``
+  (or ``list_cap_reply``, e.g. a 426; or, with ``list_cap_silent``, inside the next line
+  and with the usual 226);
+- ``no_mlst``: MLSD and MLST answer 500 although FEAT offers them (a LIST-only server);
 - ``drop_upload_after``: the same for uploads (N bytes received);
 - ``stor_reply``: answer every STOR with this reply instead (e.g. ``552 Quota exceeded``);
 - ``no_rename_over``: RNTO onto an existing file fails with 550, as on some servers.
@@ -241,24 +245,54 @@ def _serve(d: Path) -> None:
     dtp_tls = type("TlsDTP", (FaultDTP, TLS_DTPHandler), {})
 
     class FaultFS(AbstractedFS):
+        def _capped(self, lines):  # type: ignore[no-untyped-def]
+            """A listing cut after ``list_cap`` lines: the final reply says so, or with
+            ``list_cap_silent`` the data ends inside the next line and the reply is the usual."""
+            cap = faults().get("list_cap")
+            if cap is None:
+                yield from lines
+                return
+            for n, chunk in enumerate(b"".join(lines).splitlines(keepends=True)):
+                if n == cap:
+                    if faults().get("list_cap_silent"):
+                        yield chunk[:len(chunk) // 2]
+                    else:
+                        self.cmd_channel.capped = cap
+                    return
+                yield chunk
+
         def format_list(self, basedir, listing, ignore_err=True):  # type: ignore[no-untyped-def]
-            yield from super().format_list(basedir, listing, ignore_err)
-            for line in faults().get("list_extra", []):
-                yield line.encode("utf-8", "surrogateescape")
+            def lines():  # type: ignore[no-untyped-def]
+                yield from super(FaultFS, self).format_list(basedir, listing, ignore_err)
+                for line in faults().get("list_extra", []):
+                    yield line.encode("utf-8", "surrogateescape")
+            yield from self._capped(lines())
 
         def format_mlsx(self, basedir, listing, perms, facts, ignore_err=True):  # type: ignore[no-untyped-def]
-            yield from super().format_mlsx(basedir, listing, perms, facts, ignore_err)
-            if len(listing) != 1 or os.path.isdir(os.path.join(basedir, listing[0])):
-                for line in faults().get("mlsd_extra", []):
-                    yield line.encode("utf-8", "surrogateescape")
+            one = len(listing) == 1 and not os.path.isdir(os.path.join(basedir, listing[0]))
+
+            def lines():  # type: ignore[no-untyped-def]
+                yield from super(FaultFS, self).format_mlsx(basedir, listing, perms, facts, ignore_err)
+                if not one:
+                    for line in faults().get("mlsd_extra", []):
+                        yield line.encode("utf-8", "surrogateescape")
+            yield from (lines() if one else self._capped(lines()))
 
     class Hooks:
         def process_command(self, cmd, *args, **kwargs):  # type: ignore[no-untyped-def]
             if faults().get("hang"):
                 return None
+            if faults().get("no_mlst") and cmd in ("MLSD", "MLST"):
+                self.respond(f"500 Command {cmd} not understood.")
+                return None
             return super().process_command(cmd, *args, **kwargs)  # type: ignore[misc]
 
+        capped = None
+
         def respond(self, resp, logfun=None):  # type: ignore[no-untyped-def]
+            if self.capped is not None and resp.startswith("226"):
+                reply = faults().get("list_cap_reply") or "226 Output truncated to {n} matches"
+                resp, self.capped = reply.format(n=self.capped), None
             delay = faults().get("slow")
             parent = super().respond  # type: ignore[misc]
             if delay:
