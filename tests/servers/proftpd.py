@@ -83,7 +83,9 @@ def _config(d: Path, root: Path, ports: list[int], passive: tuple[int, int]) -> 
     ]
     lines = [
         f"ModulePath {PROFTPD_ROOT / 'usr/lib/proftpd'}",
-        "<IfModule !mod_tls.c>", "  LoadModule mod_tls.c", "</IfModule>",
+        # Debian 13 builds transfers (mod_xfer) and LIST (mod_ls) as modules too
+        *(line for module in ("mod_tls.c", "mod_xfer.c", "mod_ls.c")
+          for line in (f"<IfModule !{module}>", f"  LoadModule {module}", "</IfModule>")),
         "ServerType standalone", 'ServerName "fsmount test ProFTPD"', "DefaultServer off",
         "DefaultAddress 127.0.0.1", "SocketBindTight on", "UseIPv6 off", f"Port {ports[0]}",
         "User root", "Group root", "UseReverseDNS off", "WtmpLog off",
