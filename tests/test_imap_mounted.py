@@ -7,12 +7,14 @@ import random
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from tests.faultproxy import cut
 from tests.mounting import mounted, run, wait_for
-from tests.servers.dovecot import Dovecot, _quote, dovecot_server  # noqa: F401  (fixture)
+from tests.servers.dovecot import Dovecot, _quote, dovecot_server, fresh_dovecot  # noqa: F401  (fixtures)
 from tests.test_imap_backend import (
     ATTACHMENT, CORPUS, EIGHTBIT, PLAIN, CuttingProxy, server_messages, unique,
 )
@@ -139,6 +141,35 @@ def test_flags_with_xattr_tools(dovecot_server: Dovecot) -> None:
                 os.getxattr(f, probe)
             assert e.value.errno == errno.EOPNOTSUPP
     assert set(server_messages(dovecot_server, folder)[uid][1].split()) == {b"\\Seen", b"\\Flagged"}
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_idle_survives_a_dropped_connection(fresh_dovecot: Dovecot) -> None:
+    """A dropped IDLE connection (a server restart, a NAT timeout) neither spins nor leaves
+    INBOX stale: the mount idles at no CPU, reconnects, and new mail shows up."""
+    srv = fresh_dovecot
+    srv.deliver("alice", PLAIN)
+    proxy = CuttingProxy(srv)
+    try:
+        cfg = (f'[accounts.mail]\nurl = "imap://alice@127.0.0.1:{proxy.port}"\n'
+               'password = "secret1"\nplaintext_auth = true\ntls = "off"\n')
+        with mounted(cfg) as m:
+            inbox = m.path / "mail" / "INBOX"
+            assert len(emls(inbox)) == 1
+            wait_for(lambda: b"IDLE" in proxy.from_client, 10, "fsmount's IDLE")
+            cut(*proxy.sockets)  # every connection fsmount has, the IDLE one too, is cut
+            cpu = _cpu_seconds(m.proc.pid)
+            time.sleep(3)  # a measuring window, not a wait: a spinning IDLE thread burns it
+            assert _cpu_seconds(m.proc.pid) - cpu < 1.0
+            for count in (2, 3):
+                srv.deliver("alice", EIGHTBIT)
+                wait_for(lambda: len(emls(inbox)) == count, 15, "the new message in INBOX")
+    finally:
+        proxy.close()
 
 
 def test_listing_xattr_names_asks_the_server_nothing(dovecot_server: Dovecot) -> None:

@@ -115,6 +115,7 @@ READ_BUFFER = 256 << 10
 BATCH = 64  # messages per download_many (the prefetcher also bounds a batch's bytes)
 IDLE_TTL = 1.0  # listing TTL with IDLE on: the INBOX check is then free, others one STATUS
 IDLE_RENEW = 25 * 60  # RFC 2177: re-issue IDLE before the server's 30-minute timeout
+IDLE_CHECK = 1.0  # how long one wait for IDLE news lasts (and so how soon stop() is seen)
 FLAGS_TTL = 2.0  # getfattr -d asks once per attribute: one FETCH FLAGS serves them all
 TREE_TTL = 2.0  # a folder listing reuses a folder list this young
 BOOL_FLAGS = {"seen": "\\Seen", "flagged": "\\Flagged", "answered": "\\Answered",
@@ -1115,9 +1116,21 @@ class IdleWatcher:
                     conn.idle()
                     self.idling = True
                     started = time.monotonic()
+                    quick = 0
                     while not self._stop.is_set() and time.monotonic() - started < IDLE_RENEW:
-                        if conn.idle_check(timeout=1.0):
+                        asked = time.monotonic()
+                        if conn.idle_check(timeout=IDLE_CHECK):
                             self.dirty = True
+                            quick = 0
+                        elif time.monotonic() - asked < IDLE_CHECK / 2:
+                            # imapclient answers nothing at once, not an error, when the
+                            # server has closed the connection: without this the thread
+                            # spins and changed() trusts a dead connection for good
+                            quick += 1
+                            if quick >= 3:
+                                raise ConnectionError("the server closed the IDLE connection")
+                        else:
+                            quick = 0
                     self.idling = False
                     conn.idle_done()
             except Exception as e:  # lost connection, server restart: reconnect with backoff
