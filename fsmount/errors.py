@@ -88,6 +88,10 @@ class NoData(FsError):
     errno = _errno.ENODATA
 
 
+class SizeMismatch(FsError):
+    """The bytes a server sent are not as many as it announced: never shown as the file."""
+
+
 class Transient(FsError):
     """Worth retrying: a lost connection, a timeout, a 4xx reply. Only these are retried."""
 

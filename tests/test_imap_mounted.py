@@ -6,13 +6,15 @@ import os
 import random
 import re
 import shutil
+import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.faultproxy import cut
+from tests.faultproxy import FaultProxy, cut
 from tests.mounting import mounted, run, wait_for
 from tests.servers.dovecot import Dovecot, _quote, dovecot_server, fresh_dovecot  # noqa: F401  (fixtures)
 from tests.test_imap_backend import (
@@ -168,6 +170,62 @@ def test_idle_survives_a_dropped_connection(fresh_dovecot: Dovecot) -> None:
             for count in (2, 3):
                 srv.deliver("alice", EIGHTBIT)
                 wait_for(lambda: len(emls(inbox)) == count, 15, "the new message in INBOX")
+    finally:
+        proxy.close()
+
+
+class ShortLiteralProxy(FaultProxy):
+    """A lying IMAP server: every ``BODY[] {N}`` literal it relays is cut to ``N // 2`` bytes,
+    announced as such and closed with a plausible ``)`` (what RFC822.SIZE said stays)."""
+
+    def serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        threading.Thread(target=self._relay, args=(client, upstream), daemon=True).start()
+        threading.Thread(target=self._shorten, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _relay(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        cut(dst)
+
+    @staticmethod
+    def _shorten(src: socket.socket, dst: socket.socket) -> None:
+        pending = b""
+        literal = re.compile(rb"BODY\[\] \{(\d+)\}\r\n")
+        try:
+            while data := src.recv(65536):
+                pending += data
+                while (m := literal.search(pending)) and len(pending) >= m.end() + int(m[1]):
+                    n, body = int(m[1]), pending[m.end():m.end() + int(m[1])]
+                    dst.sendall(pending[:m.start()] + b"BODY[] {%d}\r\n" % (n // 2) + body[:n // 2])
+                    pending = pending[m.end() + n:]
+                if not literal.search(pending) and b"BODY[] {" not in pending:
+                    dst.sendall(pending)
+                    pending = b""
+        except OSError:
+            pass
+        cut(dst)
+
+
+def test_a_literal_shorter_than_announced_is_an_error_not_a_short_file(
+        dovecot_server: Dovecot) -> None:
+    folder = unique("Liar")
+    dovecot_server.create_folder(folder)
+    dovecot_server.deliver("alice", ATTACHMENT, folder)
+    proxy = ShortLiteralProxy(dovecot_server.host, dovecot_server.imap_port)
+    try:
+        cfg = (f'[accounts.mail]\nurl = "imap://alice@127.0.0.1:{proxy.port}"\n'
+               'password = "secret1"\nplaintext_auth = true\ntls = "off"\ndecoded_view = false\n')
+        with mounted(cfg, expect_warnings=[r"bytes where it announced"]) as m:
+            (f,) = emls(m.path / "mail" / folder)
+            assert f.stat().st_size == len(ATTACHMENT)
+            done = run("cat", f, check=False)
+            assert done.returncode != 0 and len(done.stdout) < len(ATTACHMENT)
+            done = run("cat", f, check=False)  # nothing short was kept in the cache either
+            assert done.returncode != 0
     finally:
         proxy.close()
 

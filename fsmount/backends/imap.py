@@ -83,7 +83,7 @@ from ..credentials import Secret
 from ..errors import (
     AlreadyExists, AuthenticationFailed, FsError, InvalidArgument, IsADirectory,
     NoSpace, NotADirectory, NotEmpty, NotFound, NotPermitted, PermissionDenied, ReadOnly,
-    TooLarge, Transient, Unsupported,
+    SizeMismatch, TooLarge, Transient, Unsupported,
 )
 from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
@@ -557,6 +557,7 @@ class ImapBackend(BackendBase):
             return Entry(entry.name, False, len(data), entry.mtime, entry.identity)
         if entry.size is not None and entry.size > WHOLE_LIMIT:
             size = await self._download_parts(folder, entry, into)
+            _check_size(entry, size)
             return Entry(entry.name, False, size, entry.mtime, entry.identity)
         data = await self._raw(path, entry, folder)
         await trio.to_thread.run_sync(_write, into, data)
@@ -585,6 +586,7 @@ class ImapBackend(BackendBase):
                 f"FETCH {uid}")
             if uid not in found:
                 raise NotFound(f"message {uid} is no longer in {folder.name}")
+            _check_size(entry, found[uid])
             self._remember(key, found[uid])
             return found[uid]
         finally:
@@ -621,10 +623,18 @@ class ImapBackend(BackendBase):
                 fetched = trio.Event()
                 self._inflight.update(dict.fromkeys(keys, fetched))  # _raw waits, not refetches
                 try:
-                    raws.update(await self._run(
+                    fetched_raws = await self._run(
                         lambda conn, f=folder.name, v=uidvalidity, m=missing:
                             self._fetch_bodies(conn, f, v, m),
-                        f"FETCH {len(missing)} messages of {folder.name}"))
+                        f"FETCH {len(missing)} messages of {folder.name}")
+                    announced = self._states[directory].entries
+                    for uid, raw in fetched_raws.items():
+                        try:
+                            _check_size(announced.get(uid), raw)
+                            raws[uid] = raw
+                        except SizeMismatch as e:
+                            for i, _ in uids.get(uid, ()):
+                                results[i] = e
                     for key, uid in zip(keys, missing):
                         if uid in raws and self.decoded_view and len(uids[uid]) == 1:
                             self._remember(key, raws[uid])  # its pair comes later
@@ -641,6 +651,8 @@ class ImapBackend(BackendBase):
             for uid, items in uids.items():
                 raw = raws.get(uid)
                 for i, text in items:
+                    if results[i] is not None:
+                        continue  # already failed (its size did not match)
                     if raw is None:
                         results[i] = NotFound(f"message {uid} is no longer in {folder.name}")
                     elif len(raw) > BATCH_ITEM_LIMIT:
@@ -1383,6 +1395,15 @@ def _entry(uidvalidity: int, uid: int, size: int | None, internal: float | None,
 
 def _with_texts(messages: Iterable[Entry]) -> list[Entry]:
     return [e for message in messages for e in (message, _text_entry(message))]
+
+
+def _check_size(entry: Entry | None, received: bytes | int) -> None:
+    """RFC 3501: RFC822.SIZE is the size of BODY[]; a literal that says otherwise lies."""
+    size = received if isinstance(received, int) else len(received)
+    if entry is not None and entry.size is not None and size != entry.size:
+        log.warning("message %s: the server sent %d bytes where it announced %d; not shown",
+                    entry.name, size, entry.size)
+        raise SizeMismatch(f"{entry.name}: {size} bytes received, {entry.size} announced")
 
 
 def _text_entry(entry: Entry) -> Entry:
