@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.mounting import is_mounted, mounted, scratch_dir, wait_for  # noqa: E402
 
-FLOOR = Path(__file__).resolve().parent.parent.parent / "shared" / "bench" / "fuse_floor.py"
+FLOOR = next((p for p in (Path(__file__).resolve().parent.parent.parent / "shared" / "bench" / "fuse_floor.py",
+                          Path("/work/shared/bench/fuse_floor.py")) if p.exists()), Path("fuse_floor.py"))
 RESULTS: list[tuple[str, str, str, str]] = []
 
 
@@ -62,6 +63,8 @@ def foreground_mount(cmd: list[str], mnt: Path, what: str, timeout: float) -> It
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: is_mounted(mnt) or proc.poll() is not None, timeout, what)
+        if not is_mounted(mnt):
+            raise RuntimeError(f"{what} did not start ({cmd[:2]} exited {proc.returncode})")
         yield mnt
     finally:
         subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)

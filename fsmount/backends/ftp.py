@@ -31,6 +31,7 @@ import re
 import secrets
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -131,6 +132,17 @@ class _Transfer:
         self.pos = pos
         self.sock = sock
         self.used = time.monotonic()
+        self.flags = 0
+        timeout = sock.gettimeout()
+        if not isinstance(sock, ssl.SSLSocket) and timeout:
+            # One system call per read instead of one per arrival: each of those took the
+            # GIL back, which stalled the thread answering the kernel (loopback: -40 %).
+            # The timeout then is the kernel's; MSG_WAITALL needs a blocking socket.
+            sec = int(timeout)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                            struct.pack("ll", sec, int((timeout - sec) * 1e6)))
+            sock.settimeout(None)
+            self.flags = socket.MSG_WAITALL
 
     def read(self, size: int) -> bytes:
         """Up to ``size`` bytes, fewer only at the end. Returns a fresh ``bytearray`` (never
@@ -139,7 +151,10 @@ class _Transfer:
         view = memoryview(buf)
         got = 0
         while got < size:
-            n = self.sock.recv_into(view[got:], size - got)
+            try:
+                n = self.sock.recv_into(view[got:], size - got, self.flags)
+            except BlockingIOError:  # SO_RCVTIMEO ran out with nothing received
+                raise socket.timeout("timed out") from None
             if n == 0:
                 break
             got += n

@@ -3,6 +3,8 @@
 Data flows down on a miss and up on a hit. Concurrent misses on the same listing or object
 wait on one fetch. Sequential readers get a read-ahead window that doubles up to
 ``MAX_WINDOW``, fetched by one background task per object so the backend's transfer stays open.
+A file of at least ``stream_size`` bytes read from its start streams through memory instead
+(``streaming``): only what is read in places is kept on disk.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from .content import BLOCK, CachedObject, ContentStore, object_key, unlink_quiet
 from .growing import GrowingListing
 from .metadata import MetadataCache
 from .prefetch import ScanPrefetcher
+from .streaming import Stream
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,14 +37,16 @@ INLINE_STORE = 4 << 20
 MAX_ALIASES = 1000
 ALIAS_LIFETIME = 60.0
 MAX_KEYS = 200_000  # long enough for rsync's or an editor's rename after close
+STREAM_SIZE = 64 << 20  # the default of the ``stream_size`` setting
 
 
 class CachedBackend:
     """Wraps one account's backend. All state lives on the trio thread."""
 
     def __init__(self, backend: Backend, account: str, store: ContentStore, ttl: float,
-                 parallel: int = 4) -> None:
+                 parallel: int = 4, stream_size: int = STREAM_SIZE) -> None:
         self.backend = backend
+        self.stream_size = stream_size  # 0: every file read is kept on disk
         self.account = account
         self.store = store
         self.capabilities = backend.capabilities
@@ -179,7 +184,7 @@ class CachedBackend:
     async def read(self, path: Path, offset: int, size: int) -> bytes:
         reader = self.open_reader(path, await self.stat(path))
         try:
-            return await reader.read(offset, size)
+            return bytes(await reader.read(offset, size))
         finally:
             reader.close()
 
@@ -412,17 +417,40 @@ class Reader:
         self.next_offset = 0
         self.window = FIRST_WINDOW
         self.ahead: _Stream | None = None
+        # a big object not on disk yet is streamed while it is read from its start on
+        self.stream: Stream | None = None
+        self.may_stream = (0 < layer.stream_size <= (entry.size or 0) and not self.obj.complete
+                           and layer.capabilities.ranged_read and layer.nursery is not None)
 
     @property
     def complete(self) -> bool:
         return self.obj.complete
 
-    async def read(self, offset: int, size: int) -> bytes:
+    async def read(self, offset: int, size: int) -> bytes | memoryview:
+        if self.may_stream:
+            data = await self._streamed(offset, size)
+            if data is not None:
+                return data
         try:
             return await self._read(offset, size)
         except FileNotFoundError:  # the cache was cleared by hand under a complete object
             self.obj.lost()
             return await self._read(offset, size)
+
+    async def _streamed(self, offset: int, size: int) -> bytes | memoryview | None:
+        """The bytes from the stream; None once the reader left it (read in places)."""
+        stream = self.stream
+        if stream is None and offset == 0 and not self.obj.complete:
+            exact = self.entry.size if self.entry.size_exact else None
+            stream = self.stream = Stream(self.layer.backend, self.path, 0, exact)
+            self.layer.nursery.start_soon(stream.run)  # type: ignore[union-attr]
+        elif stream is None or not stream.serves(offset):
+            if stream is not None:
+                stream.cancel()
+                self.stream = None
+            self.may_stream = False
+            return None
+        return await stream.read(offset, size)
 
     async def _read(self, offset: int, size: int) -> bytes:
         obj = self.obj
@@ -461,6 +489,9 @@ class Reader:
     def close(self) -> None:
         if self.ahead is not None:
             self.ahead.cancel()
+        if self.stream is not None:
+            self.stream.cancel()
+            self.stream = None
         self.layer.store.release(self.obj)
 
 
