@@ -4,8 +4,8 @@ Writing every byte of a file read once (a copy, a checksum, a video played) to t
 cache and reading it back costs two copies and the disk's write-back, which competes with
 the reader, and a 512 MiB file read once would evict everything else in a 1 GiB cache. So
 a ``Stream`` keeps only a bounded window of the object in memory, ahead of one reader,
-filled by consecutive ranged reads on one backend transfer, and hands out slices of it
-without copying. A reader that leaves the sequence (a seek) leaves the stream and is
+filled by consecutive ranged reads on one backend transfer into buffers it reuses, and
+hands out slices of it without copying. A reader that leaves the sequence (a seek) leaves the stream and is
 served by the disk cache again (``layer.Reader``).
 """
 from __future__ import annotations
@@ -33,7 +33,9 @@ class Stream:
         self.backend = backend
         self.path = path
         self.size = size  # exact, if known: no read past it is needed to learn the end
-        self.chunks: deque[tuple[int, bytes]] = deque()  # (offset, data), consecutive
+        self.chunks: deque[tuple[int, memoryview]] = deque()  # (offset, data), consecutive
+        self._free: list[bytearray] = []  # buffers of chunks dropped, for the next reads
+        self.start = start
         self.base = start  # where the first kept chunk starts
         self.pos = start  # the end of what arrived
         self.wanted = start + FIRST  # fetch up to here (grows with the reader, up to WINDOW)
@@ -45,7 +47,7 @@ class Stream:
 
     def serves(self, offset: int) -> bool:
         """Whether a read at ``offset`` continues this stream (else the reader leaves it)."""
-        return self.base <= offset <= self.pos + WINDOW
+        return self.base <= offset <= max(self.pos, self.wanted)
 
     async def run(self) -> None:
         with self.scope:
@@ -59,11 +61,13 @@ class Stream:
                         if want <= 0:
                             self.eof = True
                             break
-                    data = await self.backend.read(self.path, self.pos, want)
-                    if data:
-                        self.chunks.append((self.pos, data))
-                        self.pos += len(data)
-                    self.eof = len(data) < want
+                    buf = self._free.pop() if self._free else bytearray(CHUNK)
+                    view = memoryview(buf)[:want]
+                    got = await self.backend.read_into(self.path, self.pos, view)
+                    if got:
+                        self.chunks.append((self.pos, view[:got]))
+                        self.pos += got
+                    self.eof = got < want
                     self._wake()
             except FsError as e:
                 self.error = e
@@ -77,7 +81,7 @@ class Stream:
         """``[offset, offset+size)``, shorter at the end; a slice of the window, uncopied
         when it lies in one chunk. Moves the window on to ``offset``."""
         end = offset + size
-        self.wanted = max(self.wanted, min(end + max(2 * (end - self.base), FIRST),
+        self.wanted = max(self.wanted, min(end + max(2 * (end - self.start), FIRST),
                                           end + WINDOW))
         self._drop_before(offset - BEHIND)
         self._wake()
@@ -97,7 +101,7 @@ class Stream:
                 continue
             if start >= end:
                 break
-            piece = memoryview(data)[max(offset - start, 0):min(end, stop) - start]
+            piece = data[max(offset - start, 0):min(end, stop) - start]
             if start <= offset and end <= stop:
                 return piece
             parts.append(piece)
@@ -108,6 +112,8 @@ class Stream:
         while chunks and chunks[0][0] + len(chunks[0][1]) <= offset:
             start, data = chunks.popleft()
             self.base = start + len(data)
+            if len(self._free) < 2:  # the reader's slices of it were copied by now
+                self._free.append(data.obj)  # type: ignore[arg-type]
 
     async def _wait(self) -> None:
         await self._changed.wait()
@@ -119,3 +125,4 @@ class Stream:
     def cancel(self) -> None:
         self.scope.cancel()
         self.chunks.clear()
+        self._free.clear()
