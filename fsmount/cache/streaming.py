@@ -43,6 +43,7 @@ class Stream:
         self.error: FsError | None = None
         self.done = False
         self._changed = trio.Event()
+        self._idle = False  # the fetching task waits for the reader to want more
         self.scope = trio.CancelScope()
 
     def serves(self, offset: int) -> bool:
@@ -54,7 +55,9 @@ class Stream:
             try:
                 while not self.eof:
                     while self.pos >= self.wanted:
+                        self._idle = True
                         await self._wait()
+                        self._idle = False
                     want = min(CHUNK, max(self.wanted - self.pos, FIRST))
                     if self.size is not None:
                         want = min(want, self.size - self.pos)
@@ -81,10 +84,12 @@ class Stream:
         """``[offset, offset+size)``, shorter at the end; a slice of the window, uncopied
         when it lies in one chunk. Moves the window on to ``offset``."""
         end = offset + size
-        self.wanted = max(self.wanted, min(end + max(2 * (end - self.start), FIRST),
-                                          end + WINDOW))
+        wanted = min(end + max(2 * (end - self.start), FIRST), end + WINDOW)
+        if wanted > self.wanted:
+            self.wanted = wanted
+            if self._idle:  # a task switch per read costs as much as the read itself
+                self._wake()
         self._drop_before(offset - BEHIND)
-        self._wake()
         while self.pos < end and not self.eof:
             if self.done:
                 raise self.error or FsError("streaming stopped early")
