@@ -44,6 +44,7 @@ class Stream:
         self.done = False
         self._changed = trio.Event()
         self._idle = False  # the fetching task waits for the reader to want more
+        self._waiting = False  # the reader waits for bytes
         self.scope = trio.CancelScope()
 
     def serves(self, offset: int) -> bool:
@@ -54,7 +55,7 @@ class Stream:
         with self.scope:
             try:
                 while not self.eof:
-                    while self.pos >= self.wanted:
+                    while not self._due():
                         self._idle = True
                         await self._wait()
                         self._idle = False
@@ -64,7 +65,10 @@ class Stream:
                         if want <= 0:
                             self.eof = True
                             break
-                    buf = self._free.pop() if self._free else bytearray(CHUNK)
+                    if want == CHUNK:
+                        buf = self._free.pop() if self._free else bytearray(CHUNK)
+                    else:
+                        buf = bytearray(want)
                     view = memoryview(buf)[:want]
                     got = await self.backend.read_into(self.path, self.pos, view)
                     if got:
@@ -80,6 +84,12 @@ class Stream:
         self.done = True
         self._wake()
 
+    def _due(self) -> bool:
+        """Whether to fetch now: a whole chunk fits in the window (fewer, larger backend
+        reads), or the reader waits, or nothing was fetched yet."""
+        room = self.wanted - self.pos
+        return room > 0 and (room >= CHUNK or self._waiting or self.pos == self.start)
+
     async def read(self, offset: int, size: int) -> bytes | memoryview:
         """``[offset, offset+size)``, shorter at the end; a slice of the window, uncopied
         when it lies in one chunk. Moves the window on to ``offset``."""
@@ -93,7 +103,13 @@ class Stream:
         while self.pos < end and not self.eof:
             if self.done:
                 raise self.error or FsError("streaming stopped early")
-            await self._wait()
+            self._waiting = True
+            if self._idle:
+                self._wake()
+            try:
+                await self._wait()
+            finally:
+                self._waiting = False
         return self._slice(offset, min(end, self.pos))
 
     def _slice(self, offset: int, end: int) -> bytes | memoryview:
@@ -117,7 +133,9 @@ class Stream:
         while chunks and chunks[0][0] + len(chunks[0][1]) <= offset:
             start, data = chunks.popleft()
             self.base = start + len(data)
-            if len(self._free) < 2:  # the reader's slices of it were copied by now
+            # the reader's slices of it were copied by now; no more buffers are ever made
+            # than the window holds at once
+            if len(data.obj) == CHUNK:  # type: ignore[arg-type]
                 self._free.append(data.obj)  # type: ignore[arg-type]
 
     async def _wait(self) -> None:
