@@ -38,6 +38,7 @@ MAX_ALIASES = 1000
 ALIAS_LIFETIME = 60.0
 MAX_KEYS = 200_000  # long enough for rsync's or an editor's rename after close
 STREAM_SIZE = 64 << 20  # the default of the ``stream_size`` setting
+MAX_STREAMED = 1000  # objects remembered as streamed once: read again, they are kept on disk
 
 
 class CachedBackend:
@@ -47,6 +48,7 @@ class CachedBackend:
                  parallel: int = 4, stream_size: int = STREAM_SIZE) -> None:
         self.backend = backend
         self.stream_size = stream_size  # 0: every file read is kept on disk
+        self._streamed: OrderedDict[str, None] = OrderedDict()  # keys, oldest first
         self.account = account
         self.store = store
         self.capabilities = backend.capabilities
@@ -176,6 +178,14 @@ class CachedBackend:
                 self._keys.clear()
             key = self._keys[memo] = object_key(self.account, path, entry.identity)
         return key
+
+    def streamed(self, key: str) -> None:
+        """``key`` streamed through to its end: a second reading is kept on disk (what is
+        read again is what the disk cache is for)."""
+        self._streamed[key] = None
+        self._streamed.move_to_end(key)
+        while len(self._streamed) > MAX_STREAMED:
+            self._streamed.popitem(last=False)
 
     def open_reader(self, path: Path, entry: Entry) -> Reader:
         self.prefetch.opened(path)
@@ -420,7 +430,8 @@ class Reader:
         # a big object not on disk yet is streamed while it is read from its start on
         self.stream: Stream | None = None
         self.may_stream = (0 < layer.stream_size <= (entry.size or 0) and not self.obj.complete
-                           and layer.capabilities.ranged_read and layer.nursery is not None)
+                           and layer.capabilities.ranged_read and layer.nursery is not None
+                           and self.obj.key not in layer._streamed)
 
     @property
     def complete(self) -> bool:
@@ -490,6 +501,8 @@ class Reader:
         if self.ahead is not None:
             self.ahead.cancel()
         if self.stream is not None:
+            if self.stream.eof:  # read to the end: a second reading is kept on disk
+                self.layer.streamed(self.obj.key)
             self.stream.cancel()
             self.stream = None
         self.layer.store.release(self.obj)
