@@ -439,7 +439,7 @@ class Reader:
 
     async def read(self, offset: int, size: int) -> bytes | memoryview:
         if self.may_stream:
-            data = await self._streamed(offset, size)
+            data = await self._from_stream(offset, size)
             if data is not None:
                 return data
         try:
@@ -448,14 +448,14 @@ class Reader:
             self.obj.lost()
             return await self._read(offset, size)
 
-    async def _streamed(self, offset: int, size: int) -> bytes | memoryview | None:
+    async def _from_stream(self, offset: int, size: int) -> bytes | memoryview | None:
         """The bytes from the stream; None once the reader left it (read in places)."""
         stream = self.stream
         if stream is None and offset == 0 and not self.obj.complete:
             exact = self.entry.size if self.entry.size_exact else None
             stream = self.stream = Stream(self.layer.backend, self.path, 0, exact)
             self.layer.nursery.start_soon(stream.run)  # type: ignore[union-attr]
-        elif stream is None or not stream.serves(offset):
+        elif stream is None or stream.error is not None or not stream.serves(offset):
             if stream is not None:
                 stream.cancel()
                 self.stream = None

@@ -5,8 +5,10 @@ cache and reading it back costs two copies and the disk's write-back, which comp
 the reader, and a 512 MiB file read once would evict everything else in a 1 GiB cache. So
 a ``Stream`` keeps only a bounded window of the object in memory, ahead of one reader,
 filled by consecutive ranged reads on one backend transfer into buffers it reuses, and
-hands out slices of it without copying. A reader that leaves the sequence (a seek) leaves the stream and is
-served by the disk cache again (``layer.Reader``).
+hands out slices of it without copying. A reader that leaves the sequence (a seek), or
+whose stream failed, is served through the disk cache from then on, and so is a file read
+again after it streamed to its end (``layer.Reader``): what is read again is what the disk
+cache is for.
 """
 from __future__ import annotations
 
