@@ -81,6 +81,7 @@ SERVICE: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
 GLOBAL: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "cache_dir": (str, None),
     "cache_size": (int, 1 << 30),
+    "stream_size": (int, 64 << 20),  # files this big read from the start are not cached
     "state_dir": (str, None),
 }
 

@@ -100,7 +100,8 @@ async def serve(plan: MountPlan, ready: Callable[[], None]) -> None:
             log.warning("%s", problem)
         cached = {
             name: CachedBackend(b, name, store, float(plan.accounts[name]["metadata_ttl"]),
-                                parallel=int(plan.accounts[name]["connections"]))
+                                parallel=int(plan.accounts[name]["connections"]),
+                                stream_size=int(plan.settings["stream_size"]))  # type: ignore[arg-type]
             for name, b in made.items()
         }
         for name, layer in cached.items():

@@ -96,3 +96,11 @@ def test_cli_errors_are_one_line(tmp_path: Path, args: list[str], message: str, 
 def test_version() -> None:
     done = subprocess.run([sys.executable, "-m", "fsmount", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("fsmount ")
+
+
+@pytest.mark.parametrize(("value", "message"), [("-1", "must not be negative"), ('"64M"', "stream_size")])
+def test_stream_size_is_checked(tmp_path: Path, value: str, message: str) -> None:
+    assert load(write(tmp_path, ""), required=True).settings["stream_size"] == 64 << 20
+    cfg = write(tmp_path, f'stream_size = {value}\n[accounts.a]\nurl = "ftp://h"\n')
+    with pytest.raises(ConfigError, match=message):
+        load(cfg, required=True)

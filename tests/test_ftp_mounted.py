@@ -278,13 +278,17 @@ def test_an_interrupted_read_resumes_where_it_stopped() -> None:
             assert run("cat", m.path / "f.bin").stdout == blob
 
 
-def test_a_server_killed_mid_read_fails_the_read() -> None:
+@pytest.mark.parametrize("stream_size", [0, 1 << 20], ids=["disk-cached", "streamed"])
+def test_a_server_killed_mid_read_fails_the_read(stream_size: int, tmp_path: Path) -> None:
     with running_ftp(throttle=8_000_000) as server:
         (server.root / "f.bin").write_bytes(os.urandom(64 << 20))
-        with mounted(ftpes(server, timeout=3), source="f", expect_warnings=[".*"]) as m:
-            dd = subprocess.Popen(["dd", f"if={m.path / 'f.bin'}", "of=/dev/null", "bs=1M"],
+        with mounted(f"stream_size = {stream_size}\n" + ftpes(server, timeout=3), source="f",
+                     expect_warnings=[".*"]) as m:
+            out = tmp_path / "out"
+            dd = subprocess.Popen(["dd", f"if={m.path / 'f.bin'}", f"of={out}", "bs=1M"],
                                   stderr=subprocess.PIPE)
-            wait_for(lambda: cached_bytes(m.home) > 2 << 20 or dd.poll() is not None, 30, "the read")
+            wait_for(lambda: (out.exists() and out.stat().st_size > 2 << 20) or dd.poll() is not None,
+                     30, "the read")
             server.kill()
             _, err = dd.communicate(timeout=60)
             assert dd.returncode != 0, err

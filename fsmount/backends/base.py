@@ -121,6 +121,10 @@ class Backend(Protocol):
         keeps a transfer open), since the cache layer reads ahead in such a sequence.
         """
 
+    async def read_into(self, path: Path, offset: int, view: memoryview) -> int:
+        """``read`` into the caller's buffer, which a stream reuses (no allocation and no
+        page faults per read); the number of bytes, fewer only at end of file."""
+
     async def download(self, path: Path, into: str) -> Entry:
         """Write the whole object to the file named ``into``; return its (exact) entry."""
 
@@ -177,6 +181,12 @@ class BackendBase:
     async def list_in_parts(self, path: Path, part: PartSink) -> list[Entry]:
         """No parts: the listing comes whole."""
         return await self.list(path)  # type: ignore[attr-defined]
+
+    async def read_into(self, path: Path, offset: int, view: memoryview) -> int:
+        """``read``, copied into ``view``."""
+        data = await self.read(path, offset, len(view))  # type: ignore[attr-defined]
+        view[:len(data)] = data
+        return len(data)
 
     async def download(self, path: Path, into: str) -> Entry:
         raise Unsupported("downloading")

@@ -3,6 +3,8 @@
 Data flows down on a miss and up on a hit. Concurrent misses on the same listing or object
 wait on one fetch. Sequential readers get a read-ahead window that doubles up to
 ``MAX_WINDOW``, fetched by one background task per object so the backend's transfer stays open.
+A file of at least ``stream_size`` bytes read from its start streams through memory instead
+(``streaming``): only what is read in places is kept on disk.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from .content import BLOCK, CachedObject, ContentStore, object_key, unlink_quiet
 from .growing import GrowingListing
 from .metadata import MetadataCache
 from .prefetch import ScanPrefetcher
+from .streaming import Stream
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,14 +43,18 @@ MAX_KEYS = 200_000  # long enough for rsync's or an editor's rename after close
 # the whole listing once per name it shows. A new readdir always tries again.
 FAILURE_MEMORY = 5.0
 MAX_FAILURES = 1000
+STREAM_SIZE = 64 << 20  # the default of the ``stream_size`` setting
+MAX_STREAMED = 1000  # objects remembered as streamed once: read again, they are kept on disk
 
 
 class CachedBackend:
     """Wraps one account's backend. All state lives on the trio thread."""
 
     def __init__(self, backend: Backend, account: str, store: ContentStore, ttl: float,
-                 parallel: int = 4) -> None:
+                 parallel: int = 4, stream_size: int = STREAM_SIZE) -> None:
         self.backend = backend
+        self.stream_size = stream_size  # 0: every file read is kept on disk
+        self._streamed: OrderedDict[str, None] = OrderedDict()  # keys, oldest first
         self.account = account
         self.store = store
         self.capabilities = backend.capabilities
@@ -204,6 +211,14 @@ class CachedBackend:
             key = self._keys[memo] = object_key(self.account, path, entry.identity)
         return key
 
+    def streamed(self, key: str) -> None:
+        """``key`` streamed through to its end: a second reading is kept on disk (what is
+        read again is what the disk cache is for)."""
+        self._streamed[key] = None
+        self._streamed.move_to_end(key)
+        while len(self._streamed) > MAX_STREAMED:
+            self._streamed.popitem(last=False)
+
     def open_reader(self, path: Path, entry: Entry) -> Reader:
         self.prefetch.opened(path)
         return Reader(self, path, entry)
@@ -211,7 +226,7 @@ class CachedBackend:
     async def read(self, path: Path, offset: int, size: int) -> bytes:
         reader = self.open_reader(path, await self.stat(path))
         try:
-            return await reader.read(offset, size)
+            return bytes(await reader.read(offset, size))
         finally:
             reader.close()
 
@@ -448,14 +463,23 @@ class Reader:
         self.window = FIRST_WINDOW
         self.ahead: _Stream | None = None
         self.uncached = False  # the cache disk failed a write: read from the server directly
+        # a big object not on disk yet is streamed while it is read from its start on
+        self.stream: Stream | None = None
+        self.may_stream = (0 < layer.stream_size <= (entry.size or 0) and not self.obj.complete
+                           and layer.capabilities.ranged_read and layer.nursery is not None
+                           and self.obj.key not in layer._streamed)
 
     @property
     def complete(self) -> bool:
         return self.obj.complete
 
-    async def read(self, offset: int, size: int) -> bytes:
+    async def read(self, offset: int, size: int) -> bytes | memoryview:
         if self.uncached:
             return await self.layer.backend.read(self.path, offset, size)
+        if self.may_stream:
+            data = await self._from_stream(offset, size)
+            if data is not None:
+                return data
         try:
             return await self._read(offset, size)
         except FileNotFoundError:  # the cache was cleared by hand under a complete object
@@ -467,6 +491,21 @@ class Reader:
             if self.ahead is not None:
                 self.ahead.cancel()
             return await self.layer.backend.read(self.path, offset, size)
+
+    async def _from_stream(self, offset: int, size: int) -> bytes | memoryview | None:
+        """The bytes from the stream; None once the reader left it (read in places)."""
+        stream = self.stream
+        if stream is None and offset == 0 and not self.obj.complete:
+            exact = self.entry.size if self.entry.size_exact else None
+            stream = self.stream = Stream(self.layer.backend, self.path, 0, exact)
+            self.layer.nursery.start_soon(stream.run)  # type: ignore[union-attr]
+        elif stream is None or stream.error is not None or not stream.serves(offset):
+            if stream is not None:
+                stream.cancel()
+                self.stream = None
+            self.may_stream = False
+            return None
+        return await stream.read(offset, size)
 
     async def _read(self, offset: int, size: int) -> bytes:
         obj = self.obj
@@ -505,6 +544,11 @@ class Reader:
     def close(self) -> None:
         if self.ahead is not None:
             self.ahead.cancel()
+        if self.stream is not None:
+            if self.stream.eof:  # read to the end: a second reading is kept on disk
+                self.layer.streamed(self.obj.key)
+            self.stream.cancel()
+            self.stream = None
         self.layer.store.release(self.obj)
 
 

@@ -1,0 +1,153 @@
+"""Big files read from start to end stream through memory instead of the disk cache.
+
+Writing every byte of a file read once (a copy, a checksum, a video played) to the disk
+cache and reading it back costs two copies and the disk's write-back, which competes with
+the reader, and a 512 MiB file read once would evict everything else in a 1 GiB cache. So
+a ``Stream`` keeps only a bounded window of the object in memory, ahead of one reader,
+filled by consecutive ranged reads on one backend transfer into buffers it reuses, and
+hands out slices of it without copying. A reader that leaves the sequence (a seek), or
+whose stream failed, is served through the disk cache from then on, and so is a file read
+again after it streamed to its end (``layer.Reader``): what is read again is what the disk
+cache is for.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+import trio
+
+from ..backends.base import Backend, Path
+from ..errors import FsError
+
+log = logging.getLogger(__name__)
+
+FIRST = 1 << 20  # the first backend read; a reader that only wanted the head costs little
+CHUNK = 4 << 20  # later backend reads: few thread hand-offs, still little memory
+WINDOW = 16 << 20  # the most fetched ahead of the reader
+BEHIND = 2 << 20  # kept behind the reader, for the kernel's parallel or repeated requests
+
+
+class Stream:
+    """The bytes of one object from ``start`` on, fetched ahead of one sequential reader."""
+
+    def __init__(self, backend: Backend, path: Path, start: int, size: int | None = None) -> None:
+        self.backend = backend
+        self.path = path
+        self.size = size  # exact, if known: no read past it is needed to learn the end
+        self.chunks: deque[tuple[int, memoryview]] = deque()  # (offset, data), consecutive
+        self._free: list[bytearray] = []  # buffers of chunks dropped, for the next reads
+        self.start = start
+        self.base = start  # where the first kept chunk starts
+        self.pos = start  # the end of what arrived
+        self.wanted = start + FIRST  # fetch up to here (grows with the reader, up to WINDOW)
+        self.eof = False
+        self.error: FsError | None = None
+        self.done = False
+        self._changed = trio.Event()
+        self._idle = False  # the fetching task waits for the reader to want more
+        self._waiting = False  # the reader waits for bytes
+        self.scope = trio.CancelScope()
+
+    def serves(self, offset: int) -> bool:
+        """Whether a read at ``offset`` continues this stream (else the reader leaves it)."""
+        return self.base <= offset <= max(self.pos, self.wanted)
+
+    async def run(self) -> None:
+        with self.scope:
+            try:
+                while not self.eof:
+                    while not self._due():
+                        self._idle = True
+                        await self._wait()
+                        self._idle = False
+                    want = min(CHUNK, max(self.wanted - self.pos, FIRST))
+                    if self.size is not None:
+                        want = min(want, self.size - self.pos)
+                        if want <= 0:
+                            self.eof = True
+                            break
+                    if want == CHUNK:
+                        buf = self._free.pop() if self._free else bytearray(CHUNK)
+                    else:
+                        buf = bytearray(want)
+                    view = memoryview(buf)[:want]
+                    got = await self.backend.read_into(self.path, self.pos, view)
+                    if got:
+                        self.chunks.append((self.pos, view[:got]))
+                        self.pos += got
+                    self.eof = got < want
+                    self._wake()
+            except FsError as e:
+                self.error = e
+            except Exception as e:  # a bug: keep the mount alive, fail the read
+                log.exception("streaming %s failed", "/".join(self.path))
+                self.error = FsError(str(e))
+        self.done = True
+        self._wake()
+
+    def _due(self) -> bool:
+        """Whether to fetch now: a whole chunk fits in the window (fewer, larger backend
+        reads), or the reader waits, or nothing was fetched yet."""
+        room = self.wanted - self.pos
+        return room > 0 and (room >= CHUNK or self._waiting or self.pos == self.start)
+
+    async def read(self, offset: int, size: int) -> bytes | memoryview:
+        """``[offset, offset+size)``, shorter at the end; a slice of the window, uncopied
+        when it lies in one chunk. Moves the window on to ``offset``."""
+        end = offset + size
+        wanted = min(end + max(2 * (end - self.start), FIRST), end + WINDOW)
+        if wanted > self.wanted:
+            self.wanted = wanted
+            if self._idle:  # a task switch per read costs as much as the read itself
+                self._wake()
+        self._drop_before(offset - BEHIND)
+        while self.pos < end and not self.eof:
+            if self.done:
+                raise self.error or FsError("streaming stopped early")
+            self._waiting = True
+            if self._idle:
+                self._wake()
+            try:
+                await self._wait()
+            finally:
+                self._waiting = False
+        return self._slice(offset, min(end, self.pos))
+
+    def _slice(self, offset: int, end: int) -> bytes | memoryview:
+        if end <= offset:
+            return b""
+        parts = []
+        for start, data in self.chunks:
+            stop = start + len(data)
+            if stop <= offset:
+                continue
+            if start >= end:
+                break
+            piece = data[max(offset - start, 0):min(end, stop) - start]
+            if start <= offset and end <= stop:
+                return piece
+            parts.append(piece)
+        return b"".join(parts)
+
+    def _drop_before(self, offset: int) -> None:
+        chunks = self.chunks
+        while chunks and chunks[0][0] + len(chunks[0][1]) <= offset:
+            start, data = chunks.popleft()
+            self.base = start + len(data)
+            # the reader's slices of it were copied by now; no more buffers are ever made
+            # than the window holds at once
+            if len(data.obj) == CHUNK:  # type: ignore[arg-type]
+                self._free.append(data.obj)  # type: ignore[arg-type]
+
+    async def _wait(self) -> None:
+        await self._changed.wait()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def cancel(self) -> None:
+        self.scope.cancel()
+        self.chunks.clear()
+        self._free.clear()
