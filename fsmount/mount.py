@@ -101,7 +101,8 @@ async def serve(plan: MountPlan, ready: Callable[[], None]) -> None:
         cached = {
             name: CachedBackend(b, name, store, float(plan.accounts[name]["metadata_ttl"]),
                                 parallel=int(plan.accounts[name]["connections"]),
-                                stream_size=int(plan.settings["stream_size"]))  # type: ignore[arg-type]
+                                stream_size=int(plan.settings["stream_size"]),  # type: ignore[arg-type]
+                                decoded_view=bool(plan.accounts[name].options.get("decoded_view")))
             for name, b in made.items()
         }
         for name, layer in cached.items():
