@@ -37,6 +37,7 @@ def config(server: SmtpServer, **options: object) -> str:
         "retry_max = 0.5",
         "timeout = 10",
     ]
+    options.setdefault("send_delay", 0)  # the grace period has tests of its own
     for key, value in options.items():
         lines.append(f"{key} = {value!r}".replace("'", '"').replace("True", "true"))
     return "\n".join(lines) + "\n"
@@ -104,7 +105,8 @@ def test_kill_9_after_close_then_remount_delivers(smtp_server: SmtpServer) -> No
     smtp_server.fail_data(1000, "451 4.3.0 not now")  # nothing can leave before the kill
     home = Path(tempfile.mkdtemp(prefix="fsmount-test-"))
     try:
-        with mounted(config(smtp_server), home=home) as m:
+        # the grace period keeps the sender from starting an attempt before the kill
+        with mounted(config(smtp_server, send_delay=3), home=home) as m:
             outbox = m.path / "outbox"
             with open(outbox / "urgent.eml", "w") as f:
                 f.write(MSG)
