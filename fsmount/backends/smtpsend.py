@@ -451,7 +451,10 @@ def _data(conn: smtplib.SMTP, payload: bytes, accepted: list[str],
         raise smtplib.SMTPDataError(code, text)
     conn.send(_LINE_START_DOT.sub(b"..", payload))
     if before_final_dot is not None:
-        before_final_dot(accepted)
+        try:
+            before_final_dot(accepted)
+        except OSError as e:  # not recorded: the server must not get the dot (it drops the rest)
+            raise SendFailure(f"cannot record the attempt locally: {e.strerror or e}") from e
     try:
         conn.send(b".\r\n")
         return conn.getreply()
