@@ -453,8 +453,11 @@ def _data(conn: smtplib.SMTP, payload: bytes, accepted: list[str],
     if before_final_dot is not None:
         try:
             before_final_dot(accepted)
-        except OSError as e:  # not recorded: the server must not get the dot (it drops the rest)
-            raise SendFailure(f"cannot record the attempt locally: {e.strerror or e}") from e
+        except BaseException as e:  # not recorded: the server must not get the dot
+            conn.close()  # a QUIT now would be read as message text: hang up (it drops it all)
+            if isinstance(e, OSError):
+                raise SendFailure(f"cannot record the attempt locally: {e.strerror or e}") from e
+            raise
     try:
         conn.send(b".\r\n")
         return conn.getreply()
