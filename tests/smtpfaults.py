@@ -27,10 +27,12 @@ class FinalDotProxy(FaultProxy):
         with self._lock:
             self.connections += 1
         dot_sent = threading.Event()
-        threading.Thread(target=self._from_client, args=(client, upstream, dot_sent), daemon=True).start()
-        threading.Thread(target=self._from_server, args=(upstream, client, dot_sent), daemon=True).start()
+        for relay, args in ((self._from_client, (client, upstream, dot_sent)),
+                            (self._from_server, (upstream, client, dot_sent))):
+            threading.Thread(target=relay, args=args, daemon=True).start()
 
-    def _from_client(self, client: socket.socket, upstream: socket.socket, dot_sent: threading.Event) -> None:
+    def _from_client(self, client: socket.socket, upstream: socket.socket,
+                     dot_sent: threading.Event) -> None:
         in_data, partial = False, b""
         while chunk := _recv(client):
             lines = (partial + chunk).split(b"\r\n")
@@ -45,7 +47,8 @@ class FinalDotProxy(FaultProxy):
                 break
         cut(upstream)
 
-    def _from_server(self, upstream: socket.socket, client: socket.socket, dot_sent: threading.Event) -> None:
+    def _from_server(self, upstream: socket.socket, client: socket.socket,
+                     dot_sent: threading.Event) -> None:
         while chunk := _recv(upstream):
             if dot_sent.is_set():
                 with self._lock:

@@ -328,8 +328,8 @@ class OutboxBackend(BackendBase):
         records = await self._load()
         record = records.get(path[0]) if len(path) == 1 else None
         if name != SEND_XATTR or record is None:
-            raise NotPermitted(f"the outbox status attributes are read-only (only user.{SEND_XATTR} "
-                               "can be set, on a message)")
+            raise NotPermitted("the outbox status attributes are read-only "
+                               f"(only user.{SEND_XATTR} can be set, on a message)")
         await self._send_now(record)
 
     async def _send_now(self, record: Record) -> None:
@@ -681,7 +681,8 @@ class OutboxBackend(BackendBase):
             record.last_reply = e.reply
             for address in e.recipients:
                 record.replies[address] = e.reply
-            await self._unconfirmed(record, f"{e.reply}, at {_iso(record.final_dot_at or time.time())}")
+            when = _iso(record.final_dot_at or time.time())
+            await self._unconfirmed(record, f"{e.reply}, at {when}")
             return
         except SendFailure as e:
             record.final_dot, record.final_dot_at = [], 0.0  # answered (or never got that far)
