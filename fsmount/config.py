@@ -75,6 +75,7 @@ SERVICE: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "max_lifetime": ((int, float), 7 * 86400.0),
         "retry_first": ((int, float), 60.0),
         "retry_max": ((int, float), 86400.0),
+        "send_delay": ((int, float), 5.0),  # seconds a message waits after its last save
     },
 }
 
