@@ -549,17 +549,11 @@ class Operations(pyfuse3.Operations):
         s.f_namemax = names.MAX_BYTES
         s.f_files = s.f_ffree = s.f_favail = 0
         free = 0
-        if self._writable():
+        if self._writable_anywhere():
             local = os.statvfs(_existing(self.spool.directory))
             free = local.f_bavail * local.f_frsize // SPACE_BLOCK
         s.f_blocks = s.f_bfree = s.f_bavail = free
         return s
-
-    def _writable(self) -> bool:
-        """Whether anything at all can be written through this mount."""
-        if self.owner.readonly:
-            return False
-        return any(b.capabilities.write for b in self.tree.accounts.values())
 
     @fs_op
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> None:
