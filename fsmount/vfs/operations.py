@@ -539,7 +539,7 @@ class Operations(pyfuse3.Operations):
 
     @fs_op
     async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
-        """What ``df`` shows (fsmount(1), "DF AND FREE SPACE"). No protocol mounted here tells
+        """What ``df`` shows (fsmount(1), FREE SPACE). No protocol mounted here tells
         a server's size or use, so "used" is 0 and the free space is the one limit that is
         real: a file written through the mount is held in the spool until it is stored, so
         the spool's filesystem bounds what can be written at once. A mount that cannot be
