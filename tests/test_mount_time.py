@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -74,9 +73,13 @@ def test_a_second_mount_on_a_mounted_mountpoint_is_refused(ftp: FtpServer) -> No
     with mounted(account("alpha", ftp.port), source="alpha") as m:
         (m.path / "first.txt").write_bytes(b"through the first mount")
         done = fsmount(m.home, "-c", m.home / "config.toml", "alpha", m.path)
-        one_line(done, Exit.MOUNTPOINT, r"is already mounted \(fsmount:127\.0\.0\.1, type fuse\.fsmount\)")
-        assert mounts_at(m.path) == 1  # nothing stacked over the first mount
-        assert (m.path / "first.txt").read_bytes() == b"through the first mount"
+        try:
+            one_line(done, Exit.MOUNTPOINT, r"is already mounted \(fsmount:127\.0\.0\.1, type fuse\.fsmount\)")
+            assert mounts_at(m.path) == 1  # nothing stacked over the first mount
+            assert (m.path / "first.txt").read_bytes() == b"through the first mount"
+        finally:
+            while mounts_at(m.path) > 1:  # what a second mount stacked, had it been let
+                subprocess.run(["fusermount3", "-u", str(m.path)], check=True)
 
 
 def test_a_non_empty_mountpoint_is_refused_unless_nonempty(ftp: FtpServer, home: Path) -> None:
@@ -159,11 +162,11 @@ def test_a_refused_login_has_its_own_status(ftp: FtpServer, home: Path) -> None:
 # -- what the kernel says, and where fsmount keeps its files ---------------------------------
 
 
-@contextmanager
-def private_mount_namespace_script(script: str) -> Iterator[list[str]]:
-    """``sh -c script`` in a mount namespace of its own, so it can change /dev or /root
-    without touching the machine; the namespace ends with its last process."""
-    yield ["unshare", "--mount", "--propagation", "private", "sh", "-ec", script, "sh"]
+def in_own_mount_namespace(script: str) -> list[str]:
+    """The command running ``sh -ec script ARGS...`` in a mount namespace of its own, so it
+    can change /dev or /root without touching the machine; the namespace ends with its last
+    process."""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-ec", script, "sh"]
 
 
 def test_detached_mode_prints_the_kernels_reason(ftp: FtpServer, home: Path) -> None:
@@ -171,10 +174,10 @@ def test_detached_mode_prints_the_kernels_reason(ftp: FtpServer, home: Path) -> 
     by then; the waiting parent must print it."""
     (home / "mnt").mkdir()
     script = 'mount -t tmpfs tmpfs /dev; mknod -m 666 /dev/null c 1 3; exec "$@"'
-    with private_mount_namespace_script(script) as sh:
-        done = subprocess.run([*sh, sys.executable, "-m", "fsmount", "-o", "plaintext_auth,tls=off",
-                               ftp.url("ftp"), str(home / "mnt")], capture_output=True, text=True,
-                              timeout=90, env=private_env(home, {"FSMOUNT_PASSWORD": "secret"}))
+    done = subprocess.run([*in_own_mount_namespace(script), sys.executable, "-m", "fsmount",
+                           "-o", "plaintext_auth,tls=off", ftp.url("ftp"), str(home / "mnt")],
+                          capture_output=True, text=True, timeout=90,
+                          env=private_env(home, {"FSMOUNT_PASSWORD": "secret"}))
     one_line(done, Exit.FAILED, r"cannot mount on .*: fuse: device not found")
 
 
@@ -183,6 +186,9 @@ def test_a_home_that_is_not_the_users_falls_back_to_the_passwd_home(ftp: FtpServ
     """mount.fuse3 runs an fstab user mount with HOME=/root. Here, as root, HOME names a
     missing directory or one owned by someone else; /root is a fresh tmpfs in a private mount
     namespace, where the cache and the log must land (python stays reachable through a bind)."""
+    prefix = Path(sys.prefix).resolve()
+    if not str(prefix).startswith("/root/"):
+        pytest.skip("this python is not under /root: keeping it reachable needs another setup")
     bad = home / "bad-home"
     if kind != "missing":
         bad.mkdir()
@@ -193,20 +199,15 @@ def test_a_home_that_is_not_the_users_falls_back_to_the_passwd_home(ftp: FtpServ
     env = {k: v for k, v in private_env(home, {"FSMOUNT_PASSWORD": "secret"}).items()
            if not k.startswith("XDG_")}
     env["HOME"] = str(bad)
-    prefix = Path(sys.prefix).resolve()
-    keep = [f"mount --bind {prefix} {pyenv}", "mount -t tmpfs tmpfs /root",
-            f"mkdir -p {prefix}", f"mount --bind {pyenv} {prefix}"] if str(prefix).startswith("/root/") else []
     script = "; ".join([
-        *keep,
+        f"mount --bind {prefix} {pyenv}", "mount -t tmpfs tmpfs /root",  # a fresh, empty /root
+        f"mkdir -p {prefix}", f"mount --bind {pyenv} {prefix}",  # with this python in it
         '"$@"', f"echo hello > {mnt}/h.txt", "ls /root/.cache/fsmount /root/.local/state/fsmount",
         f"fusermount3 -u {mnt}",
     ])
-    if not keep:
-        pytest.skip("python is not under /root: the fallback home cannot be isolated")
-    with private_mount_namespace_script(script) as sh:
-        done = subprocess.run([*sh, sys.executable, "-m", "fsmount", "-o", "plaintext_auth,tls=off",
-                               ftp.url("ftp"), str(mnt)], capture_output=True, text=True,
-                              timeout=90, env=env, cwd=REPO)
+    done = subprocess.run([*in_own_mount_namespace(script), sys.executable, "-m", "fsmount",
+                           "-o", "plaintext_auth,tls=off", ftp.url("ftp"), str(mnt)],
+                          capture_output=True, text=True, timeout=90, env=env, cwd=REPO)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert (ftp.root / "h.txt").read_bytes() == b"hello\n"
     assert "spool" in done.stdout and "fsmount.log" in done.stdout, done.stdout
