@@ -46,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="+", metavar="[SOURCE] MOUNTPOINT", help=argparse.SUPPRESS)
     p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
-                   help="mount options: ro, allow_other, … and account settings such as ca_file=FILE")
+                   help="mount options: ro, nonempty, allow_other, … and account settings such as ca_file=FILE")
     p.add_argument("-c", "--config", metavar="FILE", help="config file (default: ~/.config/fsmount/config.toml)")
     p.add_argument("--debug", action="store_true", help="log every protocol command (implies -f)")
     p.add_argument("-V", "--version", action="version", version=f"fsmount {__version__}")
