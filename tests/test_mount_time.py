@@ -141,6 +141,13 @@ def test_a_multi_account_mount_names_each_unusable_account(ftp: FtpServer, home:
         subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
 
 
+def test_a_foreground_multi_account_mount_logs_each_unusable_account_and_exits_5(ftp: FtpServer) -> None:
+    cfg = account("good", ftp.port) + account("wrongpw", ftp.port, "nope")
+    with mounted(cfg, expect_warnings=[r"WARNING fsmount\.mount: wrongpw: login failed"]) as m:
+        assert sorted(os.listdir(m.path)) == ["good", "wrongpw"]
+    assert m.proc.returncode == Exit.PARTIAL
+
+
 @pytest.mark.parametrize(("down", "status"), [(False, Exit.REFUSED), (True, Exit.FAILED)])
 def test_a_multi_account_mount_where_none_works(ftp: FtpServer, home: Path, down: bool, status: int) -> None:
     mnt = home / "mnt"
