@@ -24,6 +24,7 @@ from . import backends
 from .backends.base import Backend
 from .cache.content import ContentStore
 from .cache.layer import CachedBackend
+from .cache.links import Links
 from .cache.spool import Spool
 from .config import Account, xdg_dir
 from .credentials import Secret
@@ -137,7 +138,6 @@ async def serve(plan: MountPlan, ready: Callable[[Sequence[str]], None]) -> list
         made = {name: backends.create(acc, plan.secrets[name], env) for name, acc in plan.accounts.items()}
     except ConfigError as e:
         raise MountError(str(e), status=Exit.USAGE) from None
-    env.peers = made
     try:
         problems: list[Problem] = []
 
@@ -160,6 +160,7 @@ async def serve(plan: MountPlan, ready: Callable[[Sequence[str]], None]) -> list
                                 decoded_view=bool(plan.accounts[name].options.get("decoded_view")))
             for name, b in made.items()
         }
+        env.links = Links(cached)  # the outbox files and posts through the cached accounts
         for name, layer in cached.items():
             if plan.accounts[name]["readonly"]:  # enforced here, whatever the backend offers
                 layer.capabilities = dataclasses.replace(

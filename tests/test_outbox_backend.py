@@ -11,7 +11,8 @@ import pytest
 import trio
 
 from fsmount.backends import Environment
-from fsmount.backends.base import Content
+from fsmount.backends.base import Content, KeepsSentMail
+from fsmount.cache.links import Links
 from fsmount.backends.outbox import OutboxBackend, create
 from fsmount.backends.outqueue import OutQueue
 from fsmount.config import make_account
@@ -52,7 +53,7 @@ def run(state: Path, acc: Any, body: Callable[[OutboxBackend], Awaitable[None]],
     """Run ``body`` with a backend (and its sender task) inside ``trio.run``."""
 
     async def main() -> None:
-        env = Environment(state, peers or {})
+        env = Environment(state, Links(peers or {}))
         backend = create(acc, Secret(password), env)
         try:
             async with trio.open_nursery() as nursery:
@@ -349,7 +350,7 @@ def test_rename_queued_message_to_other_name_unqueues_it(state: Path) -> None:
     run(state, account(server), body, sender=False)
 
 
-class FakeSentAccount:
+class FakeSentAccount(KeepsSentMail):
     """Stands in for the IMAP backend's Sent-folder calls (the real one is tested mounted)."""
 
     def __init__(self, ids: set[str]) -> None:
@@ -473,9 +474,9 @@ def test_mail_and_news_through_real_inn(smtp_server: SmtpServer, state: Path) ->
             holder["status"] = await names(b)
 
         async def main() -> None:
-            env = Environment(state, {})
+            env = Environment(state)
             news = create_backend(news_acc, Secret("secret1"), env)
-            env.peers = {"news": news}
+            env.links = Links({"news": news})
             outbox = create(account(smtp_server, news_account="news"), Secret("secret1"), env)
             async with trio.open_nursery() as nursery:
                 await nursery.start(outbox.run)
@@ -532,9 +533,9 @@ def _with_imap(state: Path, srv: Any, outbox_acc: Any, body: Callable[[OutboxBac
                                      "ca_file": str(srv.ca)}, where="test")
 
     async def main() -> None:
-        env = Environment(state, {})
+        env = Environment(state)
         mail = create_backend(mail_acc, Secret("secret1"), env)
-        env.peers = {"mail": mail}
+        env.links = Links({"mail": mail})
         outbox = create(outbox_acc, Secret("secret1"), env)
         try:
             async with trio.open_nursery() as nursery:

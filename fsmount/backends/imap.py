@@ -79,7 +79,9 @@ from ..errors import (
 from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
 from ..net.failures import connection_failure
-from .base import BATCH_ITEM_LIMIT, BackendBase, Capabilities, Content, Entry, PartSink, Path
+from .base import (
+    BATCH_ITEM_LIMIT, BackendBase, Capabilities, Content, Entry, KeepsSentMail, PartSink, Path,
+)
 from . import imapfetch
 from .imapfolders import Folder, FolderTree
 from .mailnames import SUFFIX as EML_SUFFIX
@@ -176,7 +178,7 @@ class Scan:
 # -- the backend ----------------------------------------------------------------------
 
 
-class ImapBackend(BackendBase):
+class ImapBackend(BackendBase, KeepsSentMail):
     def __init__(self, account: Account, secret: Secret) -> None:
         self.account = account
         self.secret = secret

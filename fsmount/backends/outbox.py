@@ -57,7 +57,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path as FsPath
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -69,9 +69,11 @@ from ..errors import (
 )
 from ..net.tls import client_context
 from . import Environment
-from .base import BackendBase, BytesContent, Capabilities, Content, Entry, Path
+from .base import BackendBase, Capabilities, Content, Entry, Path
 from .mailnames import message_name
 from .outqueue import FAILED, PENDING, SENT, OutQueue, Record, new_id
+if TYPE_CHECKING:
+    from ..cache.links import SentLink
 from .smtpsend import (
     Outcome, Prepared, Refused, SendFailure, Server, Unconfirmed, prepare, submit, without_hidden,
 )
@@ -758,8 +760,9 @@ class OutboxBackend(BackendBase):
         return self._server
 
     async def _post_news(self, record: Record) -> None:
-        peer = self.env.peers.get(self.account["news_account"])
-        if peer is None or not hasattr(peer, "post"):
+        links = self.env.links
+        peer = links.news(self.account["news_account"]) if links is not None else None
+        if peer is None:
             record.news, record.news_reply = FAILED, "the linked news account is not available"
             return
         data = await trio.to_thread.run_sync(self.queue.read, record)
@@ -795,9 +798,9 @@ class OutboxBackend(BackendBase):
 
     # -- the Sent copy -------------------------------------------------------------------------
 
-    def _sent_peer(self) -> Any | None:
-        name = self.account["sent_account"]
-        return self.env.peers.get(name) if name else None
+    def _sent_peer(self) -> SentLink | None:
+        links = self.env.links
+        return links.sent(self.account["sent_account"]) if links is not None else None
 
     async def _already_in_sent(self, record: Record) -> bool:
         return (await self._sent_check(record))[0]
@@ -811,10 +814,10 @@ class OutboxBackend(BackendBase):
             return False, "it has no Message-ID to look for"
         account = self.account["sent_account"]
         try:
-            folder = await peer.sent_folder()
+            folder = await peer.folder()
             if folder is None:
                 return False, f"{account} has no Sent folder"
-            if await peer.contains_message_id(folder, record.message_id):
+            if await peer.holds(folder, record.message_id):
                 return True, f"found in {account}:{'/'.join(folder)}"
         except FsError as e:
             log.info("%s: cannot check the Sent folder (%s)", record.name, e)
@@ -835,14 +838,14 @@ class OutboxBackend(BackendBase):
     async def _file_linked(self, record: Record) -> str:
         """APPEND to the linked account's Sent folder; sent/ when it has none or refuses."""
         peer, account = self._sent_peer(), self.account["sent_account"]
+        assert peer is not None
         try:
-            folder = await peer.sent_folder()  # type: ignore[union-attr]
+            folder = await peer.folder()
             if folder is None:
                 raise NotFound(f"{account} has no Sent folder")
-            if not await peer.contains_message_id(folder, record.message_id):  # type: ignore[union-attr]
+            if not await peer.holds(folder, record.message_id):
                 data = await trio.to_thread.run_sync(self.queue.message_path(record).read_bytes)
-                await peer.commit(  # type: ignore[union-attr]
-                    tuple(folder) + (record.name,), BytesContent(data), None)
+                await peer.file(folder, record.name, data)
         except Transient:
             raise  # try again later
         except FsError as e:
