@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import trio
 
-from .cli import setup_logging
+from .logs import setup_logging
 from .exitstatus import Exit
 from .mount import MountError, MountPlan, serve, state_dir
 

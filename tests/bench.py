@@ -114,8 +114,9 @@ def drop_page_cache() -> None:
         pass
 
 
-def grep_cold_warm(label: str, mount_dir: Path, floor_dir: Path, direct: float, needle: str) -> None:
-    """The mail-style benchmark: cold and warm ``grep -rl`` against a direct loop and the floor.
+def grep_cold_warm(label: str, mount_dir: Path, floor_dir: Path, direct: float, needle: str) -> float:
+    """The mail-style benchmark: cold and warm ``grep -rl`` against a direct loop and the floor;
+    the cold time, for comparisons of the caller's.
 
     Warm runs alternate with the floor's, so that a shared machine's drift hits both alike.
     """
@@ -133,6 +134,7 @@ def grep_cold_warm(label: str, mount_dir: Path, floor_dir: Path, direct: float, 
     report(f"{label}: first grep -rl of the floor vs direct fetch loop", floor_first, direct, "direct",
            "(a bound)")
     report(f"{label}: warm grep -rl (fsmount) vs floor", warm, floor, "floor", "<= 1.30x")
+    return cold
 
 
 # -- FTP ----------------------------------------------------------------------------------

@@ -15,13 +15,13 @@ import bisect
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from ..backends.base import Entry, Path
+import trio
+
+from ..backends.base import Capabilities, Entry, Path
+from .metadata import MetadataCache
 from .views import DecodedView
-
-if TYPE_CHECKING:
-    from .layer import CachedBackend
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,19 @@ FIRST_BYTES = 1 << 20
 PARALLEL_BYTES = 4 << 20
 
 
+class Fetcher(Protocol):
+    """What the prefetcher needs of the cache layer: its listings, and a batch fetch."""
+
+    capabilities: Capabilities
+    meta: MetadataCache
+    nursery: trio.Nursery | None
+    view: DecodedView | None
+
+    async def fetch_ahead(self, items: list[tuple[Path, Entry]]) -> None: ...
+
+
 class ScanPrefetcher:
-    def __init__(self, layer: CachedBackend, parallel: int) -> None:
+    def __init__(self, layer: Fetcher, parallel: int) -> None:
         self.layer = layer
         self.batch = max(1, layer.capabilities.batch)
         self.window = max(4, 4 * parallel)  # objects ahead, when fetched one by one (FTP)

@@ -18,7 +18,7 @@ import trio
 
 from ..backends.base import Entry
 from ..cache.growing import GrowingListing
-from ..cache.layer import Reader
+from ..cache.interface import OpenFile
 from ..cache.spool import SpoolFile
 from ..errors import FsError
 from . import names
@@ -36,7 +36,7 @@ class WriteFailed(FsError):
 @dataclass(eq=False)
 class FileHandle:
     node: Node
-    reader: Reader | None = None
+    reader: OpenFile | None = None
     content: SpoolFile | None = None  # what is being written (None: opened for reading)
     dirty: bool = False
     replacing: Entry | None = None  # the entry the new content replaces (None: a new file)

@@ -10,19 +10,19 @@ from collections.abc import Mapping
 
 from ..backends.base import Capabilities, Entry, Path
 from ..cache.growing import GrowingListing
-from ..cache.layer import CachedBackend
+from ..cache.interface import CachedAccount
 from ..errors import CrossDevice, NotFound, ReadOnly
 
 ROOT_CAPS = Capabilities()
 
 
 class Tree:
-    def __init__(self, accounts: Mapping[str, CachedBackend], single: str | None) -> None:
+    def __init__(self, accounts: Mapping[str, CachedAccount], single: str | None) -> None:
         self.accounts = dict(accounts)
         self.single = single
         self.started = time.time()
 
-    def route(self, vpath: Path) -> tuple[CachedBackend, Path]:
+    def route(self, vpath: Path) -> tuple[CachedAccount, Path]:
         if self.single is not None:
             return self.accounts[self.single], vpath
         if not vpath:
