@@ -14,7 +14,7 @@ from fsmount.backends import Environment
 from fsmount.backends.base import Content, KeepsSentMail
 from fsmount.cache.links import Links
 from fsmount.backends.outbox import OutboxBackend, create
-from fsmount.backends.outqueue import OutQueue
+from fsmount.backends.outbox.queue import OutQueue
 from fsmount.config import make_account
 from fsmount.credentials import Secret
 from fsmount.errors import InvalidArgument, NotFound, NotPermitted
@@ -594,7 +594,7 @@ def test_crash_after_acceptance_is_not_resent_with_dovecot(smtp_server: SmtpServ
 
 
 def test_only_one_sender_per_outbox(smtp_server: SmtpServer, state: Path, monkeypatch: Any) -> None:
-    monkeypatch.setattr("fsmount.backends.outbox.LOCK_POLL", 0.05)
+    monkeypatch.setattr("fsmount.backends.outbox.sender.LOCK_POLL", 0.05)
     acc = account(smtp_server)
 
     async def main() -> None:

@@ -27,8 +27,8 @@ from email.message import Message
 from email.parser import HeaderParser
 from email.utils import format_datetime, make_msgid
 
-from ..errors import InvalidArgument
-from ..net.tls import TlsMode
+from ...errors import InvalidArgument
+from ...net.tls import TlsMode
 
 log = logging.getLogger(__name__)
 
