@@ -95,6 +95,7 @@ from .decoded import decoded_text
 from .imapfolders import Folder, FolderTree
 from .mailnames import SUFFIX as EML_SUFFIX
 from .mailnames import header_date, header_text, header_timestamp, key_of, message_name
+from .sizecheck import check_size
 
 log = logging.getLogger(__name__)
 
@@ -1399,11 +1400,9 @@ def _with_texts(messages: Iterable[Entry]) -> list[Entry]:
 
 def _check_size(entry: Entry | None, received: bytes | int) -> None:
     """RFC 3501: RFC822.SIZE is the size of BODY[]; a literal that says otherwise lies."""
-    size = received if isinstance(received, int) else len(received)
-    if entry is not None and entry.size is not None and size != entry.size:
-        log.warning("message %s: the server sent %d bytes where it announced %d; not shown",
-                    entry.name, size, entry.size)
-        raise SizeMismatch(f"{entry.name}: {size} bytes received, {entry.size} announced")
+    if entry is not None:
+        size = received if isinstance(received, int) else len(received)
+        check_size(f"message {entry.name}", size, entry.size, exact=True)
 
 
 def _text_entry(entry: Entry) -> Entry:
