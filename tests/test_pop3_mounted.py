@@ -302,6 +302,22 @@ def test_a_message_cut_short_is_eio_never_a_short_file(srv: Dovecot) -> None:  #
         assert run("cat", files[1]).stdout == stored[1]
 
 
+def test_a_refused_dele_gets_its_errno_from_the_words(srv: Dovecot) -> None:  # noqa: F811
+    """``-ERR Permission denied`` carries no code (RFC 2449 codes are optional): ``rm`` fails
+    with EACCES, not EIO, and the message stays on the server."""
+    srv.deliver("alice", message("Keep me"))
+    proxy = Proxy(srv)
+    proxy.refuse = {b"DELE": b"-ERR Permission denied"}
+    with through(proxy) as m:
+        [f] = emls(m.path / "mail")
+        with pytest.raises(PermissionError):
+            os.unlink(f)
+        done = run("rm", f, check=False)
+        assert done.returncode != 0 and b"Permission denied" in done.stderr
+    assert proxy.refused == 2
+    assert len(server_uidls(srv)) == 1
+
+
 def test_mount_a_url_from_the_command_line(srv: Dovecot) -> None:  # noqa: F811
     """``fsmount pop3s://bob@host DIR``: the maildrop is the mount's top directory."""
     srv.deliver("bob", message("For Bob", "Only bob reads this.\r\n"))

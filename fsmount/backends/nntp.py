@@ -56,6 +56,7 @@ from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
 from ..net.dotstream import CappedBuffer, Copied, batch_result, buffers, copy_dot_terminated
 from ..net.failures import connection_failure
+from ..net.replies import refusal_by_words
 from .base import BATCH_ITEM_LIMIT, BATCH_LIMIT, BackendBase, Capabilities, Content, Entry, Path
 from .mailnames import header_date, key_of, message_name
 from .sizecheck import check_size, dot_slack
@@ -76,7 +77,7 @@ HIDDEN_GROUPS = re.compile(r"\A(control|control\..*|junk)\Z")
 
 
 class PostingRefused(NotPermitted):
-    """The server refused an article (440/441/480); the message carries its reason."""
+    """The server refused an article (440/441); the message carries its reason."""
 
 
 def create(account: Account, secret: Secret, env: Any) -> NntpBackend:
@@ -568,6 +569,8 @@ class NntpBackend(BackendBase):
         if code in ("440", "441", "480", "502"):
             if "435" in reason or "duplicate" in reason.lower():
                 return AlreadyExists(f"the server already has {mid}: {reason}")
+            if code in ("480", "502"):  # not this user, or not before a login: EACCES
+                return PermissionDenied(f"the server refused the article: {reason}")
             return PostingRefused(f"the server refused the article: {reason}")
         return classify(e)
 
@@ -699,8 +702,14 @@ def classify(exc: BaseException) -> FsError:
             return PermissionDenied(f"news server: {reason}")
         if code in ("411", "420", "423", "430"):
             return NotFound(reason)
+        if code in ("440", "441"):
+            return PostingRefused(f"the server refused the article: {reason}")
         if code in ("400", "403"):
             return Transient(reason)
+        if code[:1] in ("4", "5") and code not in ("500", "501"):  # 500/501: our command
+            worded = refusal_by_words(reason)
+            if worded is not None:
+                return worded
         return FsError(f"news server: {reason}")
     failure = connection_failure(exc, "the news server")
     if failure is not None:

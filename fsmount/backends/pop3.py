@@ -66,6 +66,7 @@ from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
 from ..net.dotstream import CappedBuffer, Copied, batch_result, buffers, copy_dot_terminated
 from ..net.failures import connection_failure
+from ..net.replies import refusal_by_words
 from .base import BATCH_ITEM_LIMIT, BATCH_LIMIT, BackendBase, Capabilities, Entry, Path
 from .mailnames import header_text, header_timestamp, key_of, message_name
 from .sizecheck import check_size, dot_slack
@@ -726,6 +727,10 @@ def classify(exc: BaseException) -> FsError:
             return Transient(f"POP3 server: {reply}")
         if "[AUTH]" in reply:
             return AuthenticationFailed(f"POP3 server: {reply}")
+        if reply.startswith("-ERR"):  # no code for what went wrong: its words may say
+            worded = refusal_by_words(f"POP3 server: {reply}")
+            if worded is not None:
+                return worded
         return FsError(f"POP3 server: {reply}")
     failure = connection_failure(exc, "the POP3 server")
     if failure is not None:
