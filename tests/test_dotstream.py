@@ -48,7 +48,7 @@ def test_unstuffs_and_normalises() -> None:
     data = b"..leading\r\n.single\r\nbare lf\nend\r\n.\r\nrest"
     out = io.BytesIO()
     f = io.BufferedReader(io.BytesIO(data))
-    assert copy_dot_terminated(f, out, 1 << 20) == len(out.getvalue())
+    assert copy_dot_terminated(f, out, 1 << 20) == (len(out.getvalue()), 2)  # 2 dots unstuffed
     assert out.getvalue() == b".leading\r\nsingle\r\nbare lf\r\nend\r\n"
     assert f.read() == b"rest"
 

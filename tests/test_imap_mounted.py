@@ -16,7 +16,9 @@ import pytest
 
 from tests.faultproxy import FaultProxy, cut
 from tests.mounting import mounted, run, wait_for
-from tests.servers.dovecot import Dovecot, _quote, dovecot_server, fresh_dovecot  # noqa: F401  (fixtures)
+from tests.servers.dovecot import (  # noqa: F401  (fixtures)
+    Dovecot, _quote, available, dovecot, dovecot_server, fresh_dovecot,
+)
 from tests.test_imap_backend import (
     ATTACHMENT, CORPUS, EIGHTBIT, PLAIN, CuttingProxy, server_messages, unique,
 )
@@ -228,6 +230,90 @@ def test_a_literal_shorter_than_announced_is_an_error_not_a_short_file(
             assert done.returncode != 0
     finally:
         proxy.close()
+
+
+class CodeDroppingProxy(FaultProxy):
+    """A server that gives no response codes (they are optional): every tagged ``NO [CODE]
+    text`` it relays becomes ``NO text``, the real server's words kept. ``dropped`` counts
+    the replies rewritten."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.dropped = 0
+        super().__init__(host, port)
+
+    def serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        threading.Thread(target=ShortLiteralProxy._relay, args=(client, upstream), daemon=True).start()
+        threading.Thread(target=self._drop_codes, args=(upstream, client), daemon=True).start()
+
+    def _drop_codes(self, src: socket.socket, dst: socket.socket) -> None:
+        coded = re.compile(rb"([A-Za-z0-9.]+ NO )\[[^\]]*\] ")
+        try:
+            for line in src.makefile("rb"):
+                line, n = coded.subn(rb"\1", line, count=1)
+                self.dropped += n
+                dst.sendall(line)
+        except OSError:
+            pass
+        cut(dst)
+
+
+ACL_CONFIG = """
+mail_plugins = $mail_plugins acl
+plugin {{
+  acl = vfile:{path}:cache_secs=0
+}}
+"""
+
+
+def test_refusals_without_response_codes_get_their_errno_from_the_words() -> None:
+    """Dovecot's ACLs refuse with ``NO [NOPERM] Permission denied``; through a proxy that drops
+    the codes, ``ls``, ``cat``, ``mkdir``, ``cp`` and ``rmdir`` still fail with EACCES (not
+    EIO), and a message in a folder deleted elsewhere is ENOENT; the server holds nothing new."""
+    if not available():
+        pytest.skip("dovecot is not installed")
+    with dovecot() as srv:
+        acl = srv.dir / "acl.global"
+        acl.write_text("Locked owner lr\nKept owner lr\nSecret owner l\n")  # read-only; unreadable
+        with open(srv.dir / "dovecot.conf", "a") as f:
+            f.write(ACL_CONFIG.format(path=acl))
+        srv.restart()
+        for name in ["Locked", "Kept", "Secret", "Gone"]:
+            srv.create_folder(name)
+        srv.write_maildir("alice", "Locked", [PLAIN])
+        proxy = CodeDroppingProxy(srv.host, srv.imap_port)
+        cfg = (f'[accounts.mail]\nurl = "imap://alice@127.0.0.1:{proxy.port}"\n'
+               'password = "secret1"\nplaintext_auth = true\ntls = "off"\n')
+        try:
+            with mounted(cfg, expect_warnings=["Permission denied"]) as m:
+                mail = m.path / "mail"
+                assert {"Locked", "Secret", "Gone"} <= set(os.listdir(mail))
+                with pytest.raises(PermissionError):
+                    os.listdir(mail / "Secret")
+                with pytest.raises(PermissionError):
+                    open(mail / "Secret" / "2024-01-01 0000 x [1].eml", "rb").close()
+                done = run("ls", mail / "Secret", check=False)
+                assert done.returncode != 0 and b"Permission denied" in done.stderr
+                [message] = emls(mail / "Locked")
+                assert run("cat", message).stdout == PLAIN
+                with pytest.raises(PermissionError):
+                    os.mkdir(mail / "Locked" / "Sub")
+                done = run("mkdir", mail / "Locked" / "Sub", check=False)
+                assert done.returncode != 0 and b"Permission denied" in done.stderr
+                with pytest.raises(PermissionError):
+                    with open(mail / "Locked" / "new.eml", "wb") as f:
+                        f.write(PLAIN)
+                with pytest.raises(PermissionError):
+                    os.rmdir(mail / "Kept")
+                srv.doveadm("mailbox", "delete", "-u", "alice", "Gone")  # "NO Mailbox doesn't exist"
+                with pytest.raises(FileNotFoundError):
+                    open(mail / "Gone" / "2024-05-06 0800 Plain hello [1].eml", "rb").close()
+            assert proxy.dropped >= 5
+        finally:
+            proxy.close()
+        with srv.imap() as conn:
+            assert conn.select(_quote("Locked"), readonly=True) == ("OK", [b"1"])
+            assert conn.list('""', _quote("Locked/Sub"))[1] == [None]
+            assert conn.list('""', "Kept")[1] != [None]
 
 
 def test_listing_xattr_names_asks_the_server_nothing(dovecot_server: Dovecot) -> None:

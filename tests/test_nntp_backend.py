@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
+import socket
 import tempfile
+import threading
 from typing import Any, TypeVar
 
 import pytest
@@ -15,8 +18,9 @@ from fsmount.config import make_account
 from fsmount.credentials import Secret
 from fsmount.errors import (
     AlreadyExists, AuthenticationFailed, InvalidArgument, NotFound, NotPermitted, PermissionDenied, ReadOnly,
-    TooLarge, Unreachable,
+    SizeMismatch, TooLarge, Unreachable,
 )
+from tests.faultproxy import FaultProxy, cut
 from tests.servers.inn import USERS, InnServer, inn, inn_without_tls  # noqa: F401  (fixtures)
 from tests.backend_support import remove_spools, run, spool  # noqa: F401  (autouse fixture)
 
@@ -94,7 +98,7 @@ def test_read_article_unstuffs_and_keeps_long_lines(monkeypatch: pytest.MonkeyPa
     f, out = io.BytesIO(wire), io.BytesIO()
     size = nntp.read_article(f, out)
     assert out.getvalue() == b"Subject: x\r\n\r\n.dot\r\n" + long + b"\r\nbare lf\r\n" + b"z" * 15 + b"\r\n"
-    assert size == len(out.getvalue())
+    assert size == (len(out.getvalue()), 1)  # one dot unstuffed
     assert nntp.read_article(f, None) is None  # the next pipelined answer
     with pytest.raises(EOFError):
         nntp.read_article(io.BytesIO(b"220 ok\r\nbody\r\n"), None)
@@ -291,7 +295,7 @@ def test_commit_checks_newsgroups_and_posts_nothing_on_mismatch(inn: InnServer) 
 def test_anonymous_post_is_refused_with_the_servers_reason(
         inn: InnServer, caplog: pytest.LogCaptureFixture) -> None:
     async def scenario(b: nntp.NntpBackend) -> None:
-        with pytest.raises(NotPermitted, match="440|480|not allowed"):
+        with pytest.raises(PermissionDenied, match="480"):  # INN: "480 Posting not allowed"
             await b.commit(("local.test", "x.eml"), spool(ARTICLE), None)
 
     run(backend_for(inn, user=None, scheme="nntps"), scenario)
@@ -441,3 +445,82 @@ def test_server_killed_mid_session_is_transient(inn: InnServer) -> None:
             await b.list(("local.test",))
 
     run(backend_for(inn, scheme="nntps", timeout=3), scenario)
+
+
+# -- articles cut short ------------------------------------------------------------------
+
+
+class ShortArticleProxy(FaultProxy):
+    """A news server that cuts articles short: of every ARTICLE answer (``220``) only the first
+    ``keep`` lines are relayed, then a proper ``.`` line, while OVER's :bytes stays what the
+    real server says. ``keep = None`` relays everything; ``cut`` counts the answers cut."""
+
+    def __init__(self, server: InnServer, keep: int | None = 8) -> None:
+        self.keep = keep
+        self.cut = 0
+        super().__init__("127.0.0.1", server.port)
+
+    def serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        threading.Thread(target=self._relay, args=(client, upstream), daemon=True).start()
+        threading.Thread(target=self._shorten, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _relay(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        cut(dst)
+
+    def _shorten(self, src: socket.socket, dst: socket.socket) -> None:
+        kept: int | None = None  # lines of the ARTICLE answer relayed so far
+        dropped = False
+        try:
+            for line in src.makefile("rb"):
+                if kept is not None:
+                    if line == b".\r\n":
+                        kept = None
+                        self.cut += dropped
+                    elif self.keep is not None and kept >= self.keep:
+                        dropped = True
+                        continue
+                    else:
+                        kept += 1
+                elif line.startswith(b"220 "):
+                    kept, dropped = 0, False
+                dst.sendall(line)
+        except OSError:
+            pass
+        cut(dst)
+
+
+def test_an_article_cut_short_is_an_error_never_a_short_file(inn: InnServer) -> None:
+    """An ARTICLE answer ended in good form but short of OVER's :bytes is SizeMismatch (EIO),
+    alone or in a batch; whole articles (one starting its body with a dot-stuffed line, which
+    INN counts one byte more) still read whole."""
+    cut_one = inn.post("local.test", "Long", "".join(f"line {i:04d} of the body\n" for i in range(200)))
+    dotted = inn.post("local.test", "Dotted", ".first line dotted\n..two\n.\nend\n")
+    proxy = ShortArticleProxy(inn)
+
+    async def scenario(b: nntp.NntpBackend) -> None:
+        entries = await b.list(("local.test",))
+        paths = [("local.test", e.name) for e in entries]
+        with tempfile.NamedTemporaryFile() as out:
+            with pytest.raises(SizeMismatch) as failed:
+                await b.download(paths[0], out.name)
+            assert failed.value.errno == errno.EIO
+            assert proxy.cut == 1
+            got = await b.download_many(paths)
+            assert isinstance(got[0], SizeMismatch)
+            proxy.keep = None
+            assert await b.download_many(paths) == [inn.article(cut_one), inn.article(dotted)]
+            for path, mid in zip(paths, [cut_one, dotted]):
+                exact = await b.download(path, out.name)
+                assert open(out.name, "rb").read() == inn.article(mid)
+                assert exact.size == len(inn.article(mid))
+
+    try:
+        run(backend_for(None, port=proxy.port, tls="off", plaintext_auth=True), scenario)
+    finally:
+        proxy.close()

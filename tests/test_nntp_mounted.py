@@ -128,8 +128,8 @@ def test_refused_posts_fail_at_close(inn: InnServer, tmp_path: Path) -> None:
                  expect_warnings=["refused", "never stored", "commit failed"]) as m:
         group = m.path / "news" / "local.test"
         done = run("cp", src, group, check=False)
-        assert done.returncode != 0 and b"Operation not permitted" in done.stderr
-        assert "Posting not allowed" in m.log_text() or "440" in m.log_text()
+        assert done.returncode != 0 and b"Permission denied" in done.stderr  # INN: 480
+        assert "Posting not allowed" in m.log_text() or "480" in m.log_text()
         done = run("cp", wrong, group, check=False)
         assert done.returncode != 0 and b"Invalid argument" in done.stderr
     assert inn.group_high("local.test") == 0 and inn.group_high("comp.lang.c") == 0
@@ -257,3 +257,29 @@ def test_benchmark_grep_2000_articles(inn: InnServer) -> None:
     print(report)
     assert direct / cold >= 0.5, report
     assert warm <= 1.3 * floor, report
+
+
+def test_an_article_cut_short_is_eio_never_a_short_file(inn: InnServer) -> None:
+    """A server cutting ARTICLE answers short (but ending them in good form): ``cat`` fails
+    with EIO and shows nothing short; served whole again, the article reads whole."""
+    from tests.test_nntp_backend import ShortArticleProxy
+
+    mid = inn.post("local.test", "Long", "".join(f"line {i:04d} of the body\n" for i in range(300)))
+    proxy = ShortArticleProxy(inn)
+    table = (f'[accounts.news]\nurl = "nntp://alice@127.0.0.1:{proxy.port}"\n'
+             'password = "secret1"\ntls = "off"\nplaintext_auth = true\n')
+    try:
+        with mounted(table, expect_warnings=[r"bytes where it announced"]) as m:
+            [f] = article_files(m.path / "news" / "local.test")
+            done = run("cat", f, check=False)
+            assert done.returncode != 0 and b"Input/output error" in done.stderr
+            assert len(done.stdout) < len(inn.article(mid))
+            with pytest.raises(OSError) as failed, open(f, "rb") as opened:
+                opened.read()
+            assert failed.value.errno == errno.EIO
+            assert proxy.cut >= 2
+            assert m.log_text().count(" WARNING ") == proxy.cut  # one per article cut
+            proxy.keep = None
+            assert run("cat", f).stdout == inn.article(mid)
+    finally:
+        proxy.close()

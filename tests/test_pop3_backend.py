@@ -7,6 +7,7 @@ connection cut in the middle of RETR) come from a small line proxy in front of D
 """
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -29,7 +30,8 @@ from fsmount.backends.mailnames import header_date, key_of, message_name
 from fsmount.config import make_account
 from fsmount.credentials import Secret
 from fsmount.errors import (
-    AuthenticationFailed, NotFound, PermissionDenied, ReadOnly, TimedOut, TooLarge, Unreachable,
+    AuthenticationFailed, NotFound, PermissionDenied, ReadOnly, SizeMismatch, TimedOut, TooLarge,
+    Unreachable,
 )
 from tests.mounting import wait_for
 from tests.servers.dovecot import Dovecot, available, dovecot
@@ -157,7 +159,7 @@ def test_copy_multiline_unstuffs_keeps_long_lines_and_ends_lines_with_crlf(
     f, out = io.BytesIO(wire), io.BytesIO()
     size = pop3.copy_multiline(f, out)
     assert out.getvalue() == b"Subject: x\r\n\r\n.dot\r\n" + long + b"\r\nbare lf\r\n" + b"z" * 15 + b"\r\n"
-    assert size == len(out.getvalue())
+    assert size == (len(out.getvalue()), 1)  # one dot unstuffed
     assert f.readline() == b"+OK next answer\r\n"
     with pytest.raises(EOFError):
         pop3.copy_multiline(io.BytesIO(b"body\r\n"), None)
@@ -560,7 +562,9 @@ class Proxy(FaultProxy):
     (``refuse_times`` times, -1 for always); ``cut_retr`` closes the connection after that
     many bytes of the next RETR answer; ``lose_quit`` loses the next QUIT (``"request"``: never
     forwarded; ``"reply"``: forwarded, its answer not relayed) and cuts the connection;
-    ``list_delta`` is added to every size LIST reports.
+    ``list_delta`` is added to every size LIST reports; ``shorten_retr`` keeps only that many
+    lines of every RETR answer (Dovecot's ``+OK n octets``) and ends it with a proper ``.``
+    line, as a server cutting messages short would (``shortened`` counts the answers cut).
     ``commands`` records every command's first word.
     """
 
@@ -573,6 +577,8 @@ class Proxy(FaultProxy):
         self.cut_retr: int | None = None
         self.cuts = 0
         self.list_delta = 0
+        self.shorten_retr: int | None = None
+        self.shortened = 0
         self.lose_quit: str | None = None
         self.commands: list[str] = []
         super().__init__(server.host, server.pop3_port)
@@ -613,10 +619,23 @@ class Proxy(FaultProxy):
               state: dict) -> None:
         f = upstream.makefile("rb")
         sent = 0
+        kept: int | None = None  # lines of the RETR answer being shortened, relayed so far
+        dropped = False
         try:
             for line in f:
                 if line.rstrip(b"\r\n").split(b" ")[0] in self.hide:
                     continue
+                if kept is not None:
+                    if line == b".\r\n":
+                        kept = None
+                        self.shortened += dropped
+                    elif kept >= (self.shorten_retr or 0):
+                        dropped = True
+                        continue
+                    else:
+                        kept += 1
+                elif self.shorten_retr is not None and re.fullmatch(rb"\+OK \d+ octets\r\n", line):
+                    kept, dropped = 0, False
                 if state["swallow"]:  # the server answered QUIT (and committed): lose it
                     cut(client, upstream)
                     return
@@ -733,20 +752,72 @@ def test_server_without_uidl_mounts_read_only(srv: Dovecot, proxy: Proxy,
     assert len(server_uidls(srv)) == 2
 
 
-@pytest.mark.parametrize("delta", [-25, 40])
-def test_list_sizes_are_hints_and_download_gives_the_exact_size(srv: Dovecot, proxy: Proxy,
-                                                                delta: int) -> None:
+def test_a_message_longer_than_list_said_is_read_whole(srv: Dovecot, proxy: Proxy) -> None:
+    """LIST counting fewer bytes (a server counting LF line ends) cuts nothing: the message is
+    read whole and its size corrected."""
     raw = message("Sized", "Some text.\r\n" * 20)
     srv.deliver("alice", raw)
-    proxy.list_delta = delta
+    proxy.list_delta = -25
 
     async def scenario(b: pop3.Pop3Backend) -> None:
         [entry] = await b.list(())
-        assert entry.size == len(raw) + delta and not entry.size_exact
+        assert entry.size == len(raw) - 25 and not entry.size_exact
         got, data = await download(b, entry)
         assert data == raw and got.size == len(raw) and got.size_exact
 
     run(via(proxy), scenario)
+
+
+def test_list_sizes_match_retr_on_dovecot_also_with_dots_and_without_a_final_line_end(
+        srv: Dovecot) -> None:
+    """What the size check relies on: Dovecot's LIST is the RETR bytes unstuffed with CRLF
+    ends; a message without a final line end gets one in RETR (2 bytes more than LIST)."""
+    dotted = message("Dots", ".dot line\r\n..two dots\r\n.\r\nend\r\n")
+    unended = message("Unended", "no line end at the end")
+    srv.append_many("alice", [dotted, unended])
+
+    async def scenario(b: pop3.Pop3Backend) -> None:
+        entries = await b.list(())
+        for entry, raw, extra in zip(entries, [dotted, unended], [0, 2]):
+            got, data = await download(b, entry)
+            assert data == raw + b"\r\n" * (extra // 2)
+            assert got.size == entry.size + extra
+
+    run(backend_for(srv), scenario)
+
+
+@pytest.mark.parametrize("how", ["RETR cut short", "LIST says more"])
+def test_a_message_shorter_than_list_said_is_an_error(srv: Dovecot, proxy: Proxy,
+                                                      how: str) -> None:
+    """A RETR answer that ends in good form but short of LIST's size is SizeMismatch (EIO),
+    never a short message; it is not retried, and a batch reports it for that item only."""
+    raws = [message("Cut", "".join(f"line {i:04d} of the body\r\n" for i in range(200))),
+            message("Whole")]
+    srv.append_many("alice", raws)
+
+    async def scenario(b: pop3.Pop3Backend) -> None:
+        entries = await b.list(())
+        if how == "RETR cut short":
+            proxy.shorten_retr = 10
+        else:
+            proxy.list_delta = 50
+            entries = await b.list(())
+        with pytest.raises(SizeMismatch) as failed:
+            await download(b, entries[0])
+        assert failed.value.errno == errno.EIO
+        assert proxy.commands.count("RETR") == 1
+        if how == "RETR cut short":
+            assert proxy.shortened == 1
+            got = await b.download_many([(e.name,) for e in entries])
+            assert isinstance(got[0], SizeMismatch) and got[1] == raws[1]  # short: not cut
+            proxy.shorten_retr = None
+            assert await b.download_many([(e.name,) for e in entries]) == raws
+        else:
+            got = await b.download_many([(e.name,) for e in entries])
+            assert isinstance(got[0], SizeMismatch) and isinstance(got[1], SizeMismatch)
+
+    run(via(proxy), scenario)
+    assert len(server_uidls(srv)) == 2
 
 
 @pytest.mark.parametrize("lost", ["request", "reply"])

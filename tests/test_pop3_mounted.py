@@ -5,12 +5,14 @@ client's logins between tool runs also prove that the mount holds no session ope
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,18 +57,25 @@ def unlocked(server: Dovecot) -> None:
 
 
 @contextmanager
-def misreporting(server: Dovecot, list_delta: int) -> Iterator[Mount]:
-    """A mount through a proxy that adds ``list_delta`` to every size LIST reports."""
-    proxy = Proxy(server)
-    proxy.list_delta = list_delta
+def through(proxy: Proxy, **kw: Any) -> Iterator[Mount]:
+    """A mount of alice's maildrop through ``proxy`` (closed afterwards)."""
     table = "\n".join([
         "[accounts.mail]", f'url = "pop3://alice@127.0.0.1:{proxy.port}"', 'password = "secret1"',
         'tls = "off"', "plaintext_auth = true", "timeout = 10", ""])
     try:
-        with mounted(table) as m:
+        with mounted(table, **kw) as m:
             yield m
     finally:
         proxy.close()
+
+
+@contextmanager
+def misreporting(server: Dovecot, list_delta: int) -> Iterator[Mount]:
+    """A mount through a proxy that adds ``list_delta`` to every size LIST reports."""
+    proxy = Proxy(server)
+    proxy.list_delta = list_delta
+    with through(proxy) as m:
+        yield m
 
 
 def retrieved_count(log: str) -> int:
@@ -250,9 +259,10 @@ def test_sizes_learned_by_a_scan_never_cut_a_later_read(srv: Dovecot) -> None:  
                 assert run("cat", f).stdout in set(stored)
 
 
-@pytest.mark.parametrize("delta", [-30, 50])
-def test_wrong_list_sizes_still_read_whole_messages(srv: Dovecot, delta: int) -> None:  # noqa: F811
-    """A server whose LIST sizes are off: readers get every byte, and the size is corrected."""
+def test_list_sizes_below_the_message_still_read_whole_messages(srv: Dovecot) -> None:  # noqa: F811
+    """A server whose LIST sizes are too small (counting LF line ends, say): readers get every
+    byte, and the size is corrected. (Too large is a message cut short: the next test.)"""
+    delta = -30
     srv.append_many("alice", [message("Misreported", "A line of text.\r\n" * 30), message("Other")])
     stored = retrieved(srv)
     with misreporting(srv, delta) as m:
@@ -267,6 +277,45 @@ def test_wrong_list_sizes_still_read_whole_messages(srv: Dovecot, delta: int) ->
         assert files[1].stat().st_size == len(stored[1])
         found = run("grep", "-rl", "A line of text", m.path / "mail").stdout.decode().split("\n")
         assert found[0] == str(files[0])
+
+
+def test_a_message_cut_short_is_eio_never_a_short_file(srv: Dovecot) -> None:  # noqa: F811
+    """RETR answers cut short but ended in good form (a proxy drops all but 10 lines): ``cat``
+    fails with EIO, nothing short is cached, and once the server sends it whole it reads whole."""
+    srv.append_many("alice", [message("Cut", "".join(f"line {i:04d} of the body\r\n" for i in range(300))),
+                              message("Whole")])
+    stored = retrieved(srv)
+    proxy = Proxy(srv)
+    proxy.shorten_retr = 10
+    with through(proxy, expect_warnings=[r"bytes where it announced"]) as m:
+        files = emls(m.path / "mail")
+        done = run("cat", files[0], check=False)
+        assert done.returncode != 0 and b"Input/output error" in done.stderr
+        assert len(done.stdout) < len(stored[0])
+        with pytest.raises(OSError) as failed, open(files[0], "rb") as f:
+            f.read()
+        assert failed.value.errno == errno.EIO
+        assert proxy.shortened >= 2
+        assert m.log_text().count(" WARNING ") == proxy.shortened  # one per message cut
+        proxy.shorten_retr = None
+        assert run("cat", files[0]).stdout == stored[0]
+        assert run("cat", files[1]).stdout == stored[1]
+
+
+def test_a_refused_dele_gets_its_errno_from_the_words(srv: Dovecot) -> None:  # noqa: F811
+    """``-ERR Permission denied`` carries no code (RFC 2449 codes are optional): ``rm`` fails
+    with EACCES, not EIO, and the message stays on the server."""
+    srv.deliver("alice", message("Keep me"))
+    proxy = Proxy(srv)
+    proxy.refuse = {b"DELE": b"-ERR Permission denied"}
+    with through(proxy) as m:
+        [f] = emls(m.path / "mail")
+        with pytest.raises(PermissionError):
+            os.unlink(f)
+        done = run("rm", f, check=False)
+        assert done.returncode != 0 and b"Permission denied" in done.stderr
+    assert proxy.refused == 2
+    assert len(server_uidls(srv)) == 1
 
 
 def test_mount_a_url_from_the_command_line(srv: Dovecot) -> None:  # noqa: F811

@@ -74,11 +74,12 @@ from ..credentials import Secret
 from ..errors import (
     AlreadyExists, AuthenticationFailed, FsError, InvalidArgument, IsADirectory,
     NoSpace, NotADirectory, NotEmpty, NotFound, NotPermitted, PermissionDenied, ReadOnly,
-    SizeMismatch, TooLarge, Transient, Unsupported,
+    TooLarge, Transient, Unsupported,
 )
 from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
 from ..net.failures import connection_failure
+from ..net.replies import refusal_by_words
 from .base import (
     BATCH_ITEM_LIMIT, BackendBase, Capabilities, Content, Entry, KeepsSentMail, PartSink, Path,
 )
@@ -86,6 +87,7 @@ from . import imapfetch
 from .imapfolders import Folder, FolderTree
 from .mailnames import SUFFIX as EML_SUFFIX
 from .mailnames import header_date, header_text, header_timestamp, key_of, message_name
+from .sizecheck import check_size
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +282,16 @@ class ImapBackend(BackendBase, KeepsSentMail):
             return current[2]
         log.debug("%s: %s %s", self.label, "SELECT" if writable else "EXAMINE", folder)
         conn.fsm_selected = None
-        info = conn.select_folder(folder, readonly=not writable)
+        try:
+            info = conn.select_folder(folder, readonly=not writable)
+        except imap_errors.IMAPClientReadOnlyError:
+            # The server opened it read-only ([READ-ONLY]: ACLs, a shared folder): it can
+            # still be read; a change is refused the way a read-only folder refuses it.
+            if write:
+                raise ReadOnly(f"{folder} is read-only on the server") from None
+            log.debug("%s: %s is read-only on the server: EXAMINE %s", self.label, folder, folder)
+            info = conn.select_folder(folder, readonly=True)
+            writable = False
         conn.fsm_selected = (folder, writable, info)
         return info
 
@@ -1259,11 +1270,9 @@ def _entry(uidvalidity: int, uid: int, size: int | None, internal: float | None,
 
 def _check_size(entry: Entry | None, received: bytes | int) -> None:
     """RFC 3501: RFC822.SIZE is the size of BODY[]; a literal that says otherwise lies."""
-    size = received if isinstance(received, int) else len(received)
-    if entry is not None and entry.size is not None and size != entry.size:
-        log.warning("message %s: the server sent %d bytes where it announced %d; not shown",
-                    entry.name, size, entry.size)
-        raise SizeMismatch(f"{entry.name}: {size} bytes received, {entry.size} announced")
+    if entry is not None:
+        size = received if isinstance(received, int) else len(received)
+        check_size(f"message {entry.name}", size, entry.size, exact=True)
 
 
 # -- messages in ----------------------------------------------------------------------
@@ -1379,32 +1388,48 @@ def classify(exc: BaseException) -> FsError:
         return AuthenticationFailed(f"the server said: {_reason(exc)}")
     if isinstance(exc, imap_errors.CapabilityError):
         return Unsupported(f"the IMAP server lacks {exc}")
+    if isinstance(exc, imap_errors.IMAPClientReadOnlyError):  # an abort error too: test it first
+        return ReadOnly(f"the IMAP folder is read-only: {exc}")
     if isinstance(exc, imap_errors.IMAPClientAbortError):
         return Transient(f"connection to the IMAP server lost: {exc}")
-    if isinstance(exc, imap_errors.IMAPClientReadOnlyError):
-        return ReadOnly(f"the IMAP folder is read-only: {exc}")
     if isinstance(exc, imap_errors.IMAPClientError):
         reason = _reason(exc)
-        upper = reason.upper()
-        if "[AUTHENTICATIONFAILED]" in upper or "[AUTHORIZATIONFAILED]" in upper:
-            return AuthenticationFailed(reason)
-        if "[NONEXISTENT]" in upper or "DOESN'T EXIST" in upper or "NO SUCH" in upper:
-            return NotFound(reason)
-        if "[ALREADYEXISTS]" in upper or "ALREADY EXISTS" in upper:
-            return AlreadyExists(reason)
-        if "[OVERQUOTA]" in upper or "QUOTA" in upper:
-            return NoSpace(reason)
-        if "[NOPERM]" in upper:
-            return PermissionDenied(reason)
-        if "[UNAVAILABLE]" in upper or "[INUSE]" in upper or "[SERVERBUG]" in upper:
-            return Transient(reason)
-        if "[CANNOT]" in upper or "[PARSE]" in upper:
-            return InvalidArgument(reason)
+        coded = _by_code(reason)
+        if coded is not None:
+            return coded
+        if "command error: BAD" not in str(exc):  # BAD: our command was wrong, whatever it says
+            worded = refusal_by_words(reason)
+            if worded is not None:
+                return worded
         return FsError(f"IMAP server: {reason}")
     failure = connection_failure(exc, "the IMAP server")
     if failure is not None:
         return failure
     return FsError(repr(exc))
+
+
+#: RFC 5530 response codes (and TRYCREATE, RFC 3501) → what they mean to the user.
+_CODES: dict[str, type[FsError]] = {
+    "AUTHENTICATIONFAILED": AuthenticationFailed, "AUTHORIZATIONFAILED": AuthenticationFailed,
+    "EXPIRED": AuthenticationFailed,
+    "NONEXISTENT": NotFound, "TRYCREATE": NotFound,
+    "ALREADYEXISTS": AlreadyExists,
+    "OVERQUOTA": NoSpace,
+    "NOPERM": PermissionDenied, "PRIVACYREQUIRED": PermissionDenied,
+    "HASCHILDREN": NotEmpty,
+    "UNAVAILABLE": Transient, "INUSE": Transient, "SERVERBUG": Transient,
+    "CANNOT": InvalidArgument, "PARSE": InvalidArgument,
+}
+
+
+def _by_code(reason: str) -> FsError | None:
+    """The error a reply's response code names (``[NOPERM] …``), if it has a known one (a
+    folder name in brackets, ``[Gmail]/Sent``, is none)."""
+    for code in re.findall(r"\[([A-Za-z-]+)[\] ]", reason):
+        error = _CODES.get(code.upper())
+        if error is not None:
+            return error(reason)
+    return None
 
 
 def _reason(exc: BaseException) -> str:

@@ -18,7 +18,8 @@ Articles. Named ``message_name(number, subject, date)`` from the overview (OVER/
 in batches of ``BATCH`` and only for the newest ``max_articles`` numbers of a group (0: all).
 Overviews are kept per group; a relisting asks GROUP and fetches only the new numbers. An
 article's identity is its Message-ID, so the content cache survives renumbering. Sizes from
-the overview are hints (``size_exact=False``); ``download`` returns the exact size.
+the overview are hints (``size_exact=False``); ``download`` returns the exact size, and an
+article clearly shorter than its :bytes is ``SizeMismatch`` (EIO), never a short file.
 ``download_many`` (a scan fetching ahead) sends a batch's ARTICLE commands in one write.
 
 Posting. ``commit`` POSTs the spooled file to the directory's group, adding ``Newsgroups``
@@ -53,12 +54,14 @@ from ..errors import (
 )
 from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
-from ..net.dotstream import CappedBuffer, batch_result, buffers, copy_dot_terminated
+from ..net.dotstream import CappedBuffer, Copied, batch_result, buffers, copy_dot_terminated
 from ..net.failures import connection_failure
+from ..net.replies import refusal_by_words
 from .base import (
     BATCH_ITEM_LIMIT, BATCH_LIMIT, BackendBase, Capabilities, Content, Entry, Path, PostsNews,
 )
 from .mailnames import header_date, key_of, message_name
+from .sizecheck import check_size, dot_slack
 
 with warnings.catch_warnings():  # deprecated on 3.11-3.12; the standard-nntplib package on 3.13+
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -76,7 +79,7 @@ HIDDEN_GROUPS = re.compile(r"\A(control|control\..*|junk)\Z")
 
 
 class PostingRefused(NotPermitted):
-    """The server refused an article (440/441/480); the message carries its reason."""
+    """The server refused an article (440/441); the message carries its reason."""
 
 
 def create(account: Account, secret: Secret, env: Any) -> NntpBackend:
@@ -136,11 +139,11 @@ class Wildmat:
 LINE_LIMIT = 1 << 20  # longer lines arrive in pieces; only whole lines are unstuffed
 
 
-def read_article(f: BinaryIO, out: BinaryIO | None) -> int | None:
+def read_article(f: BinaryIO, out: BinaryIO | None) -> Copied | None:
     """Copy one ARTICLE answer from ``f`` to ``out`` with CRLF endings, dot-unstuffed.
 
-    Returns the article's size, or None for 423/430 (no such article). Reads exactly one
-    answer, so answers to pipelined commands can be read in a row.
+    Returns the article's size (and dots unstuffed), or None for 423/430 (no such article).
+    Reads exactly one answer, so answers to pipelined commands can be read in a row.
     """
     status = f.readline(1 << 16)
     if not status.endswith(b"\n"):
@@ -460,19 +463,20 @@ class NntpBackend(BackendBase, PostsNews):
             raise IsADirectory("/".join(path))
         message_id = entry.identity[0]
 
-        def fetch(conn: nntplib.NNTP) -> int | None:
+        def fetch(conn: nntplib.NNTP) -> Copied | None:
             with open(into, "wb") as out:
                 return self._articles_by_id(conn, [message_id], [out])[0]
 
-        size = await self._run(fetch, f"ARTICLE {message_id}")
-        if size is None:
+        copied = await self._run(fetch, f"ARTICLE {message_id}")
+        if copied is None:
             raise NotFound(f"{'/'.join(path)}: the server no longer has {message_id}")
-        return Entry(entry.name, False, size, entry.mtime, entry.identity)
+        _check_size(entry, copied)
+        return Entry(entry.name, False, copied.size, entry.mtime, entry.identity)
 
     async def download_many(self, paths: Sequence[Path]) -> list[bytes | FsError]:
         """The ARTICLE commands pipelined on one connection (RFC 3977 3.5)."""
         results: list[bytes | FsError] = []
-        wanted: list[tuple[int, str]] = []  # (index in results, message-id)
+        wanted: list[tuple[int, Entry]] = []  # (index in results, the article's entry)
         for path in paths:
             try:
                 entry = await self.stat(path)
@@ -482,22 +486,28 @@ class NntpBackend(BackendBase, PostsNews):
             if entry.is_dir:
                 results.append(IsADirectory("/".join(path)))
                 continue
-            wanted.append((len(results), entry.identity[0]))
+            wanted.append((len(results), entry))
             results.append(NotFound(path[-1]))
 
-        def fetch(conn: nntplib.NNTP) -> list[CappedBuffer]:
+        def fetch(conn: nntplib.NNTP) -> list[tuple[CappedBuffer, Copied | None]]:
             outs = buffers(len(wanted), BATCH_ITEM_LIMIT, BATCH_LIMIT)
-            sizes = self._articles_by_id(conn, [mid for _, mid in wanted], outs)
-            return [out if size is not None else None for out, size in zip(outs, sizes)]
+            copies = self._articles_by_id(conn, [e.identity[0] for _, e in wanted], outs)
+            return list(zip(outs, copies))
 
         if wanted:
-            outs = await self._run(fetch, f"ARTICLE of {len(wanted)} articles")
-            for (index, message_id), out in zip(wanted, outs):
-                results[index] = batch_result(out, message_id)
+            fetched = await self._run(fetch, f"ARTICLE of {len(wanted)} articles")
+            for (index, entry), (out, copied) in zip(wanted, fetched):
+                result = batch_result(out if copied is not None else None, entry.identity[0])
+                if copied is not None and isinstance(result, bytes):
+                    try:
+                        _check_size(entry, copied)
+                    except FsError as e:
+                        result = e
+                results[index] = result
         return results
 
     def _articles_by_id(self, conn: nntplib.NNTP, message_ids: list[str],
-                        outs: Sequence[BinaryIO]) -> list[int | None]:
+                        outs: Sequence[BinaryIO]) -> list[Copied | None]:
         """ARTICLE for each Message-ID, sent in one write; each size, None if missing."""
         more = f" … {message_ids[-1]} ({len(message_ids)}, pipelined)" if len(message_ids) > 1 else ""
         log.debug("%s: ARTICLE %s%s", self.account.label, message_ids[0], more)
@@ -561,6 +571,8 @@ class NntpBackend(BackendBase, PostsNews):
         if code in ("440", "441", "480", "502"):
             if "435" in reason or "duplicate" in reason.lower():
                 return AlreadyExists(f"the server already has {mid}: {reason}")
+            if code in ("480", "502"):  # not this user, or not before a login: EACCES
+                return PermissionDenied(f"the server refused the article: {reason}")
             return PostingRefused(f"the server refused the article: {reason}")
         return classify(e)
 
@@ -596,6 +608,20 @@ class NntpBackend(BackendBase, PostsNews):
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+
+def _check_size(entry: Entry, copied: Copied) -> None:
+    """The overview's :bytes against the article received.
+
+    RFC 3977 8.3.2 says :bytes SHOULD be the article's octets with CRLF ends, without the
+    terminating ``.`` line and the dot-stuffing dots; servers differ (older ones count their
+    LF-ended store, or the wire format). INN 2.7, checked here, subtracts both but misses the
+    dot of a stuffed first body line, so its :bytes can be one more than the article. So only a
+    clearly short article is an error: fewer bytes than :bytes minus the terminator and the
+    dots unstuffed (what a wire-format count adds). A longer one is never a cut article.
+    """
+    check_size(f"article {entry.name}", copied.size, entry.size,
+               slack=dot_slack(copied.stuffed))
 
 
 def _hidden(name: str, flag: str) -> bool:
@@ -678,8 +704,14 @@ def classify(exc: BaseException) -> FsError:
             return PermissionDenied(f"news server: {reason}")
         if code in ("411", "420", "423", "430"):
             return NotFound(reason)
+        if code in ("440", "441"):
+            return PostingRefused(f"the server refused the article: {reason}")
         if code in ("400", "403"):
             return Transient(reason)
+        if code[:1] in ("4", "5") and code not in ("500", "501"):  # 500/501: our command
+            worded = refusal_by_words(reason)
+            if worded is not None:
+                return worded
         return FsError(f"news server: {reason}")
     failure = connection_failure(exc, "the news server")
     if failure is not None:

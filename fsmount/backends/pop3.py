@@ -22,7 +22,8 @@ UIDL when it moved).
 
 Content. ``download`` streams RETR to the file, undoing dot-stuffing, with CRLF line ends as
 the server sends them (the IMAP backend also gives the server's CRLF bytes), and returns the
-exact size. LIST sizes are hints (``size_exact=False``) until then. ``download_many`` (a scan
+exact size. LIST sizes are hints (``size_exact=False``) until then, but a RETR shorter than
+LIST said is a message cut short: ``SizeMismatch`` (EIO), never a short file. ``download_many`` (a scan
 fetching ahead) sends the RETRs of a batch in one write where the server offers PIPELINING.
 
 Deleting. ``remove`` sends DELE and QUIT at once: the deletion is committed before ``rm``
@@ -63,10 +64,12 @@ from ..errors import (
 )
 from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
-from ..net.dotstream import CappedBuffer, batch_result, buffers, copy_dot_terminated
+from ..net.dotstream import CappedBuffer, Copied, batch_result, buffers, copy_dot_terminated
 from ..net.failures import connection_failure
+from ..net.replies import refusal_by_words
 from .base import BATCH_ITEM_LIMIT, BATCH_LIMIT, BackendBase, Capabilities, Entry, Path
 from .mailnames import header_text, header_timestamp, key_of, message_name
+from .sizecheck import check_size, dot_slack
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -127,11 +130,11 @@ NO_HEADERS = Headers(None, None, "0" * 10)
 
 
 
-def copy_multiline(f: BinaryIO, out: BinaryIO | None) -> int:
+def copy_multiline(f: BinaryIO, out: BinaryIO | None) -> Copied:
     """Copy one multi-line answer's body (after its +OK) to ``out``, dot-unstuffed, CRLF ends.
 
     Lines longer than ``LINE_LIMIT`` arrive in pieces and are copied as they are. Returns the
-    number of bytes written (the message's exact size).
+    number of bytes written (the message's exact size) and of dots unstuffed.
     """
     return copy_dot_terminated(f, out, LINE_LIMIT)
 
@@ -279,27 +282,26 @@ class Session:
                 return hint
         return self.uidl_map().get(message.uidl)
 
-    def retrieve(self, number: int, into: str) -> int:
+    def retrieve(self, number: int, into: str) -> Copied:
         with open(into, "wb") as out:
-            if not self.retrieve_many([number], [out])[0]:
+            copied = self.retrieve_many([number], [out])[0]
+            if copied is None:
                 raise NotFound(f"message {number}: the server refused RETR")
-            return out.tell()
+            return copied
 
-    def retrieve_many(self, numbers: list[int], outs: list[BinaryIO]) -> list[bool]:
-        """RETR each message into its ``out``, pipelined where the server allows it; False
+    def retrieve_many(self, numbers: list[int], outs: list[BinaryIO]) -> list[Copied | None]:
+        """RETR each message into its ``out``, pipelined where the server allows it; None
         for a message the server refused."""
         conn = self.open()
         batch = len(numbers) if self.pipelining else 1
-        found: list[bool] = []
+        found: list[Copied | None] = []
         for i in range(0, len(numbers), batch):
             part = numbers[i:i + batch]
             more = f" … RETR {part[-1]} ({len(part)}, pipelined)" if len(part) > 1 else ""
             self._debug(f"RETR {part[0]}{more}")
             conn.sock.sendall(b"".join(b"RETR %d\r\n" % n for n in part))
             for out in outs[i:i + batch]:
-                found.append(_status(conn.file))
-                if found[-1]:
-                    copy_multiline(conn.file, out)
+                found.append(copy_multiline(conn.file, out) if _status(conn.file) else None)
         return found
 
     def delete(self, number: int) -> None:
@@ -574,15 +576,16 @@ class Pop3Backend(BackendBase):
         message = await self._message(path)
         entry = await self.stat(path)
 
-        def fetch(session: Session) -> int | None:
+        def fetch(session: Session) -> Copied | None:
             number = session.number_of(message, message.number)
             return None if number is None else session.retrieve(number, into)
 
-        size = await self._session(fetch, f"RETR {path[0]}")
-        if size is None:
+        copied = await self._session(fetch, f"RETR {path[0]}")
+        if copied is None:
             self._gone(path[0])
             raise NotFound(f"{path[0]}: no longer on the server")
-        return Entry(entry.name, False, size, entry.mtime, entry.identity)
+        _check_size(entry, copied)
+        return Entry(entry.name, False, copied.size, entry.mtime, entry.identity)
 
     async def download_many(self, paths: Sequence[Path]) -> list[bytes | FsError]:
         """One session, one UIDL, and the RETRs pipelined."""
@@ -595,21 +598,30 @@ class Pop3Backend(BackendBase):
             except FsError as e:
                 results.append(e)
 
-        def fetch(session: Session) -> list[CappedBuffer | None]:
+        def fetch(session: Session) -> list[tuple[CappedBuffer, Copied] | None]:
             numbers = [session.current_number(message) for _, message in wanted]
             present = [n for n in numbers if n is not None]
             outs = buffers(len(present), BATCH_ITEM_LIMIT, BATCH_LIMIT)
             found = session.retrieve_many(present, outs)
-            got = iter([out if ok else None for ok, out in zip(found, outs)])
+            got = iter([None if c is None else (out, c) for c, out in zip(found, outs)])
             return [None if n is None else next(got) for n in numbers]
 
         if wanted:
-            outs = await self._session(fetch, f"RETR of {len(wanted)} messages")
-            for (index, _), out in zip(wanted, outs):
+            fetched = await self._session(fetch, f"RETR of {len(wanted)} messages")
+            for (index, _), item in zip(wanted, fetched):
                 name = paths[index][-1]
-                if out is None:
+                if item is None:
                     self._gone(name)
-                results[index] = batch_result(out, name)
+                    results[index] = batch_result(None, name)
+                    continue
+                out, copied = item
+                result = batch_result(out, name)
+                if isinstance(result, bytes):
+                    try:
+                        _check_size(self._by_name.get(name), copied)
+                    except FsError as e:
+                        result = e
+                results[index] = result
         return results
 
     def _gone(self, name: str) -> None:
@@ -661,6 +673,17 @@ class Pop3Backend(BackendBase):
 # -- protocol helpers -------------------------------------------------------------------
 
 
+def _check_size(entry: Entry | None, copied: Copied) -> None:
+    """RFC 1939: LIST gives the message's exact size (Dovecot's is the RETR bytes, unstuffed,
+    with CRLF ends). Only a short RETR is an error: a message not ending in a line end gets
+    one from the server (Dovecot: 2 bytes more than LIST), and a server counting fewer bytes
+    (LF line ends) has not cut anything. The terminating dot-line ends the answer in any case.
+    """
+    if entry is not None:
+        check_size(f"message {entry.name}", copied.size, entry.size,
+                   slack=dot_slack(copied.stuffed))
+
+
 def _close(conn: poplib.POP3) -> None:
     """Close the socket; one already broken (a failed TLS handshake) raises nothing."""
     try:
@@ -704,6 +727,10 @@ def classify(exc: BaseException) -> FsError:
             return Transient(f"POP3 server: {reply}")
         if "[AUTH]" in reply:
             return AuthenticationFailed(f"POP3 server: {reply}")
+        if reply.startswith("-ERR"):  # no code for what went wrong: its words may say
+            worded = refusal_by_words(f"POP3 server: {reply}")
+            if worded is not None:
+                return worded
         return FsError(f"POP3 server: {reply}")
     failure = connection_failure(exc, "the POP3 server")
     if failure is not None:

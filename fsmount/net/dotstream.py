@@ -3,15 +3,24 @@ the message's exact bytes: dot-unstuffed, with CRLF line ends, streamed (never i
 from __future__ import annotations
 
 from io import BytesIO
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from ..errors import FsError, NotFound, TooLarge
 
 CRLF = b"\r\n"
 
 
-def copy_dot_terminated(f: BinaryIO, out: BinaryIO | None, limit: int, what: str = "message") -> int:
-    """Copy one answer's body from ``f`` to ``out`` up to the lone ``.`` line; return its size.
+class Copied(NamedTuple):
+    """One answer as copied: its exact size, and how many lines were dot-stuffed on the wire
+    (what a server counting its wire format adds to the size it announces)."""
+
+    size: int
+    stuffed: int
+
+
+def copy_dot_terminated(f: BinaryIO, out: BinaryIO | None, limit: int,
+                        what: str = "message") -> Copied:
+    """Copy one answer's body from ``f`` to ``out`` up to the lone ``.`` line.
 
     Lines longer than ``limit`` arrive in pieces and are copied as they are: only the start of
     a line is unstuffed. A bare LF line end becomes CRLF, as the server holds the message.
@@ -21,7 +30,7 @@ def copy_dot_terminated(f: BinaryIO, out: BinaryIO | None, limit: int, what: str
     buffer at a time, not line by line: a message costs a few string operations per 8 KiB.
     """
     peek = getattr(f, "peek", None)
-    size = 0
+    size = stuffed = 0
     while True:
         if peek is not None:
             region = peek(1)  # may hold the next pipelined answers too: look no further than ours
@@ -29,17 +38,22 @@ def copy_dot_terminated(f: BinaryIO, out: BinaryIO | None, limit: int, what: str
             end, used, done = _split_at_terminator(region, whole)
             if whole and region.count(b"\n", 0, used) == region.count(CRLF, 0, used):
                 f.read(used)
-                body = _unstuff(region[:end])
+                body = region[:end]
+                dots = body.count(b"\n.") + body.startswith(b".")
+                if dots:
+                    body = _unstuff(body)
+                    stuffed += dots
                 if out is not None and body:
                     out.write(body)
                 size += len(body)
                 if done:
-                    return size
+                    return Copied(size, stuffed)
                 continue
         # slow path: no peek, bare LFs, or a line longer than the buffer
-        piece, size, done = _copy_line(f, out, limit, what, size)
+        size, dots, done = _copy_line(f, out, limit, what, size)
+        stuffed += dots
         if done:
-            return size
+            return Copied(size, stuffed)
 
 
 def _split_at_terminator(region: bytes, whole: int) -> tuple[int, int, bool]:
@@ -55,26 +69,27 @@ def _split_at_terminator(region: bytes, whole: int) -> tuple[int, int, bool]:
 
 def _unstuff(body: bytes) -> bytes:
     """Drop the first dot of every line that starts with one (``body`` starts a line)."""
-    if b"\n." in body:
-        body = body.replace(b"\n.", b"\n")
+    body = body.replace(b"\n.", b"\n")
     return body[1:] if body.startswith(b".") else body
 
 
 def _copy_line(f: BinaryIO, out: BinaryIO | None, limit: int, what: str,
-               size: int) -> tuple[bytes, int, bool]:
+               size: int) -> tuple[int, int, bool]:
     """One line (or the pieces of a line longer than ``limit``, up to its end), unstuffed and
-    with a CRLF end; (last piece, new size, whether it was the terminator)."""
+    with a CRLF end; (new size, dots removed, whether it was the terminator)."""
     at_start = True  # is this piece the beginning of a line?
     after_cr = False
+    stuffed = 0
     while True:
         piece = f.readline(limit)
         if not piece:
             raise EOFError(f"connection closed in the middle of a {what}")
         if at_start:
             if piece in (b".\r\n", b".\n"):
-                return piece, size, True
+                return size, stuffed, True
             if piece.startswith(b"."):
                 piece = piece[1:]
+                stuffed = 1
         ended = piece.endswith(b"\n")
         if ended and not piece.endswith(CRLF) and not (piece == b"\n" and after_cr):
             piece = piece[:-1] + CRLF
@@ -84,7 +99,7 @@ def _copy_line(f: BinaryIO, out: BinaryIO | None, limit: int, what: str,
             out.write(piece)
         size += len(piece)
         if ended:
-            return piece, size, False
+            return size, stuffed, False
 
 
 class CappedBuffer(BytesIO):
