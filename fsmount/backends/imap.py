@@ -85,6 +85,7 @@ from ..errors import (
     NoSpace, NotADirectory, NotEmpty, NotFound, NotPermitted, PermissionDenied, ReadOnly,
     SizeMismatch, TooLarge, Transient, Unsupported,
 )
+from ..errors import ConnectionLost
 from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
 from ..net.failures import connection_failure
@@ -1076,6 +1077,9 @@ class ImapBackend(BackendBase):
         uids = conn.search(["HEADER", "Message-ID", message_id])
         return max(uids) if uids else None
 
+    async def probe(self) -> None:
+        await self.pool.probe()
+
     async def aclose(self) -> None:
         if self._watcher is not None:
             await trio.to_thread.run_sync(self._watcher.stop)
@@ -1526,7 +1530,7 @@ def classify(exc: BaseException) -> FsError:
     if isinstance(exc, imap_errors.CapabilityError):
         return Unsupported(f"the IMAP server lacks {exc}")
     if isinstance(exc, imap_errors.IMAPClientAbortError):
-        return Transient(f"connection to the IMAP server lost: {exc}")
+        return ConnectionLost(f"connection to the IMAP server lost: {exc}")
     if isinstance(exc, imap_errors.IMAPClientReadOnlyError):
         return ReadOnly(f"the IMAP folder is read-only: {exc}")
     if isinstance(exc, imap_errors.IMAPClientError):

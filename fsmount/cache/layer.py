@@ -5,6 +5,11 @@ wait on one fetch. Sequential readers get a read-ahead window that doubles up to
 ``MAX_WINDOW``, fetched by one background task per object so the backend's transfer stays open.
 A file of at least ``stream_size`` bytes read from its start streams through memory instead
 (``streaming``): only what is read in places is kept on disk.
+
+Every call that may reach the server goes through the account's ``Availability``: while the
+server does not answer, cached listings are served however old (a listing that cannot be
+checked is better than none) and what needs the server fails at once. The account root's
+``.fsmount-status`` file (looked up by name, never listed) says which.
 """
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ import trio
 from cachetools import TTLCache
 
 from ..backends.base import Backend, Content, Entry, PartialListing, PartSink, Path
-from ..errors import AlreadyExists, FsError, NotADirectory, NotFound
+from ..errors import AlreadyExists, FsError, NotADirectory, NotFound, Offline, ReadOnly
+from .availability import Availability, GuardedBackend, cuts_off
 from .content import BLOCK, CachedObject, ContentStore, object_key, unlink_quietly
 from .growing import GrowingListing
 from .metadata import MetadataCache
@@ -45,6 +51,9 @@ FAILURE_MEMORY = 5.0
 MAX_FAILURES = 1000
 STREAM_SIZE = 64 << 20  # the default of the ``stream_size`` setting
 MAX_STREAMED = 1000  # objects remembered as streamed once: read again, they are kept on disk
+#: The account's status file in its root folder: found by name, never listed, read-only.
+STATUS_NAME = ".fsmount-status"
+STATUS_PATH: Path = (STATUS_NAME,)
 
 
 class CachedBackend:
@@ -52,7 +61,8 @@ class CachedBackend:
 
     def __init__(self, backend: Backend, account: str, store: ContentStore, ttl: float,
                  parallel: int = 4, stream_size: int = STREAM_SIZE) -> None:
-        self.backend = backend
+        self.availability = Availability(account, backend.probe)
+        self.backend = GuardedBackend(backend, self.availability)
         self.stream_size = stream_size  # 0: every file read is kept on disk
         self._streamed: OrderedDict[str, None] = OrderedDict()  # keys, oldest first
         self.account = account
@@ -69,11 +79,21 @@ class CachedBackend:
         # itself): still resolvable, so the writer's rename or unlink of it (rsync, editors)
         # reaches the backend instead of failing with ENOENT.
         self._aliases: OrderedDict[Path, tuple[Entry, float]] = OrderedDict()  # → (entry, expiry)
-        self.nursery: trio.Nursery | None = None  # set by the mount; runs read-ahead tasks
+        self._nursery: trio.Nursery | None = None
         self.prefetch = ScanPrefetcher(self, parallel)
+        self._started = time.time()
         # told of each object a scan fetched ahead, with its bytes (the VFS hands them to
         # the kernel's page cache)
         self.on_fetched_ahead: Callable[[Path, Entry, bytes], None] | None = None
+
+    @property
+    def nursery(self) -> trio.Nursery | None:
+        """Runs read-ahead tasks and the probes of a server gone away; set by the mount."""
+        return self._nursery
+
+    @nursery.setter
+    def nursery(self, nursery: trio.Nursery | None) -> None:
+        self._nursery = self.availability.nursery = nursery
 
     # -- metadata ------------------------------------------------------------------------
 
@@ -84,8 +104,13 @@ class CachedBackend:
         """The cached listing of ``path`` by name, fetched or confirmed when stale."""
         listing = self.meta.get(path)
         if listing is not None:
-            if not self.meta.fresh(listing) and not await self.backend.changed(path):
-                listing.checked = time.monotonic()
+            try:
+                if not self.meta.fresh(listing) and not await self.backend.changed(path):
+                    listing.checked = time.monotonic()
+            except FsError as e:
+                if not self._server_gone(e):
+                    raise
+                return listing.entries  # stale, but the server cannot say what changed
             if self.meta.fresh(listing):
                 return listing.entries
         failed = self._failed.get(path)
@@ -94,8 +119,17 @@ class CachedBackend:
         try:
             return await self._once(("list", path), lambda: self._fetch_list(path))
         except FsError as e:
-            self._failed[path] = e
+            if self._server_gone(e):
+                if listing is not None:
+                    return listing.entries
+            else:
+                self._failed[path] = e
             raise
+
+    def _server_gone(self, error: FsError) -> bool:
+        """Whether ``error`` came from the server not answering (then a cached answer is
+        served, and the error is not remembered: the next try after it is back succeeds)."""
+        return isinstance(error, Offline) or cuts_off(error)
 
     async def list_growing(self, path: Path) -> GrowingListing:
         """The listing of ``path``: whole when cached, else growing while the backend lists
@@ -114,7 +148,8 @@ class CachedBackend:
             entries = await self._once(("list", path), lambda: self._fetch_list(path, growing))
             growing.finish(self._with_pending(path, entries))
         except FsError as e:
-            self._failed[path] = e
+            if not self._server_gone(e):
+                self._failed[path] = e
             growing.fail(e)
         except Exception as e:
             log.exception("%s: listing /%s failed", self.account, "/".join(path))
@@ -156,6 +191,8 @@ class CachedBackend:
         return [*entries.values(), *extra]
 
     async def stat(self, path: Path) -> Entry:
+        if path == STATUS_PATH:
+            return self._status_entry()
         if path in self._pending:
             return self._pending[path]
         if not path:
@@ -178,6 +215,7 @@ class CachedBackend:
     async def ensure_absent(self, path: Path) -> None:
         """Before creating ``path``: where its directory's listing was cut short, make sure
         the server holds no such object, which creating would silently replace."""
+        self._not_status(path)
         if path in self._pending or self.meta.complete(path[:-1]) or not path:
             return
         try:
@@ -220,8 +258,20 @@ class CachedBackend:
             self._streamed.popitem(last=False)
 
     def open_reader(self, path: Path, entry: Entry) -> Reader:
+        if path == STATUS_PATH:
+            return TextReader(self.availability.status().encode())  # type: ignore[return-value]
         self.prefetch.opened(path)
         return Reader(self, path, entry)
+
+    def _status_entry(self) -> Entry:
+        text = self.availability.status().encode()
+        return Entry(STATUS_NAME, False, len(text), self.availability.since or self._started,
+                     identity=("status", self.availability.changes), mode=0o444)
+
+    @staticmethod
+    def _not_status(path: Path) -> None:
+        if path == STATUS_PATH:
+            raise ReadOnly(f"{STATUS_NAME} says how the account is; it cannot be changed")
 
     async def read(self, path: Path, offset: int, size: int) -> bytes:
         reader = self.open_reader(path, await self.stat(path))
@@ -332,6 +382,7 @@ class CachedBackend:
         self._pending.pop(path, None)
 
     async def commit(self, path: Path, content: Content, replacing: Entry | None) -> Entry:
+        self._not_status(path)
         entry = await self._change(path[:-1], self.backend.commit(path, content, replacing), gone=path)
         if entry.name != path[-1]:
             self._aliases[path] = (entry, time.monotonic() + ALIAS_LIFETIME)
@@ -347,17 +398,22 @@ class CachedBackend:
         return alias[0]
 
     async def remove(self, path: Path) -> None:
+        self._not_status(path)
         self._aliases.pop(path, None)
         await self._change(path[:-1], self.backend.remove(path), gone=path)
 
     async def rmdir(self, path: Path) -> None:
+        self._not_status(path)
         await self._change(path[:-1], self.backend.rmdir(path), gone=path)
 
     async def mkdir(self, path: Path) -> None:
+        self._not_status(path)
         await self._change(path[:-1], self.backend.mkdir(path))
         await self._refresh(path)
 
     async def rename(self, old: Path, new: Path) -> Entry | None:
+        self._not_status(old)
+        self._not_status(new)
         self._aliases.pop(old, None)
         self.meta.changed(new[:-1])
         result = await self._change(old[:-1], self.backend.rename(old, new), gone=old, into=new[:-1])
@@ -368,10 +424,12 @@ class CachedBackend:
         return result
 
     async def set_mode(self, path: Path, mode: int) -> None:
+        self._not_status(path)
         await self._change(path[:-1], self.backend.set_mode(path, mode))
         await self._refresh(path)
 
     async def set_mtime(self, path: Path, mtime: float) -> None:
+        self._not_status(path)
         await self._change(path[:-1], self.backend.set_mtime(path, mtime))
         await self._refresh(path)
 
@@ -380,24 +438,38 @@ class CachedBackend:
         """Run a change and show its result at once, without relisting the directory.
 
         Listings of ``directory`` that started before the change ended are void; after a
-        failure the directory is relisted, since its state is unknown.
+        failure the directory is relisted, since its state is unknown — except when the
+        server did not answer: then its old listing stays, to serve until the server is
+        back (the change never reached the server, or nobody can tell yet).
         """
         self.meta.changed(directory)
         try:
             result = await call
+        except FsError as e:
+            if self._server_gone(e):
+                self.meta.expire(directory)
+            else:
+                self._forget_after_failure(directory, gone)
+            raise
         except BaseException:
-            self.meta.forget(directory)
+            self._forget_after_failure(directory, gone)
             raise
         finally:
             self.meta.changed(directory)
             if gone is not None:
-                self.meta.drop(gone)
                 self._pending.pop(gone, None)
+        if gone is not None:
+            self.meta.drop(gone)
         if self.capabilities.coupled_names:
             self.meta.forget(directory)
         if isinstance(result, Entry):
             self.meta.put((directory if into is None else into) + (result.name,), result)
         return result
+
+    def _forget_after_failure(self, directory: Path, gone: Path | None) -> None:
+        self.meta.forget(directory)
+        if gone is not None:
+            self.meta.drop(gone)
 
     async def _refresh(self, path: Path) -> None:
         """Learn the entry a change left at ``path`` (one stat, not a whole listing)."""
@@ -410,9 +482,13 @@ class CachedBackend:
         return await self.backend.get_xattrs(path)
 
     async def xattr_names(self, path: Path) -> list[str]:
-        return await self.backend.xattr_names(path)
+        try:
+            return await self.backend.xattr_names(path)
+        except Offline:  # ls -l asks for every file it shows: it shows them without
+            return []
 
     async def set_xattr(self, path: Path, name: str, value: bytes) -> None:
+        self._not_status(path)
         await self._change(path[:-1], self.backend.set_xattr(path, name, value))
 
     async def aclose(self) -> None:
@@ -441,6 +517,21 @@ class CachedBackend:
         finally:
             del self._inflight[key]
             flight.done.set()
+
+
+class TextReader:
+    """A ``Reader`` of bytes made here (the status file)."""
+
+    complete = True
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def read(self, offset: int, size: int) -> bytes:
+        return self.data[offset:offset + size]
+
+    def close(self) -> None:
+        pass
 
 
 class _Flight:
