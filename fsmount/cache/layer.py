@@ -28,7 +28,7 @@ from ..errors import AlreadyExists, FsError, NotADirectory, NotFound, Offline, R
 from .availability import Availability, GuardedBackend, cuts_off
 from .content import BLOCK, CachedObject, ContentStore, object_key, unlink_quietly
 from .growing import GrowingListing
-from .metadata import MetadataCache
+from .metadata import Listing, MetadataCache
 from .prefetch import ScanPrefetcher
 from .streaming import Stream
 
@@ -53,6 +53,8 @@ STREAM_SIZE = 64 << 20  # the default of the ``stream_size`` setting
 MAX_STREAMED = 1000  # objects remembered as streamed once: read again, they are kept on disk
 #: The account's status file in its root folder: found by name, never listed, read-only.
 STATUS_NAME = ".fsmount-status"
+#: How long a stale listing's check may take before the cached listing is served meanwhile.
+STALE_PATIENCE = 1.0
 STATUS_PATH: Path = (STATUS_NAME,)
 
 
@@ -71,6 +73,7 @@ class CachedBackend:
         self.meta = MetadataCache(backend.capabilities.metadata_ttl or ttl)
         self._inflight: dict[Any, _Flight] = {}
         self._growing: dict[Path, GrowingListing] = {}
+        self._checks: dict[Path, _Check] = {}  # stale listings being confirmed
         self._failed: TTLCache[Path, FsError] = TTLCache(MAX_FAILURES, FAILURE_MEMORY)
         self._pending: dict[Path, Entry] = {}  # created locally, not committed yet
         self._keys: dict[tuple[Path, tuple[Any, ...]], str] = {}  # hashing is per open: memoized
@@ -101,28 +104,65 @@ class CachedBackend:
         return self._with_pending(path, await self._entries(path))
 
     async def _entries(self, path: Path) -> dict[str, Entry]:
-        """The cached listing of ``path`` by name, fetched or confirmed when stale."""
+        """The cached listing of ``path`` by name: fetched when missing; when stale,
+        confirmed or fetched again — or served as it is while the server does not answer,
+        or when confirming it takes longer than ``STALE_PATIENCE`` (the check goes on, and
+        the next look sees its result): a folder seen before never waits for a server that
+        stopped answering."""
         listing = self.meta.get(path)
-        if listing is not None:
-            try:
-                if not self.meta.fresh(listing) and not await self.backend.changed(path):
-                    listing.checked = time.monotonic()
-            except FsError as e:
-                if not self._server_gone(e):
-                    raise
-                return listing.entries  # stale, but the server cannot say what changed
-            if self.meta.fresh(listing):
+        if listing is None:
+            return await self._fetch_listing(path)
+        if self.meta.fresh(listing) or self.availability.offline:
+            return listing.entries
+        if self.nursery is None:
+            return await self._revalidate(path, listing)
+        check = self._checks.get(path)
+        if check is None:
+            check = self._checks[path] = _Check()
+            self.nursery.start_soon(self._run_check, path, listing, check)
+        # once one check has waited that long, the server is slow for all of them
+        oldest = min(c.started for c in self._checks.values())
+        with trio.move_on_at(oldest + STALE_PATIENCE):
+            await check.done.wait()
+        if not check.done.is_set():
+            log.debug("%s: /%s: the server is slow to confirm it; serving the cached listing",
+                      self.account, "/".join(path))
+            return listing.entries
+        if isinstance(check.result, BaseException):
+            raise check.result
+        return check.result
+
+    async def _revalidate(self, path: Path, listing: Listing) -> dict[str, Entry]:
+        try:
+            if not await self.backend.changed(path):
+                listing.checked = time.monotonic()
                 return listing.entries
+            return await self._fetch_listing(path)
+        except FsError as e:
+            if self._server_gone(e):
+                return listing.entries  # stale, but the server cannot say what changed
+            raise
+
+    async def _run_check(self, path: Path, listing: Listing, check: _Check) -> None:
+        try:
+            check.result = await self._revalidate(path, listing)
+        except FsError as e:
+            check.result = e
+        except Exception as e:  # a bug: keep the mount alive, fail the listing
+            log.exception("%s: checking the listing of /%s failed", self.account, "/".join(path))
+            check.result = FsError(f"listing failed: {e!r}")
+        finally:
+            del self._checks[path]
+            check.done.set()
+
+    async def _fetch_listing(self, path: Path) -> dict[str, Entry]:
         failed = self._failed.get(path)
         if failed is not None:
             raise failed
         try:
             return await self._once(("list", path), lambda: self._fetch_list(path))
         except FsError as e:
-            if self._server_gone(e):
-                if listing is not None:
-                    return listing.entries
-            else:
+            if not self._server_gone(e):
                 self._failed[path] = e
             raise
 
@@ -267,6 +307,11 @@ class CachedBackend:
         text = self.availability.status().encode()
         return Entry(STATUS_NAME, False, len(text), self.availability.since or self._started,
                      identity=("status", self.availability.changes), mode=0o444)
+
+    def ensure_changeable(self, path: Path) -> None:
+        """Before opening ``path`` for writing: what this layer makes up (the status file)
+        cannot be written, and saying so at open() is what a shell sees (it ignores close())."""
+        self._not_status(path)
 
     @staticmethod
     def _not_status(path: Path) -> None:
@@ -532,6 +577,15 @@ class TextReader:
 
     def close(self) -> None:
         pass
+
+
+class _Check:
+    """A stale listing being confirmed with the server, in a task of its own."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.started = trio.current_time()
+        self.result: dict[str, Entry] | BaseException | None = None
 
 
 class _Flight:
