@@ -112,10 +112,6 @@ class Unreachable(Transient):
     errno = _errno.EHOSTUNREACH
 
 
-class ConnectionLost(Transient):
-    """The connection broke mid-conversation (EOF, reset): the server may be going away."""
-
-
 class Offline(FsError):
     """The account's server stopped answering a moment ago and has not answered since: an
     operation that needs it fails at once instead of waiting for it again

@@ -85,7 +85,6 @@ from ..errors import (
     NoSpace, NotADirectory, NotEmpty, NotFound, NotPermitted, PermissionDenied, ReadOnly,
     SizeMismatch, TooLarge, Transient, Unsupported,
 )
-from ..errors import ConnectionLost
 from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
 from ..net.failures import connection_failure
@@ -1530,7 +1529,7 @@ def classify(exc: BaseException) -> FsError:
     if isinstance(exc, imap_errors.CapabilityError):
         return Unsupported(f"the IMAP server lacks {exc}")
     if isinstance(exc, imap_errors.IMAPClientAbortError):
-        return ConnectionLost(f"connection to the IMAP server lost: {exc}")
+        return Transient(f"connection to the IMAP server lost: {exc}")
     if isinstance(exc, imap_errors.IMAPClientReadOnlyError):
         return ReadOnly(f"the IMAP folder is read-only: {exc}")
     if isinstance(exc, imap_errors.IMAPClientError):

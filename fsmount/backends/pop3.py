@@ -61,7 +61,6 @@ from ..errors import (
     AuthenticationFailed, ConfigError, FsError, IsADirectory, NotADirectory, NotFound,
     PermissionDenied, ReadOnly, TimedOut, Transient,
 )
-from ..errors import ConnectionLost
 from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
 from ..net.dotstream import CappedBuffer, batch_result, buffers, copy_dot_terminated
@@ -701,7 +700,7 @@ def classify(exc: BaseException) -> FsError:
     if isinstance(exc, poplib.error_proto):
         reply = _reply(exc)
         if "EOF" in reply:
-            return ConnectionLost(f"connection to the POP3 server lost: {reply}")
+            return Transient(f"connection to the POP3 server lost: {reply}")
         if "[IN-USE]" in reply:
             return MaildropLocked(f"the maildrop is in use by another POP3 session: {reply}")
         if "[SYS/TEMP]" in reply:

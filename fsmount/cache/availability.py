@@ -10,8 +10,9 @@ trip) runs in the background, soon and then less often (sooner when an operation
 server meanwhile), and the first that succeeds puts the account back online: nothing needs
 remounting.
 
-Only failures of the connection itself take an account offline (a timeout, a refused or lost
-connection, after the pool's retries); a server that answers with an error is online.
+Only a server that cannot be reached takes an account offline (a timeout, a refused
+connection, after the pool's retries); a server that answers, even with an error or by
+dropping connections, is online.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 import trio
 
 from ..backends.base import Backend
-from ..errors import ConnectionLost, FsError, Offline, TimedOut, Unreachable
+from ..errors import FsError, Offline, TimedOut, Unreachable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,8 +41,10 @@ SERVER_CALLS = frozenset({
 
 
 def cuts_off(error: BaseException) -> bool:
-    """Whether ``error`` says the server cannot be reached, rather than what it answered."""
-    return isinstance(error, TimedOut | Unreachable | ConnectionLost)
+    """Whether ``error`` says the server cannot be reached: it did not answer within the
+    timeout, or refused to connect. A connection lost while the server was answering is
+    not that (the pool's retry reconnected, or else the error is ``Unreachable``)."""
+    return isinstance(error, TimedOut | Unreachable)
 
 
 class Availability:

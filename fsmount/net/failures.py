@@ -4,7 +4,7 @@ from __future__ import annotations
 import socket
 import ssl
 
-from ..errors import ConnectionLost, FsError, PermissionDenied, TimedOut, Unreachable
+from ..errors import FsError, PermissionDenied, TimedOut, Transient, Unreachable
 
 
 def connection_failure(exc: BaseException, server: str) -> FsError | None:
@@ -17,5 +17,5 @@ def connection_failure(exc: BaseException, server: str) -> FsError | None:
     if isinstance(exc, TimeoutError | socket.timeout):
         return TimedOut(f"{server} timed out: {exc}")
     if isinstance(exc, EOFError | OSError):
-        return ConnectionLost(f"connection to {server} lost: {exc!r}")
+        return Transient(f"connection to {server} lost: {exc!r}")
     return None
