@@ -18,7 +18,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import trio
 from cachetools import TTLCache
@@ -64,7 +64,7 @@ class CachedBackend:
     def __init__(self, backend: Backend, account: str, store: ContentStore, ttl: float,
                  parallel: int = 4, stream_size: int = STREAM_SIZE) -> None:
         self.availability = Availability(account, backend.probe)
-        self.backend = GuardedBackend(backend, self.availability)
+        self.backend = cast(Backend, GuardedBackend(backend, self.availability))
         self.stream_size = stream_size  # 0: every file read is kept on disk
         self._streamed: OrderedDict[str, None] = OrderedDict()  # keys, oldest first
         self.account = account
@@ -130,6 +130,7 @@ class CachedBackend:
             return listing.entries
         if isinstance(check.result, BaseException):
             raise check.result
+        assert check.result is not None
         return check.result
 
     async def _revalidate(self, path: Path, listing: Listing) -> dict[str, Entry]:
