@@ -1,7 +1,5 @@
-"""argv → config → mount. Every user error is one line on stderr and a non-zero exit status.
-
-Exit status: 0 mounted (or unmounted cleanly in the foreground), 1 the mount failed (login,
-server, mountpoint), 2 a usage or configuration mistake.
+"""argv → config → mount. Every user error is one line on stderr and a non-zero exit status
+(``exitstatus.Exit``, fsmount(1) EXIT STATUS).
 """
 from __future__ import annotations
 
@@ -16,6 +14,9 @@ from typing import Any
 from . import __version__
 from .config import COMMON, SCHEMES, SERVICE, Account, ConfigError, load, make_account
 from .credentials import resolve
+from .exitstatus import Exit
+from .homedir import fix_home
+from .mountpoint import MountpointError, check
 from .vfs.attrs import Owner
 
 log = logging.getLogger("fsmount")
@@ -45,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="+", metavar="[SOURCE] MOUNTPOINT", help=argparse.SUPPRESS)
     p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
-                   help="mount options: ro, allow_other, … and account settings such as ca_file=FILE")
+                   help="mount options: ro, nonempty, allow_other, … and account settings such as ca_file=FILE")
     p.add_argument("-c", "--config", metavar="FILE", help="config file (default: ~/.config/fsmount/config.toml)")
     p.add_argument("--debug", action="store_true", help="log every protocol command (implies -f)")
     p.add_argument("-V", "--version", action="version", version=f"fsmount {__version__}")
@@ -94,12 +95,15 @@ def build_plan(ns: argparse.Namespace) -> Any:
     fuse: set[str] = set()
     account_settings: dict[str, Any] = {}
     readonly = False
+    nonempty = False
     config_file = ns.config or options.pop("config", None)
     for key, value in list(options.items()):
         if key in FUSE_OPTIONS:
             fuse.add(key)
         elif key == "ro":
             readonly = True
+        elif key == "nonempty":  # fsmount's own check: libfuse 3 no longer knows the option
+            nonempty = True
         elif key in IGNORED or key == "comment" or key.startswith("x-"):
             pass
         elif key == "debug":
@@ -111,9 +115,7 @@ def build_plan(ns: argparse.Namespace) -> Any:
             account_settings[key] = value
     config = load(config_file, required=bool(config_file))
     accounts = pick_accounts(source, config, account_settings)
-    if not os.path.isdir(mountpoint):
-        raise UsageError(f"mountpoint {mountpoint}: not a directory")
-    mountpoint = os.path.abspath(mountpoint)
+    mountpoint = check(mountpoint, nonempty=nonempty)
     single = next(iter(accounts)) if source is not None else None
     host = accounts[single].host if single else "accounts"
     fuse |= {f"fsname=fsmount:{host}", "subtype=fsmount", "default_permissions"}
@@ -183,16 +185,36 @@ def setup_logging(debug: bool, log_file: Path | None) -> None:
     logging.getLogger("pyfuse3").addFilter(_GoneRequests())
 
 
+def prepare_dirs(settings: Any) -> None:
+    """Create the cache and state directories now, so that a HOME or setting that leaves
+    nowhere to write is one line before mounting, not a traceback in the background."""
+    from .mount import cache_dir, state_dir
+
+    for what, path, key in (("cache", cache_dir(settings), "CACHE"), ("log and state", state_dir(settings), "STATE")):
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise PermissionError(13, "Permission denied")
+        except OSError as e:
+            raise UsageError(f"cannot use {path} for the {what} directory: {e.strerror} "
+                             f"(set XDG_{key}_HOME, or {key.lower()}_dir in the config file)") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         ns = parser().parse_intermixed_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
+    fix_home()
     try:
         plan = build_plan(ns)
+        prepare_dirs(plan.settings)
     except (ConfigError, UsageError) as e:
         print(f"fsmount: {e}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
+    except MountpointError as e:
+        print(f"fsmount: {e}", file=sys.stderr)
+        return e.status
     except KeyboardInterrupt:
         return 130
     from .daemon import run

@@ -57,14 +57,15 @@ SERVICE: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "idle": (bool, True),
         "auth": (str, "login"),  # login | xoauth2 | oauthbearer
         "token_command": (str, None),
-        "decoded_view": (bool, True),
+        "decoded_view": (bool, False),  # a decoded .txt beside each message
         "xattrs": (bool, True),  # flags as user.imap.* extended attributes
     },
-    "pop3": {"apop": (bool, False)},
+    "pop3": {"apop": (bool, False), "decoded_view": (bool, False)},
     "nntp": {
         "groups": (list, ["*"]),
         "hierarchy": (bool, False),
         "max_articles": (int, 1000),
+        "decoded_view": (bool, False),
     },
     "smtp": {
         "from": (str, None),
@@ -74,6 +75,7 @@ SERVICE: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "max_lifetime": ((int, float), 7 * 86400.0),
         "retry_first": ((int, float), 60.0),
         "retry_max": ((int, float), 86400.0),
+        "send_delay": ((int, float), 5.0),  # seconds a message waits after its last save
     },
 }
 

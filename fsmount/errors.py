@@ -109,7 +109,12 @@ class AuthenticationFailed(FsError):
 
 
 class Unreachable(Transient):
-    errno = _errno.EHOSTUNREACH
+    """The server cannot be reached at all (connection refused, unknown host): EIO, as for any
+    server that keeps failing (fsmount(1), ERRORS), not EHOSTUNREACH's "No route to host",
+    which would send the user looking for a network fault that is not there. The reason is
+    in the message (and the log)."""
+
+    errno = _errno.EIO
 
 
 class Offline(FsError):

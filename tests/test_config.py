@@ -76,7 +76,7 @@ def fsmount(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
         (["ftp://alice:secret@localhost/", "MNT"], "password in the URL", 2),
         (["nosuch", "MNT"], "neither a URL nor an account", 2),
         (["MNT"], "no SOURCE given and no accounts", 2),
-        (["ftp://localhost/", "/nonexistent-dir"], "not a directory", 2),
+        (["ftp://localhost/", "/nonexistent-dir"], "no such directory", 4),
         (["-o", "password=x", "ftp://localhost/", "MNT"], "visible to every local user", 2),
         (["-o", "bogus=1", "ftp://localhost/", "MNT"], "unknown mount option: bogus", 2),
         (["-c", "/nonexistent.toml", "MNT"], "no such config file", 2),

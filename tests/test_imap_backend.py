@@ -289,33 +289,11 @@ def test_names_are_stable_across_mounts(corpus: tuple[Dovecot, str, list[int]]) 
     assert sorted(e.name for e in first) == sorted(e.name for e in second)
 
 
-def test_decoded_view_beside_each_message(corpus: tuple[Dovecot, str, list[int]]) -> None:
-    server, folder, uids = corpus
-    path = tuple(folder.split("/"))
-
-    async def scenario(b: imap.ImapBackend) -> None:
-        texts = files(await b.list(path), ".txt")
-        assert len(texts) == len(uids) and all(not t.size_exact for t in texts)
-        att = next(t for t in texts if "Report attached" in t.name)
-        target = scratch()
-        got = await b.download(path + (att.name,), target)
-        data = open(target, "rb").read()
-        assert b"pineapplestorm" in data and got.size == len(data) and got.identity[-1] == "text"
-        assert await b.read(path + (att.name,), 0, 1 << 20) == data
-        with pytest.raises(NotPermitted):
-            await b.remove(path + (att.name,))
-
-    run(backend_for(server), scenario)
-    plain = run(backend_for(server, decoded_view=False), lambda b: b.list(path))
-    assert not [e for e in plain if e.name.endswith(".txt")]
-
-
-def test_download_many_is_one_fetch_for_messages_and_their_texts(
+def test_download_many_is_one_fetch(
         dovecot_server: Dovecot, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    """A scan's batch: one UID FETCH of a UID set for .eml and .txt files alike, BODY.PEEK
-    only; a message expunged meanwhile, a name never listed and an object past the limit
-    fail alone."""
+    """A scan's batch: one UID FETCH of a UID set, BODY.PEEK only; a message expunged
+    meanwhile, a name never listed and an object past the limit fail alone."""
     folder = unique("Batch")
     dovecot_server.create_folder(folder)
     uids = dovecot_server.append_many("alice", CORPUS, folder)
@@ -326,12 +304,12 @@ def test_download_many_is_one_fetch_for_messages_and_their_texts(
     async def scenario(b: imap.ImapBackend) -> None:
         assert b.capabilities.batch > 1
         listed = await b.list((folder,))
-        emls, texts = files(listed), files(listed, ".txt")
+        emls = files(listed)
         with dovecot_server.imap() as conn:  # another client expunges the second message
             conn.select(_quote(folder))
             conn.uid("STORE", str(uids[1]), "+FLAGS", "(\\Deleted)")
             conn.expunge()
-        paths = [(folder, e.name) for e in emls] + [(folder, t.name) for t in texts[:3]]
+        paths = [(folder, e.name) for e in emls]
         paths.append((folder, "2024-01-01 0000 never [999999].eml"))
         caplog.clear()
         with caplog.at_level(logging.DEBUG, logger="fsmount.backends.imap"):
@@ -345,9 +323,6 @@ def test_download_many_is_one_fetch_for_messages_and_their_texts(
             else:
                 assert by_uid[uid] == CORPUS[i].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
         assert isinstance(by_uid[big_uid], imap.TooLarge)
-        for t, data in zip(texts[:3], got[len(emls):]):
-            raw = CORPUS[uids.index(t.identity[1])]
-            assert data == decoded_text(raw) if t.identity[1] != uids[1] else isinstance(data, NotFound)
         assert isinstance(got[-1], NotFound)
 
     run(backend_for(dovecot_server), scenario)
@@ -802,26 +777,6 @@ def test_move_without_the_move_extension(dovecot_server: Dovecot, monkeypatch: p
     assert not any("UID MOVE" in r.getMessage() for r in caplog.records)
     assert moved is not None and server_messages(dovecot_server, z)[moved.identity[1]][0] == PLAIN
     assert list(server_messages(dovecot_server, a)) == [other]
-
-
-def test_decoded_view_of_a_big_message_is_made_once(dovecot_server: Dovecot,
-                                                    monkeypatch: pytest.MonkeyPatch,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(imap, "TEXT_BYTES", 1 << 20)  # the text alone exceeds the LRU
-    folder = unique("BigText")
-    dovecot_server.create_folder(folder)
-    body = b"".join(b"log line %07d\r\n" % i for i in range(200_000))  # ~3 MiB
-    dovecot_server.deliver("alice", b"From: a@example.org\r\nSubject: log\r\n\r\n" + body, folder)
-
-    async def scenario(b: imap.ImapBackend) -> None:
-        (text,) = files(await b.list((folder,)), ".txt")
-        with caplog.at_level(logging.DEBUG, logger="fsmount.backends.imap"):
-            chunks = [await b.read((folder, text.name), off, 1 << 20) for off in range(0, 4 << 20, 1 << 20)]
-        data = b"".join(chunks)
-        assert b"log line 0199999" in data and data.count(b"\n") > 200_000
-        assert len([r for r in caplog.records if "BODY.PEEK[]" in r.getMessage()]) == 1
-
-    run(backend_for(dovecot_server), scenario)
 
 
 def test_a_big_fresh_listing_comes_in_parts_and_whole(dovecot_server: Dovecot) -> None:

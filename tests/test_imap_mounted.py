@@ -58,8 +58,8 @@ def test_ls_cat_grep_find(dovecot_server: Dovecot) -> None:
             assert run("cat", f).stdout == held[uid_of(f)][0]
         head = run("head", "-c", "100", files[0]).stdout
         assert head == held[uid_of(files[0])][0][:100]
-        found = run("grep", "-rl", "pineapplestorm", mail).stdout.decode().splitlines()
-        assert len(found) == 1 and found[0].endswith(".txt") and "Report attached" in found[0]
+        found = run("grep", "-rl", "Subject: Report attached", mail).stdout.decode().splitlines()
+        assert len(found) == 1 and found[0].endswith(".eml") and "Report attached" in found[0]
         raw_hits = run("grep", "-rlF", "Straße", d, "--include=*.eml").stdout.decode().splitlines()
         assert len(raw_hits) == 1
         listed = run("find", d, "-name", "*.eml").stdout.decode().splitlines()
@@ -519,3 +519,18 @@ def test_a_listing_cut_midway_is_retried_or_fails_ls_and_is_not_kept(dovecot_ser
             assert len(os.listdir(always)) == count
     finally:
         proxy.close()
+
+
+def test_mv_of_several_messages_into_a_folder_exits_0(dovecot_server: Dovecot) -> None:
+    """The server names a moved message (a new UID): mv's look at what it made still works."""
+    a, z = unique("MoveA"), unique("MoveZ")
+    dovecot_server.create_folder(a)
+    dovecot_server.create_folder(z)
+    dovecot_server.append_many("alice", CORPUS[:3], a)
+    with mounted(config(dovecot_server)) as m:
+        da, dz = m.path / "mail" / a, m.path / "mail" / z
+        assert emls(dz) == []  # the target's listing is known (and complete) before
+        run("mv", *emls(da), dz)  # exit 0, where it said "cannot stat" the old names
+        assert emls(da) == [] and len(emls(dz)) == 3
+    assert server_messages(dovecot_server, a) == {}
+    assert sorted(raw for raw, _ in server_messages(dovecot_server, z).values()) == sorted(CORPUS[:3])

@@ -87,7 +87,7 @@ def test_daemon_mode_reports_a_wrong_password(two_ftp: tuple[FtpServer, FtpServe
     done = subprocess.run([sys.executable, "-m", "fsmount", "-o", "plaintext_auth,tls=off",
                            a.url("ftp"), str(tmp_path / "mnt")],
                           capture_output=True, text=True, env=env, timeout=60)
-    assert done.returncode == 1
+    assert done.returncode == 3  # refused: systemd must not try again
     assert done.stderr.startswith("fsmount: ") and "login failed" in done.stderr
     assert done.stderr.count("\n") == 1 and not is_mounted(tmp_path / "mnt")
 

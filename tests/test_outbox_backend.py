@@ -11,12 +11,13 @@ import pytest
 import trio
 
 from fsmount.backends import Environment
-from fsmount.backends.base import Content
+from fsmount.backends.base import Content, KeepsSentMail
+from fsmount.cache.links import Links
 from fsmount.backends.outbox import OutboxBackend, create
 from fsmount.backends.outqueue import OutQueue
 from fsmount.config import make_account
 from fsmount.credentials import Secret
-from fsmount.errors import InvalidArgument, NotFound
+from fsmount.errors import InvalidArgument, NotFound, NotPermitted
 from tests.backend_support import remove_spools, spool  # noqa: F401  (autouse fixture)
 from tests.servers.smtp import SmtpServer, smtp_server  # noqa: F401 - the fixture
 
@@ -41,7 +42,7 @@ def state() -> Iterator[Path]:
 def account(server: SmtpServer, scheme: str = "smtp", **options: Any):
     port = server.tls_port if scheme == "smtps" else server.port
     table = {"url": f"{scheme}://alice@127.0.0.1:{port}", "ca_file": server.ca, "timeout": 5,
-             "retry_first": 0.05, "retry_max": 0.2, **options}
+             "retry_first": 0.05, "retry_max": 0.2, "send_delay": 0, **options}
     if scheme == "smtp":
         table.setdefault("tls", "require")
     return make_account("out", table, where="test")
@@ -52,7 +53,7 @@ def run(state: Path, acc: Any, body: Callable[[OutboxBackend], Awaitable[None]],
     """Run ``body`` with a backend (and its sender task) inside ``trio.run``."""
 
     async def main() -> None:
-        env = Environment(state, peers or {})
+        env = Environment(state, Links(peers or {}))
         backend = create(acc, Secret(password), env)
         try:
             async with trio.open_nursery() as nursery:
@@ -349,7 +350,7 @@ def test_rename_queued_message_to_other_name_unqueues_it(state: Path) -> None:
     run(state, account(server), body, sender=False)
 
 
-class FakeSentAccount:
+class FakeSentAccount(KeepsSentMail):
     """Stands in for the IMAP backend's Sent-folder calls (the real one is tested mounted)."""
 
     def __init__(self, ids: set[str]) -> None:
@@ -473,9 +474,9 @@ def test_mail_and_news_through_real_inn(smtp_server: SmtpServer, state: Path) ->
             holder["status"] = await names(b)
 
         async def main() -> None:
-            env = Environment(state, {})
+            env = Environment(state)
             news = create_backend(news_acc, Secret("secret1"), env)
-            env.peers = {"news": news}
+            env.links = Links({"news": news})
             outbox = create(account(smtp_server, news_account="news"), Secret("secret1"), env)
             async with trio.open_nursery() as nursery:
                 await nursery.start(outbox.run)
@@ -532,9 +533,9 @@ def _with_imap(state: Path, srv: Any, outbox_acc: Any, body: Callable[[OutboxBac
                                      "ca_file": str(srv.ca)}, where="test")
 
     async def main() -> None:
-        env = Environment(state, {})
+        env = Environment(state)
         mail = create_backend(mail_acc, Secret("secret1"), env)
-        env.peers = {"mail": mail}
+        env.links = Links({"mail": mail})
         outbox = create(outbox_acc, Secret("secret1"), env)
         try:
             async with trio.open_nursery() as nursery:
@@ -625,3 +626,84 @@ def test_only_one_sender_per_outbox(smtp_server: SmtpServer, state: Path, monkey
     trio.run(main)
     subjects = sorted(d.content.split(b"Subject: ")[1].split(b"\r\n")[0] for d in smtp_server.deliveries)
     assert subjects == [b"Dinner", b"Lunch"]
+
+
+def _as_if_killed_after_the_final_dot(state: Path) -> Any:
+    """The queue as a process leaves it when killed after sending the final "." of DATA."""
+    queue = OutQueue(state / "outbox" / "out" / "queue")
+    [record] = queue.load()
+    record.in_flight, record.attempts = True, 1
+    record.final_dot, record.final_dot_at = list(record.recipients), 1_700_000_000.0
+    queue.save(record)
+    return record
+
+
+def test_crash_after_the_final_dot_counts_as_sent_when_in_sent_folder(smtp_server: SmtpServer,
+                                                                      state: Path) -> None:
+    acc = account(smtp_server, sent_account="mail")
+    run(state, acc, lambda b: put(b, "c.eml", MSG), sender=False)
+    record = _as_if_killed_after_the_final_dot(state)
+    peer = FakeSentAccount({record.message_id})
+
+    async def body(b: OutboxBackend) -> None:
+        await b.flush_queue()
+        assert await names(b) == set()
+
+    run(state, acc, body, peers={"mail": peer})
+    assert smtp_server.deliveries == [] and peer.appended == []
+
+
+def test_crash_after_the_final_dot_waits_for_the_user(smtp_server: SmtpServer, state: Path) -> None:
+    acc = account(smtp_server, sent_account="mail")
+    run(state, acc, lambda b: put(b, "c.eml", MSG), sender=False)
+    record = _as_if_killed_after_the_final_dot(state)
+    peer = FakeSentAccount(set())  # not in Sent: that proves nothing, so no resend
+
+    async def body(b: OutboxBackend) -> None:
+        await b.flush_queue()
+        status = await text(b, ("c.eml.status",))
+        assert "status: may-have-been-sent" in status
+        assert f"message-id: {record.message_id}" in status
+        assert "sent check: not in mail:Sent, which does not prove" in status
+        assert (await b.get_xattrs(("c.eml",)))["outbox.status"] == b"may-have-been-sent"
+        assert smtp_server.deliveries == []
+        with pytest.raises(NotPermitted):
+            await b.set_xattr(("c.eml",), "outbox.status", b"sent")
+        await b.set_xattr(("c.eml",), "outbox.send", b"1")
+        await b.flush_queue()
+        assert await names(b) == set()
+
+    run(state, acc, body, peers={"mail": peer})
+    assert len(smtp_server.deliveries) == 1 and len(peer.appended) == 1
+
+
+def test_final_dot_not_sent_unless_recorded(smtp_server: SmtpServer, state: Path,
+                                            monkeypatch: Any) -> None:
+    """Recording "the final dot is leaving" fails (a full disk): the dot is not sent."""
+    def full_disk(self: OutboxBackend, record: Any, accepted: list[str]) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(OutboxBackend, "_before_final_dot", full_disk)
+
+    async def body(b: OutboxBackend) -> None:
+        await put(b, "d.eml", MSG)
+        while "retrying" not in await text(b, ("d.eml.status",)):
+            await b._progress.wait()
+        assert "cannot record the attempt locally: No space left" in await text(b, ("d.eml.status",))
+
+    run(state, account(smtp_server, retry_first=60), body)
+    assert smtp_server.deliveries == []
+
+
+def test_send_delay_holds_a_message_until_asked(smtp_server: SmtpServer, state: Path) -> None:
+    async def body(b: OutboxBackend) -> None:
+        await put(b, "w.eml", MSG)
+        await b.rename(("w.eml",), ("v.eml",))
+        status = await text(b, ("v.eml.status",))
+        assert "status: queued" in status and "leaves at: " in status
+        assert smtp_server.deliveries == []
+        await b.set_xattr(("v.eml",), "outbox.send", b"1")  # "send it now"
+        await b.flush_queue()
+
+    run(state, account(smtp_server, send_delay=3600), body)
+    assert len(smtp_server.deliveries) == 1

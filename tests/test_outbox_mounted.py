@@ -12,6 +12,7 @@ import pytest
 
 from tests.mounting import is_mounted, mounted, run, wait_for
 from tests.servers.smtp import SmtpServer, smtp_server  # noqa: F401 - the fixture
+from tests.smtpfaults import FinalDotProxy
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no FUSE")
 
@@ -37,7 +38,10 @@ def config(server: SmtpServer, **options: object) -> str:
         "retry_max = 0.5",
         "timeout = 10",
     ]
+    options.setdefault("send_delay", 0)  # the grace period has tests of its own
     for key, value in options.items():
+        if value is None:  # the default
+            continue
         lines.append(f"{key} = {value!r}".replace("'", '"').replace("True", "true"))
     return "\n".join(lines) + "\n"
 
@@ -104,7 +108,8 @@ def test_kill_9_after_close_then_remount_delivers(smtp_server: SmtpServer) -> No
     smtp_server.fail_data(1000, "451 4.3.0 not now")  # nothing can leave before the kill
     home = Path(tempfile.mkdtemp(prefix="fsmount-test-"))
     try:
-        with mounted(config(smtp_server), home=home) as m:
+        # the grace period keeps the sender from starting an attempt before the kill
+        with mounted(config(smtp_server, send_delay=3), home=home) as m:
             outbox = m.path / "outbox"
             with open(outbox / "urgent.eml", "w") as f:
                 f.write(MSG)
@@ -189,16 +194,18 @@ def test_sent_copy_lands_in_the_linked_imap_sent_folder(smtp_server: SmtpServer)
             f'url = "imaps://alice@127.0.0.1:{srv.imaps_port}"',
             f'ca_file = "{srv.ca}"',
             'password = "secret1"',
+            "metadata_ttl = 600",  # the listing below is trusted for long: only filing can change it
+            "idle = false",
         ])
         with mounted(config(smtp_server, sent_account="mail") + mail + "\n") as m:
             outbox = m.path / "outbox"
+            assert os.listdir(m.path / "mail" / "Sent") == []  # listed and cached before
             run("cp", "/dev/stdin", outbox / "filed.eml", input=MSG.encode())
             smtp_server.wait_deliveries(1)
             wait_for(lambda: "filed.eml" not in listing(outbox), what="delivery and filing")
             assert listing(outbox) == set()  # no local sent/: the copy went to IMAP
-            sent = wait_for(lambda: [p for p in (m.path / "mail" / "Sent").iterdir()
-                                     if p.suffix == ".eml"], what="the copy in mail/Sent")
-            [copy] = sent  # type: ignore[misc]
+            # the copy went through the mail account's cache: its listing shows it at once
+            [copy] = [p for p in (m.path / "mail" / "Sent").iterdir() if p.suffix == ".eml"]
             assert "Report" in copy.name
             assert b"The report is attached in spirit." in copy.read_bytes()
         conn = srv.imap()
@@ -229,3 +236,139 @@ def test_rsync_and_mv_into_the_outbox(smtp_server: SmtpServer, tmp_path: Path) -
         assert len(list((outbox / "sent").iterdir())) == 4
     subjects = sorted(d.content.split(b"Subject: ")[1].split(b"\r\n")[0] for d in smtp_server.deliveries)
     assert subjects == [b"Moved", b"Report 0", b"Report 1", b"Report 2"]
+
+
+# -- never twice: the answer to the final "." is lost --------------------------------------
+
+MAYBE_SENT = r"may have been sent \(Message-ID"
+
+
+def proxied(proxy: FinalDotProxy) -> str:
+    """An account reaching the server through ``proxy`` (plain SMTP: the proxy reads it)."""
+    return "\n".join([
+        "[accounts.outbox]",
+        f'url = "smtp://127.0.0.1:{proxy.port}"',
+        'tls = "off"',
+        "retry_first = 0.1",
+        "retry_max = 0.5",
+        "timeout = 10",
+        "send_delay = 0",
+    ]) + "\n"
+
+
+def message_id(content: bytes) -> str:
+    return content.split(b"Message-ID: ")[1].split(b"\r\n")[0].decode()
+
+
+def status_of(path: Path) -> str:
+    try:
+        return path.with_name(path.name + ".status").read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def test_kill_9_after_the_final_dot_is_not_resent_until_asked(smtp_server: SmtpServer) -> None:
+    proxy = FinalDotProxy(smtp_server.host, smtp_server.port, "hold")
+    home = Path(tempfile.mkdtemp(prefix="fsmount-test-"))
+    try:
+        with mounted(proxied(proxy), home=home) as m:
+            (m.path / "outbox" / "once.eml").write_text(MSG)
+            [d] = smtp_server.wait_deliveries(1)  # the server has it ...
+            assert proxy.faulted.wait(20)  # ... and its "250" never reached fsmount
+            m.proc.send_signal(signal.SIGKILL)
+            m.proc.wait()
+        with mounted(proxied(proxy), home=home, expect_warnings=[MAYBE_SENT]) as m2:
+            msg = m2.path / "outbox" / "once.eml"
+            status = wait_for(lambda: "may-have-been-sent" in status_of(msg) and status_of(msg),
+                              what="the status to say it may have been sent")
+            assert f"message-id: {message_id(d.content)}" in status
+            assert "setfattr -n user.outbox.send -v 1 once.eml" in status
+            assert "bob@example.org: may have been sent" in status
+            assert os.getxattr(msg, "user.outbox.status") == b"may-have-been-sent"
+            assert len(smtp_server.deliveries) == 1 and proxy.connections == 1
+            run("setfattr", "-n", "user.outbox.send", "-v", "1", msg)  # the user decides
+            _, again = smtp_server.wait_deliveries(2)
+            assert message_id(again.content) == message_id(d.content)
+            wait_for(lambda: "once.eml" not in listing(msg.parent), what="the message to leave")
+        assert len(smtp_server.deliveries) == 2
+    finally:
+        proxy.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_connection_lost_after_the_final_dot_is_not_retried(smtp_server: SmtpServer) -> None:
+    proxy = FinalDotProxy(smtp_server.host, smtp_server.port, "drop")
+    try:
+        with mounted(proxied(proxy), expect_warnings=[MAYBE_SENT]) as m:
+            msg = m.path / "outbox" / "dropped.eml"
+            msg.write_text(MSG)
+            [d] = smtp_server.wait_deliveries(1)
+            assert proxy.faulted.wait(20)
+            status = wait_for(lambda: "may-have-been-sent" in status_of(msg) and status_of(msg),
+                              what="the status to say it may have been sent")
+            assert f"message-id: {message_id(d.content)}" in status
+            assert "attempts: 1" in status
+            # retries come every 0.1-0.5 s: none may come for this message on its own
+            with pytest.raises(TimeoutError):
+                smtp_server.wait_deliveries(2, timeout=2)
+            assert proxy.connections == 1 and "attempts: 1" in status_of(msg)
+            run("setfattr", "-n", "user.outbox.send", "-v", "1", msg)
+            smtp_server.wait_deliveries(2)
+            wait_for(lambda: "dropped.eml" not in listing(msg.parent), what="the message to leave")
+        assert len(smtp_server.deliveries) == 2
+    finally:
+        proxy.close()
+
+
+# -- the grace period: an editor's successive saves send one message ----------------------
+
+FINAL = MSG.replace("The report is attached in spirit.", "The report, final version.")
+
+
+def test_successive_saves_send_the_final_content_once(smtp_server: SmtpServer) -> None:
+    with mounted(config(smtp_server, send_delay=None)) as m:  # the default grace period
+        outbox = m.path / "outbox"
+        msg = outbox / "draft.eml"
+        msg.write_text(MSG.split("\n\n")[0] + "\n\nThe rep")  # a half-written message, closed
+        status = status_of(msg)
+        assert "status: queued" in status and "leaves at: " in status
+        msg.write_text(MSG)  # saved again, complete
+        swap = outbox / ".draft.eml.swp"  # an editor's save: a new file renamed over it
+        swap.write_text(FINAL)
+        os.rename(swap, msg)
+        gone = outbox / "gone.eml"  # queued, then thought better of
+        gone.write_text(MSG.replace("Report", "Never"))
+        run("rm", gone)
+        [d] = smtp_server.wait_deliveries(1)
+        assert d.content.endswith(b"The report, final version.\r\n")
+        wait_for(lambda: "draft.eml" not in listing(outbox), what="the message to leave")
+    assert len(smtp_server.deliveries) == 1
+
+
+def test_vim_save_then_save_and_quit_sends_once(smtp_server: SmtpServer) -> None:
+    with mounted(config(smtp_server, send_delay=2)) as m:
+        outbox = m.path / "outbox"
+        half = MSG.split("\n\n")[0].splitlines() + ["", "The rep"]
+        cmd = ["vim", "-u", "NONE", "-i", "NONE", "-N", "-es",
+               "-c", f"call setline(1, {half!r})", "-c", "w",  # :w halfway
+               "-c", f"call setline(1, {FINAL.splitlines()!r})", "-c", "wq", str(outbox / "vim.eml")]
+        done = subprocess.run(cmd, cwd=outbox, capture_output=True, timeout=60)
+        assert done.returncode == 0, done
+        [d] = smtp_server.wait_deliveries(1)
+        assert d.content.endswith(b"The report, final version.\r\n")
+        wait_for(lambda: not [n for n in listing(outbox) if n.endswith((".eml", ".swp"))],
+                 what="delivery, and vim's swap file gone")
+    assert len(smtp_server.deliveries) == 1
+
+
+def test_cp_of_a_finished_message_leaves_after_the_grace_period(smtp_server: SmtpServer,
+                                                                tmp_path: Path) -> None:
+    src = tmp_path / "done.eml"
+    src.write_text(FINAL)
+    with mounted(config(smtp_server, send_delay=2)) as m:
+        outbox = m.path / "outbox"
+        run("cp", src, outbox / "done.eml")
+        [d] = smtp_server.wait_deliveries(1, timeout=20)
+        assert d.content.endswith(b"The report, final version.\r\n")
+        wait_for(lambda: "done.eml" not in listing(outbox), what="the message to leave")
+    assert len(smtp_server.deliveries) == 1

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import Account
 from ..credentials import Secret
 from .base import Backend
+
+if TYPE_CHECKING:
+    from ..cache.links import Links
 
 MODULES = {"ftp": "ftp", "imap": "imap", "pop3": "pop3", "nntp": "nntp", "smtp": "outbox"}
 
@@ -18,12 +21,12 @@ class Environment:
     """What a backend may use besides its own account.
 
     ``state_dir`` is durable (the outbox queue lives there; the cache may be deleted at any
-    time). ``peers`` holds the mount's other backends by account name, for the outbox's
-    links to a Sent folder and a news server.
+    time). ``links`` reaches the mount's other accounts through their cache layers, for the
+    outbox's links to a Sent folder and a news server (set once the cache layers exist).
     """
 
     state_dir: Path
-    peers: Mapping[str, Backend] = field(default_factory=dict)
+    links: Links | None = None
 
 
 def create(account: Account, secret: Secret, env: Environment) -> Backend:

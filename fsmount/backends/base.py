@@ -10,6 +10,7 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from abc import ABC, abstractmethod
 from typing import BinaryIO, Protocol, runtime_checkable
 
 import trio
@@ -257,3 +258,24 @@ def _read_capped(path: str) -> bytes:
     if len(data) > BATCH_ITEM_LIMIT:
         raise TooLarge(f"more than {BATCH_ITEM_LIMIT} bytes")
     return data
+
+
+class KeepsSentMail(ABC):
+    """An account with a Sent folder: an outbox linked to it (``sent_account``) files the
+    copies of what it sent there, and looks there before it would send a message again."""
+
+    @abstractmethod
+    async def sent_folder(self) -> Path | None:
+        """The Sent folder's path, None where the account has none."""
+
+    @abstractmethod
+    async def contains_message_id(self, folder: Path, message_id: str) -> bool: ...
+
+
+class PostsNews(ABC):
+    """A news account: an outbox linked to it (``news_account``) posts mail with a
+    Newsgroups: header through it."""
+
+    @abstractmethod
+    async def post(self, raw: bytes) -> str:
+        """POST a complete article; its Message-ID."""

@@ -7,13 +7,6 @@ Messages are named ``message_name(uid, Subject, Date)`` — ``2024-05-01 1330 Lu
 INTERNALDATE, the identity (and content-cache key) ``(UIDVALIDITY, UID)``: a folder recreated
 with a new UIDVALIDITY gets new identities, so stale bytes are never served.
 
-Decoded view (``decoded_view``, on by default). Next to each ``X [42].eml`` is a read-only
-``X [42].txt``: its decoded headers (RFC 2047) and text parts (base64/QP decoded to UTF-8,
-HTML as text), made by ``decoded.decoded_text`` — so ``grep -r`` finds what a person reads
-while the ``.eml`` stays exact. Its size is a hint (``size_exact=False``) until it is first
-read; its identity is the message's plus ``"text"``. The raw bytes behind both files are
-fetched once: a small in-memory LRU keeps recently fetched messages.
-
 Listing. One batched ``FETCH 1:N (UID RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS
 (SUBJECT DATE)])`` in chunks of ``FETCH_CHUNK`` messages, read off the wire by ``imapfetch``
 (imaplib's response loop alone took longer than the server) and parsed as replies arrive, so
@@ -30,8 +23,7 @@ Reading. Always ``BODY.PEEK[]`` (never sets ``\\Seen``, although folders are SEL
 read-write so the server can keep its index; read-only accounts EXAMINE). A read of a range
 is a partial fetch ``BODY.PEEK[]<offset.size>``, so ``head`` of a 30 MiB message fetches only
 its start. A scan (``grep -r``) is fetched ahead by the cache's prefetcher through
-``download_many``: up to ``BATCH`` messages per ``UID FETCH`` of a UID set, a message and its
-decoded view from one fetch.
+``download_many``: up to ``BATCH`` messages per ``UID FETCH`` of a UID set.
 
 Flags as extended attributes (the VFS adds ``user.``):
   ``imap.flags``     all flags, space separated (``\\Seen \\Flagged $Label1``); writing it
@@ -64,7 +56,6 @@ import socket
 import ssl
 import threading
 import time
-from collections import OrderedDict
 from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -88,10 +79,10 @@ from ..errors import (
 from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
 from ..net.failures import connection_failure
-from .base import BATCH_ITEM_LIMIT, BackendBase, Capabilities, Content, Entry, PartSink, Path
+from .base import (
+    BATCH_ITEM_LIMIT, BackendBase, Capabilities, Content, Entry, KeepsSentMail, PartSink, Path,
+)
 from . import imapfetch
-from .decoded import SUFFIX as TEXT_SUFFIX
-from .decoded import decoded_text
 from .imapfolders import Folder, FolderTree
 from .mailnames import SUFFIX as EML_SUFFIX
 from .mailnames import header_date, header_text, header_timestamp, key_of, message_name
@@ -106,9 +97,6 @@ Emit = Callable[[list[Entry]], None]  # hands a part of a listing over from the 
 LISTING_ITEMS = "(UID RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT DATE)])"
 WHOLE_LIMIT = 8 << 20  # bigger messages are downloaded in partial fetches of PART bytes
 PART = 4 << 20
-RECENT_BYTES = 32 << 20  # raw messages kept in memory (shared by .eml and .txt reads)
-RECENT_ITEM = 2 << 20
-TEXT_BYTES = 16 << 20
 # The socket reader's buffer: a 10k-message listing in a few dozen reads instead of ~250,
 # each of which gives up the GIL and waits to get it back (cold ls -l: -10 %).
 READ_BUFFER = 256 << 10
@@ -140,7 +128,6 @@ class FolderState:
     exists: int = 0
     entries: dict[int, Entry] = field(default_factory=dict)  # uid → .eml entry
     lock: trio.Lock = field(default_factory=trio.Lock)
-    _texts: list[Entry] | None = None
     _names: dict[str, int] | None = None  # name → uid, made at the first lookup (ls needs none)
 
     @property
@@ -149,15 +136,7 @@ class FolderState:
             self._names = {entry.name: uid for uid, entry in self.entries.items()}
         return self._names
 
-    def with_texts(self) -> list[Entry]:
-        """Each message followed by its decoded view, made once per change (100k take 0.1 s):
-        in this order ``grep -r`` reads a message's two files from one fetch."""
-        if self._texts is None:
-            self._texts = _with_texts(self.entries.values())
-        return self._texts
-
     def add(self, uid: int, entry: Entry) -> None:
-        self._texts = None
         old = self.entries.get(uid)
         self.entries[uid] = entry
         if self._names is not None:
@@ -170,11 +149,10 @@ class FolderState:
             for uid, entry in found:
                 self.add(uid, entry)
         else:  # listed afresh: no old names to unlink
-            self._texts = self._names = None
+            self._names = None
             self.entries = dict(found)
 
     def drop(self, uid: int) -> None:
-        self._texts = None
         entry = self.entries.pop(uid, None)
         if entry is not None and self._names is not None:
             self._names.pop(entry.name, None)
@@ -182,7 +160,7 @@ class FolderState:
     def reset(self, uidvalidity: int) -> None:
         self.uidvalidity, self.uidnext, self.exists = uidvalidity, 0, 0
         self.entries = {}
-        self._texts = self._names = None
+        self._names = None
 
 
 @dataclass(frozen=True)
@@ -200,17 +178,15 @@ class Scan:
 # -- the backend ----------------------------------------------------------------------
 
 
-class ImapBackend(BackendBase):
+class ImapBackend(BackendBase, KeepsSentMail):
     def __init__(self, account: Account, secret: Secret) -> None:
         self.account = account
         self.secret = secret
         self.label = account.label
-        self.decoded_view = bool(account["decoded_view"])
         writable = not account["readonly"]
         self.capabilities = Capabilities(
             ranged_read=True, write=writable, overwrite=False, mkdir=writable, remove=writable,
             rename=writable, immutable=True, xattrs=bool(account["xattrs"]),
-            coupled_names=self.decoded_view,  # a message's .txt comes and goes with its .eml
             metadata_ttl=IDLE_TTL if account["idle"] else None, batch=BATCH,
         )
         self.pool: ConnectionPool[IMAPClient] = ConnectionPool(
@@ -220,12 +196,7 @@ class ImapBackend(BackendBase):
         self._tree: FolderTree | None = None
         self._tree_lock = trio.Lock()
         self._states: dict[Path, FolderState] = {}
-        self._recent: OrderedDict[tuple, bytes] = OrderedDict()
-        self._recent_size = 0
-        self._texts: OrderedDict[tuple, bytes] = OrderedDict()
-        self._texts_size = 0
         self._flags: dict[tuple, tuple[float, tuple[bytes, ...]]] = {}
-        self._inflight: dict[tuple, trio.Event] = {}
         # name a file was written under → the message's name: rsync and editors write a
         # temporary name, then rename it; that rename must find the appended message
         self._committed: dict[Path, Path] = {}
@@ -358,17 +329,15 @@ class ImapBackend(BackendBase):
             return Entry(path[-1] if path else "", True)
         if not path or not tree.is_dir(path[:-1]):
             raise NotFound("/".join(path))
-        entry, _, _ = await self._message(path, tree)
+        entry, _ = await self._message(path, tree)
         return entry
 
     async def _message(self, path: Path, tree: FolderTree | None = None
-                       ) -> tuple[Entry, Folder, bool]:
-        """(entry, folder, is the decoded view) for a file path; scans the folder if needed."""
+                       ) -> tuple[Entry, Folder]:
+        """(entry, folder) for a file path; scans the folder if needed."""
         tree = tree or await self._folders()
         folder = tree.folder(path[:-1])
-        name = path[-1]
-        text = self.decoded_view and name.endswith(TEXT_SUFFIX)
-        eml = name[: -len(TEXT_SUFFIX)] + EML_SUFFIX if text else name
+        eml = path[-1]
         if folder is None or key_of(eml) is None:
             raise NotFound("/".join(path))
         state = self._states.get(path[:-1])
@@ -378,8 +347,7 @@ class ImapBackend(BackendBase):
             uid = state.by_name.get(eml)
         if uid is None:
             raise NotFound("/".join(path))
-        entry = state.entries[uid]
-        return (_text_entry(entry) if text else entry), folder, text
+        return state.entries[uid], folder
 
     async def list(self, path: Path) -> list[Entry]:
         return await self.list_in_parts(path, None)
@@ -395,7 +363,7 @@ class ImapBackend(BackendBase):
         folder = tree.folder(path)
         if folder is not None:
             state = await self._scan(path, folder, self._relay(part, entries) if part else None)
-            entries += state.with_texts() if self.decoded_view else state.entries.values()
+            entries += state.entries.values()
         return entries
 
     def _relay(self, part: PartSink, folders: list[Entry]) -> Emit:
@@ -405,8 +373,7 @@ class ImapBackend(BackendBase):
         first = [folders]
 
         def send(messages: list[Entry]) -> None:
-            entries = (first.pop() if first else []) + (
-                _with_texts(messages) if self.decoded_view else messages)
+            entries = (first.pop() if first else []) + messages
             token.run_sync_soon(part, entries)
         return send
 
@@ -528,14 +495,7 @@ class ImapBackend(BackendBase):
     # -- reading -------------------------------------------------------------------------
 
     async def read(self, path: Path, offset: int, size: int) -> bytes:
-        entry, folder, text = await self._message(path)
-        if text:
-            data = await self._text(path, entry, folder)
-            return data[offset:offset + size]
-        key = (path[:-1],) + entry.identity
-        raw = self._recent.get(key)
-        if raw is not None:
-            return raw[offset:offset + size]
+        entry, folder = await self._message(path)
         if offset == 0 and entry.size is not None and size >= entry.size:
             return (await self._raw(path, entry, folder))[:size]
         if entry.size is not None and offset >= entry.size:
@@ -548,13 +508,9 @@ class ImapBackend(BackendBase):
         return await self._run(partial, f"FETCH {uid} part {offset}+{size}")
 
     async def download(self, path: Path, into: str) -> Entry:
-        entry, folder, text = await self._message(path)
+        entry, folder = await self._message(path)
         if entry.is_dir:
             raise IsADirectory("/".join(path))
-        if text:
-            data = await self._text(path, entry, folder)
-            await trio.to_thread.run_sync(_write, into, data)
-            return Entry(entry.name, False, len(data), entry.mtime, entry.identity)
         if entry.size is not None and entry.size > WHOLE_LIMIT:
             size = await self._download_parts(folder, entry, into)
             _check_size(entry, size)
@@ -563,133 +519,51 @@ class ImapBackend(BackendBase):
         await trio.to_thread.run_sync(_write, into, data)
         return Entry(entry.name, False, len(data), entry.mtime, entry.identity)
 
-    async def _fetched(self, key: tuple) -> None:
-        """Until no fetch of the message ``key`` is under way (its bytes are then in the LRU,
-        or its fetch failed and the caller fetches it itself)."""
-        while key in self._inflight:
-            await self._inflight[key].wait()
-
     async def _raw(self, path: Path, entry: Entry, folder: Folder) -> bytes:
-        """The whole message, from the LRU where possible: a ``.eml`` and its ``.txt`` read
-        one after the other fetch it once. (Scans are fetched ahead by ``download_many``.)"""
+        """The whole message. (The cache layer makes concurrent readers share one fetch,
+        and scans are fetched ahead by ``download_many``.)"""
         uidvalidity, uid = entry.identity[0], entry.identity[1]
-        key = (path[:-1], uidvalidity, uid)
-        await self._fetched(key)
-        raw = self._recent.get(key)
-        if raw is not None:
-            self._recent.move_to_end(key)
-            return raw
-        done = self._inflight[key] = trio.Event()
-        try:
-            found = await self._run(
-                lambda conn: self._fetch_bodies(conn, folder.name, uidvalidity, [uid]),
-                f"FETCH {uid}")
-            if uid not in found:
-                raise NotFound(f"message {uid} is no longer in {folder.name}")
-            _check_size(entry, found[uid])
-            self._remember(key, found[uid])
-            return found[uid]
-        finally:
-            del self._inflight[key]
-            done.set()
+        found = await self._run(
+            lambda conn: self._fetch_bodies(conn, folder.name, uidvalidity, [uid]),
+            f"FETCH {uid}")
+        if uid not in found:
+            raise NotFound(f"message {uid} is no longer in {folder.name}")
+        _check_size(entry, found[uid])
+        return found[uid]
 
     async def download_many(self, paths: Sequence[Path]) -> list[bytes | FsError]:
-        """Messages and decoded views of one folder for a scan, in one ``UID FETCH`` of a UID
-        set (``BODY.PEEK[]``); a message and its ``.txt`` in the same batch share the fetch."""
+        """Messages of one folder for a scan, in one ``UID FETCH`` of a UID set
+        (``BODY.PEEK[]``)."""
         results: list[bytes | FsError | None] = [None] * len(paths)
-        wanted: dict[tuple[Folder, int], dict[int, list[tuple[int, bool]]]] = {}
+        wanted: dict[tuple[Folder, int], dict[int, int]] = {}  # → uid → index in paths
         tree = await self._folders()
         for i, path in enumerate(paths):
             try:
-                entry, folder, text = await self._message(path, tree)
+                entry, folder = await self._message(path, tree)
             except FsError as e:
                 results[i] = e
                 continue
-            uidvalidity, uid = entry.identity[0], entry.identity[1]
-            source = self._states[path[:-1]].entries.get(uid) if text else entry
-            if source is None or (source.size or 0) > BATCH_ITEM_LIMIT:
-                results[i] = TooLarge(path[-1]) if source else NotFound("/".join(path))
+            if (entry.size or 0) > BATCH_ITEM_LIMIT:
+                results[i] = TooLarge(path[-1])
                 continue
-            wanted.setdefault((folder, uidvalidity), {}).setdefault(uid, []).append((i, text))
+            wanted.setdefault((folder, entry.identity[0]), {})[entry.identity[1]] = i
         for (folder, uidvalidity), uids in wanted.items():
-            directory = paths[uids[next(iter(uids))][0][0]][:-1]
-            for uid in uids:  # a reader's own fetch under way (a scan's first .eml) is shared
-                await self._fetched((directory, uidvalidity, uid))
-            raws = {uid: raw for uid in uids
-                    if (raw := self._recent.get((directory, uidvalidity, uid))) is not None}
-            missing = [uid for uid in uids if uid not in raws]
-            if missing:
-                keys = [(directory, uidvalidity, uid) for uid in missing]
-                fetched = trio.Event()
-                self._inflight.update(dict.fromkeys(keys, fetched))  # _raw waits, not refetches
-                try:
-                    fetched_raws = await self._run(
-                        lambda conn, f=folder.name, v=uidvalidity, m=missing:
-                            self._fetch_bodies(conn, f, v, m),
-                        f"FETCH {len(missing)} messages of {folder.name}")
-                    announced = self._states[directory].entries
-                    for uid, raw in fetched_raws.items():
-                        try:
-                            _check_size(announced.get(uid), raw)
-                            raws[uid] = raw
-                        except SizeMismatch as e:
-                            for i, _ in uids.get(uid, ()):
-                                results[i] = e
-                    for key, uid in zip(keys, missing):
-                        if uid in raws and self.decoded_view and len(uids[uid]) == 1:
-                            self._remember(key, raws[uid])  # its pair comes later
-                finally:
-                    for key in keys:
-                        del self._inflight[key]
-                    fetched.set()
-            texts = [(i, raws[uid]) for uid, items in uids.items() if uid in raws
-                     for i, text in items if text]
-            decoded = await trio.to_thread.run_sync(
-                lambda t=texts: [decoded_text(raw) for _, raw in t]) if texts else []
-            for (i, _), data in zip(texts, decoded):
-                results[i] = data
-            for uid, items in uids.items():
+            directory = paths[next(iter(uids.values()))][:-1]
+            raws = await self._run(
+                lambda conn, f=folder.name, v=uidvalidity, m=list(uids):
+                    self._fetch_bodies(conn, f, v, m),
+                f"FETCH {len(uids)} messages of {folder.name}")
+            announced = self._states[directory].entries
+            for uid, i in uids.items():
                 raw = raws.get(uid)
-                for i, text in items:
-                    if results[i] is not None:
-                        continue  # already failed (its size did not match)
+                try:
                     if raw is None:
-                        results[i] = NotFound(f"message {uid} is no longer in {folder.name}")
-                    elif len(raw) > BATCH_ITEM_LIMIT:
-                        results[i] = TooLarge(paths[i][-1])
-                    elif not text:
-                        results[i] = raw
+                        raise NotFound(f"message {uid} is no longer in {folder.name}")
+                    _check_size(announced.get(uid), raw)
+                    results[i] = TooLarge(paths[i][-1]) if len(raw) > BATCH_ITEM_LIMIT else raw
+                except FsError as e:
+                    results[i] = e
         return results  # type: ignore[return-value]  (every slot is set above)
-
-    def _remember(self, key: tuple, raw: bytes) -> None:
-        if len(raw) > RECENT_ITEM:
-            return
-        self._recent[key] = raw
-        self._recent_size += len(raw)
-        while self._recent_size > RECENT_BYTES:
-            _, old = self._recent.popitem(last=False)
-            self._recent_size -= len(old)
-
-    async def _text(self, path: Path, entry: Entry, folder: Folder) -> bytes:
-        key = (path[:-1],) + entry.identity
-        text = self._texts.get(key)
-        if text is not None:
-            return text
-        eml = path[-1][: -len(TEXT_SUFFIX)] + EML_SUFFIX
-        source = self._states[path[:-1]].entries[entry.identity[1]]
-        if source.size is not None and source.size > WHOLE_LIMIT:
-            raw = await self._run(
-                lambda conn: self._fetch_body(conn, folder.name, source.identity, None, None),
-                f"FETCH {entry.identity[1]}")
-        else:
-            raw = await self._raw(path[:-1] + (eml,), source, folder)
-        text = await trio.to_thread.run_sync(decoded_text, raw)
-        self._texts[key] = text
-        self._texts_size += len(text)
-        while self._texts_size > TEXT_BYTES and len(self._texts) > 1:  # keep the newest
-            _, old = self._texts.popitem(last=False)
-            self._texts_size -= len(old)
-        return text
 
     def _fetch_bodies(self, conn: IMAPClient, folder: str, uidvalidity: int, uids: list[int]
                       ) -> dict[int, bytes]:
@@ -749,9 +623,7 @@ class ImapBackend(BackendBase):
         tree = await self._folders()
         if tree.is_dir(path):
             return await self._folder_xattrs(path, tree)
-        entry, folder, text = await self._message(path, tree)
-        if text:
-            return {}
+        entry, folder = await self._message(path, tree)
         flags = await self._get_flags(path, entry, folder)
         values = {"imap.flags": b" ".join(flags)}
         lowered = {f.lower() for f in flags}
@@ -770,8 +642,6 @@ class ImapBackend(BackendBase):
                 return []
             return ["imap.name", *(["imap.special-use"] if info.special else []),
                     *(["imap.messages", "imap.unseen"] if info.selectable else [])]
-        if self.decoded_view and path[-1].endswith(TEXT_SUFFIX):
-            return []
         return ["imap.flags", *(f"imap.{name}" for name in BOOL_FLAGS), "imap.uid",
                 "imap.uidvalidity"]
 
@@ -815,9 +685,7 @@ class ImapBackend(BackendBase):
         tree = await self._folders()
         if tree.is_dir(path):
             raise NotPermitted(f"{name} cannot be set on a folder")
-        entry, folder, text = await self._message(path, tree)
-        if text:
-            raise NotPermitted("the decoded view is read-only; set flags on the .eml file")
+        entry, folder = await self._message(path, tree)
         uid = entry.identity[1]
         if name == "imap.flags":
             flags = [f for f in value.decode("utf-8", "replace").split() if f.lower() != "\\recent"]
@@ -908,9 +776,7 @@ class ImapBackend(BackendBase):
         tree = await self._folders()
         if tree.is_dir(path):
             raise IsADirectory("/".join(path))
-        entry, folder, text = await self._message(path, tree)
-        if text:
-            raise NotPermitted("the decoded view is read-only; remove the .eml file")
+        entry, folder = await self._message(path, tree)
         uid = entry.identity[1]
         trash = tree.special("\\Trash")
         to_trash = self.account["delete"] != "expunge" and path[:-1] != trash
@@ -967,9 +833,7 @@ class ImapBackend(BackendBase):
         if tree.is_dir(old):
             return await self._rename_folder(tree, old, new)
         old = self._committed.get(old, old)
-        entry, folder, text = await self._message(old, tree)
-        if text:
-            raise NotPermitted("the decoded view is read-only; move the .eml file")
+        entry, folder = await self._message(old, tree)
         if old[:-1] == new[:-1]:
             return entry  # names come from the message: renaming in place keeps the name
         target = tree.folder(new[:-1])
@@ -1396,10 +1260,6 @@ def _entry(uidvalidity: int, uid: int, size: int | None, internal: float | None,
                  internal if internal is not None else date, (uidvalidity, uid))
 
 
-def _with_texts(messages: Iterable[Entry]) -> list[Entry]:
-    return [e for message in messages for e in (message, _text_entry(message))]
-
-
 def _check_size(entry: Entry | None, received: bytes | int) -> None:
     """RFC 3501: RFC822.SIZE is the size of BODY[]; a literal that says otherwise lies."""
     size = received if isinstance(received, int) else len(received)
@@ -1407,12 +1267,6 @@ def _check_size(entry: Entry | None, received: bytes | int) -> None:
         log.warning("message %s: the server sent %d bytes where it announced %d; not shown",
                     entry.name, size, entry.size)
         raise SizeMismatch(f"{entry.name}: {size} bytes received, {entry.size} announced")
-
-
-def _text_entry(entry: Entry) -> Entry:
-    """The decoded view's entry: size unknown until made (the raw size is the hint)."""
-    return Entry(entry.name[: -len(EML_SUFFIX)] + TEXT_SUFFIX, False, entry.size, entry.mtime,
-                 entry.identity + ("text",), mode=0o444, size_exact=False)
 
 
 # -- messages in ----------------------------------------------------------------------

@@ -55,7 +55,9 @@ from ..net.pool import ConnectionPool
 from ..net.tls import TlsMode, client_context
 from ..net.dotstream import CappedBuffer, batch_result, buffers, copy_dot_terminated
 from ..net.failures import connection_failure
-from .base import BATCH_ITEM_LIMIT, BATCH_LIMIT, BackendBase, Capabilities, Content, Entry, Path
+from .base import (
+    BATCH_ITEM_LIMIT, BATCH_LIMIT, BackendBase, Capabilities, Content, Entry, Path, PostsNews,
+)
 from .mailnames import header_date, key_of, message_name
 
 with warnings.catch_warnings():  # deprecated on 3.11-3.12; the standard-nntplib package on 3.13+
@@ -260,7 +262,7 @@ class Tree:
 # -- the backend ------------------------------------------------------------------------
 
 
-class NntpBackend(BackendBase):
+class NntpBackend(BackendBase, PostsNews):
     def __init__(self, account: Account, secret: Secret) -> None:
         self.account = account
         self.secret = secret

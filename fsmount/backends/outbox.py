@@ -6,10 +6,12 @@ What the user sees (the root of an ``smtp``/``smtps`` account):
   ending in ``.eml`` are taken, so editors' temporary and swap files are never sent: every
   other name is an ordinary local file (kept under the state dir, never sent).
 - ``NAME.eml.status`` — read-only text next to each message: status (``queued``,
-  ``sending``, ``retrying``, ``sent``, ``failed``, ``refused``), the last server reply, the
-  next retry time and each recipient's fate. The same facts are extended attributes of the
-  message: ``user.outbox.status``, ``user.outbox.last_reply``, ``user.outbox.next_retry``
-  (ISO 8601 UTC, empty when none), ``user.outbox.recipients`` (one ``address: state`` per line).
+  ``sending``, ``retrying``, ``sent``, ``failed``, ``refused``, ``may-have-been-sent``), when
+  it leaves, the last server reply, the next retry time and each recipient's fate. The same
+  facts are extended attributes of the message: ``user.outbox.status``,
+  ``user.outbox.last_reply``, ``user.outbox.next_retry`` (ISO 8601 UTC, empty when none),
+  ``user.outbox.recipients`` (one ``address: state`` per line). Setting ``user.outbox.send``
+  sends a waiting message now, and one that may have been sent, again.
 - ``sent/`` — copies of sent messages when no IMAP Sent folder is linked.
 
 A sent message leaves the outbox (into the linked IMAP account's Sent folder, flagged
@@ -26,11 +28,19 @@ Sending happens in ``run`` — the mount starts it in its nursery::
 
     await nursery.start(backend.run)
 
+A message is first tried ``send_delay`` seconds after it was last saved or renamed (an
+editor's successive saves replace it meanwhile, so one message leaves, with the final text).
 It resends what is pending at startup (a later mount after ``kill -9`` delivers), sends in
 worker threads (at most ``connections`` at once), retries temporary failures from
 ``retry_first`` seconds, doubling up to ``retry_max``, and gives up after ``max_lifetime``.
 After a crash during an attempt, a message whose Message-ID is already in the linked Sent
-folder is not sent again. ``flush_queue()`` waits until nothing is left to try (tests).
+folder is not sent again.
+
+Never twice: just before the final "." of DATA the record says so durably (``final_dot``).
+When the answer to that dot is lost, or a restart finds the record in that state, the
+message becomes ``may-have-been-sent`` (unless the linked Sent folder holds it: then it
+counts as sent) and is sent again only when the user asks. ``flush_queue()`` waits until
+nothing is left to try (tests).
 """
 from __future__ import annotations
 
@@ -47,7 +57,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path as FsPath
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -59,16 +69,22 @@ from ..errors import (
 )
 from ..net.tls import client_context
 from . import Environment
-from .base import BackendBase, BytesContent, Capabilities, Content, Entry, Path
+from .base import BackendBase, Capabilities, Content, Entry, Path
 from .mailnames import message_name
 from .outqueue import FAILED, PENDING, SENT, OutQueue, Record, new_id
-from .smtpsend import Outcome, Prepared, Refused, SendFailure, Server, prepare, submit, without_hidden
+if TYPE_CHECKING:
+    from ..cache.links import SentLink
+from .smtpsend import (
+    Outcome, Prepared, Refused, SendFailure, Server, Unconfirmed, prepare, submit, without_hidden,
+)
 
 log = logging.getLogger(__name__)
 
 SENT_DIR = "sent"
 LOCK_POLL = 2.0  # seconds between checks whether another mount stopped sending this outbox
 STATUS_SUFFIX = ".status"
+SEND_XATTR = "outbox.send"  # user.outbox.send: "send this message now / again"
+UNSURE = "may-have-been-sent"
 
 
 def create(account: Account, secret: Secret, env: Environment) -> OutboxBackend:
@@ -141,6 +157,8 @@ class OutboxBackend(BackendBase):
     def _status(self, record: Record) -> str:
         if record.refused:
             return "refused"
+        if record.unsure:
+            return UNSURE
         if record.id in self._busy and record.waiting:
             return "sending"
         if record.waiting:
@@ -256,7 +274,16 @@ class OutboxBackend(BackendBase):
             return "\n".join(lines) + "\n"
         lines += [f"message-id: {record.message_id}", f"from: {record.sender}",
                   f"queued: {_iso(record.queued)}", f"attempts: {record.attempts}"]
-        if record.waiting and record.attempts and record.id not in self._busy:
+        if record.unsure:
+            lines += [f"may have been sent: {record.unsure}",
+                      "the server may have accepted it; it is not sent again on its own",
+                      f"sent check: {record.sent_check}",
+                      f"to send it again: setfattr -n user.{SEND_XATTR} -v 1 {record.name}",
+                      "  (or save it again); to drop it: rm it"]
+        elif record.waiting and record.id not in self._busy and not record.attempts:
+            lines.append(f"leaves at: {_iso(max(record.next_try, record.queued))} "
+                         "(saving or renaming it before then restarts the wait)")
+        elif record.waiting and record.attempts and record.id not in self._busy:
             lines.append(f"next retry: {_iso(record.next_try)}")
         if record.last_reply:
             lines.append(f"last reply: {record.last_reply}")
@@ -277,7 +304,10 @@ class OutboxBackend(BackendBase):
         out = []
         for address, state in record.recipients.items():
             reply = record.replies.get(address)
-            out.append(f"{address}: {words[state]}" + (f" ({reply})" if reply else ""))
+            word = words[state]
+            if record.unsure and state == PENDING and address in record.final_dot:
+                word = "may have been sent"
+            out.append(f"{address}: {word}" + (f" ({reply})" if reply else ""))
         return out
 
     async def get_xattrs(self, path: Path) -> dict[str, bytes]:
@@ -296,7 +326,28 @@ class OutboxBackend(BackendBase):
         }
 
     async def set_xattr(self, path: Path, name: str, value: bytes) -> None:
-        raise NotPermitted("the outbox status attributes are read-only")
+        """``user.outbox.send`` on a message: send it now (one that may have been sent: again)."""
+        records = await self._load()
+        record = records.get(path[0]) if len(path) == 1 else None
+        if name != SEND_XATTR or record is None:
+            raise NotPermitted("the outbox status attributes are read-only "
+                               f"(only user.{SEND_XATTR} can be set, on a message)")
+        await self._send_now(record)
+
+    async def _send_now(self, record: Record) -> None:
+        with self._holding(record):
+            if record.unsure:
+                log.info("%s: sending it again, as asked (it may have been sent before: %s)",
+                         record.name, record.unsure)
+                record.unsure = record.sent_check = ""
+                record.final_dot, record.final_dot_at = [], 0.0
+            elif record.waiting:
+                log.info("%s: sending it now, as asked", record.name)
+            else:
+                raise InvalidArgument(f"{record.name} has nothing left to send "
+                                      f"(status: {self._status(record)})")
+            record.next_try = time.time()
+            await self._save(record)
 
     # -- changes from the user ---------------------------------------------------------------
 
@@ -340,7 +391,8 @@ class OutboxBackend(BackendBase):
         """Validate and enqueue durably; replace what had this name. Refusal: kept + EINVAL."""
         records = await self._load()
         now = time.time()
-        record = Record(id=new_id(), name=name, queued=now)
+        # Not sent before ``send_delay`` has passed: an editor's next save replaces it first.
+        record = Record(id=new_id(), name=name, queued=now, next_try=now + self._send_delay())
         try:
             message = prepare(data, self.account["from"], now)
         except Refused as e:
@@ -360,6 +412,9 @@ class OutboxBackend(BackendBase):
             raise InvalidArgument(f"{name}: {record.refused}")
         log.info("%s queued for %s", name, ", ".join(record.recipients) or "news")
         return self._message_entry(record)
+
+    def _send_delay(self) -> float:
+        return float(self.account["send_delay"])
 
     def _fill(self, record: Record, message: Prepared) -> None:
         record.sender = message.sender
@@ -414,6 +469,8 @@ class OutboxBackend(BackendBase):
         records = await self._load()
         if source is not None and is_message_name(name):
             replaced = records.get(name)
+            if not source.attempts:  # renamed before it left: the grace period starts again
+                source.next_try = max(source.next_try, time.time() + self._send_delay())
             with self._holding(replaced if replaced is not source else None):
                 await trio.to_thread.run_sync(self._rename_record_sync, source, name, replaced)
             records.pop(name, None)
@@ -529,6 +586,10 @@ class OutboxBackend(BackendBase):
         return records
 
     def _due_work(self, record: Record) -> bool:
+        if record.unsure:
+            return False  # waits for the user
+        if record.final_dot:
+            return True  # left by a crash after the final dot: to be marked, never resent as is
         return record.waiting or (record.delivered and not record.filed and not record.refused)
 
     def _lock_queue(self) -> bool:
@@ -550,8 +611,14 @@ class OutboxBackend(BackendBase):
 
     async def _process(self, record: Record) -> None:
         try:
+            if record.final_dot and not record.unsure:  # a previous process died right there
+                await self._unconfirmed(record, "fsmount stopped after the end of the message "
+                                        f"was sent ({_iso(record.final_dot_at)}), before the "
+                                        "server's answer was recorded")
             if record.waiting:
                 await self._attempt(record)
+            if record.unsure:
+                return
             if not record.waiting and record.delivered and not record.filed:
                 await self._file(record)
             if not record.waiting and record.filed and not record.failures:
@@ -609,8 +676,18 @@ class OutboxBackend(BackendBase):
             except ConfigError as e:
                 raise SendFailure(str(e), account=True) from None
             async with self._limiter:
-                outcome: Outcome = await trio.to_thread.run_sync(submit, server, message, recipients)
+                outcome: Outcome = await trio.to_thread.run_sync(
+                    submit, server, message, recipients,
+                    lambda accepted: self._before_final_dot(record, accepted))
+        except Unconfirmed as e:
+            record.last_reply = e.reply
+            for address in e.recipients:
+                record.replies[address] = e.reply
+            when = _iso(record.final_dot_at or time.time())
+            await self._unconfirmed(record, f"{e.reply}, at {when}")
+            return
         except SendFailure as e:
+            record.final_dot, record.final_dot_at = [], 0.0  # answered (or never got that far)
             record.last_reply = e.reply
             if e.account and e.reply not in self._warned:
                 self._warned.add(e.reply)
@@ -622,6 +699,7 @@ class OutboxBackend(BackendBase):
             if e.permanent:
                 log.warning("%s: the server refused it: %s", record.name, e.reply)
             return
+        record.final_dot, record.final_dot_at = [], 0.0  # the server answered the final dot
         # what the user needs to read: why it is still waiting, else the final answer
         record.last_reply = next(iter(outcome.temporary.values()), outcome.reply)
         for address, reply in outcome.accepted.items():
@@ -639,6 +717,37 @@ class OutboxBackend(BackendBase):
             log.info("%s: sent to %s; will retry %s", record.name, ", ".join(outcome.accepted),
                      ", ".join(outcome.temporary))
 
+    def _before_final_dot(self, record: Record, accepted: list[str]) -> None:
+        """In the sending thread: make "the server may have it from now on" durable."""
+        record.final_dot, record.final_dot_at = list(accepted), time.time()
+        self.queue.save(record)
+        trio.from_thread.run_sync(self._changed, record)
+
+    async def _unconfirmed(self, record: Record, why: str) -> None:
+        """The server may have accepted the message (its answer to the final dot is unknown).
+
+        A copy in the linked Sent folder proves delivery: then it counts as sent. Its absence
+        proves nothing: fsmount files its copy only after the server's answer (which it never
+        recorded here), and a provider that files copies itself (provider_files_sent) may do so
+        after accepting the message. So it is never sent again on its own: the user decides.
+        """
+        record.in_flight = False
+        found, check = await self._sent_check(record)
+        if found:
+            log.info("%s: its answer was lost, but its copy is in the Sent folder: counted as sent",
+                     record.name)
+            for address in record.final_dot:
+                if record.recipients.get(address) == PENDING:
+                    record.recipients[address] = SENT
+                    record.replies[address] = "assumed delivered: its copy is in the Sent folder"
+            record.final_dot, record.final_dot_at = [], 0.0
+        else:
+            record.unsure, record.sent_check = why, check
+            log.warning("%s may have been sent (Message-ID %s): %s; it is not sent again unless "
+                        "asked (setfattr -n user.%s -v 1)", record.name, record.message_id, why,
+                        SEND_XATTR)
+        await self._save(record)
+
     def _submission_server(self) -> Server:
         if self._server is None:
             acc = self.account
@@ -651,8 +760,9 @@ class OutboxBackend(BackendBase):
         return self._server
 
     async def _post_news(self, record: Record) -> None:
-        peer = self.env.peers.get(self.account["news_account"])
-        if peer is None or not hasattr(peer, "post"):
+        links = self.env.links
+        peer = links.news(self.account["news_account"]) if links is not None else None
+        if peer is None:
             record.news, record.news_reply = FAILED, "the linked news account is not available"
             return
         data = await trio.to_thread.run_sync(self.queue.read, record)
@@ -688,20 +798,32 @@ class OutboxBackend(BackendBase):
 
     # -- the Sent copy -------------------------------------------------------------------------
 
-    def _sent_peer(self) -> Any | None:
-        name = self.account["sent_account"]
-        return self.env.peers.get(name) if name else None
+    def _sent_peer(self) -> SentLink | None:
+        links = self.env.links
+        return links.sent(self.account["sent_account"]) if links is not None else None
 
     async def _already_in_sent(self, record: Record) -> bool:
+        return (await self._sent_check(record))[0]
+
+    async def _sent_check(self, record: Record) -> tuple[bool, str]:
+        """→ (its Message-ID is in the linked Sent folder, what the check found, for the user)."""
         peer = self._sent_peer()
-        if peer is None or not record.message_id:
-            return False
+        if peer is None:
+            return False, "no Sent folder is linked (sent_account), nothing to check"
+        if not record.message_id:
+            return False, "it has no Message-ID to look for"
+        account = self.account["sent_account"]
         try:
-            folder = await peer.sent_folder()
-            return folder is not None and await peer.contains_message_id(folder, record.message_id)
+            folder = await peer.folder()
+            if folder is None:
+                return False, f"{account} has no Sent folder"
+            if await peer.holds(folder, record.message_id):
+                return True, f"found in {account}:{'/'.join(folder)}"
         except FsError as e:
-            log.info("%s: cannot check the Sent folder (%s); sending", record.name, e)
-            return False
+            log.info("%s: cannot check the Sent folder (%s)", record.name, e)
+            return False, f"cannot check {account} ({e})"
+        return False, (f"not in {account}:{'/'.join(folder)}, which does not prove it was not "
+                       "delivered (the copy is filed after the server's answer)")
 
     async def _file(self, record: Record) -> None:
         """Copy the sent message where the user keeps sent mail (once)."""
@@ -716,14 +838,14 @@ class OutboxBackend(BackendBase):
     async def _file_linked(self, record: Record) -> str:
         """APPEND to the linked account's Sent folder; sent/ when it has none or refuses."""
         peer, account = self._sent_peer(), self.account["sent_account"]
+        assert peer is not None
         try:
-            folder = await peer.sent_folder()  # type: ignore[union-attr]
+            folder = await peer.folder()
             if folder is None:
                 raise NotFound(f"{account} has no Sent folder")
-            if not await peer.contains_message_id(folder, record.message_id):  # type: ignore[union-attr]
+            if not await peer.holds(folder, record.message_id):
                 data = await trio.to_thread.run_sync(self.queue.message_path(record).read_bytes)
-                await peer.commit(  # type: ignore[union-attr]
-                    tuple(folder) + (record.name,), BytesContent(data), None)
+                await peer.file(folder, record.name, data)
         except Transient:
             raise  # try again later
         except FsError as e:

@@ -42,6 +42,13 @@ class Record:
     next_try: float = 0.0  # wall-clock time of the next attempt
     last_reply: str = ""
     in_flight: bool = False  # an attempt started and its outcome was not recorded (yet)
+    # The final "." of DATA was about to be sent to these recipients and its answer is not
+    # recorded: from here on the server may have the message. Found after a restart (or
+    # when the answer never came), the message is ``unsure`` and is not sent on its own.
+    final_dot: list[str] = field(default_factory=list)
+    final_dot_at: float = 0.0
+    unsure: str = ""  # why it may have been sent; non-empty: sent again only when asked
+    sent_check: str = ""  # what the linked Sent folder said about it when it became unsure
     filed: str = ""  # where the copy went once sent ("" while not filed)
     gave_up: str = ""
 
@@ -51,8 +58,10 @@ class Record:
 
     @property
     def waiting(self) -> bool:
-        """Something is still to be delivered (to a recipient or a newsgroup)."""
-        return not self.refused and not self.gave_up and (bool(self.pending) or self.news == PENDING)
+        """Something is still to be delivered (to a recipient or a newsgroup), by the sender
+        on its own (not a message that may have been sent: that waits for the user)."""
+        return (not self.refused and not self.gave_up and not self.unsure
+                and (bool(self.pending) or self.news == PENDING))
 
     @property
     def delivered(self) -> bool:

@@ -5,6 +5,10 @@ with an explanation meant for the user. It changes the user's bytes only by *pre
 missing ``From``/``Date``/``Message-ID`` lines, so the body (8-bit, signed, whatever) is never
 re-encoded. ``submit`` runs in a worker thread and makes one attempt; its ``Outcome`` says per
 recipient what the server answered, and ``SendFailure`` covers a whole attempt.
+
+The end of DATA is written by hand (not ``smtplib.SMTP.data``) so that the caller can record
+durably, just before the final ``.`` leaves, that the server may accept the message from then
+on; a missing answer to that ``.`` is ``Unconfirmed``, never a plain failure to retry.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import smtplib
 import socket
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
@@ -270,6 +274,21 @@ class SendFailure(Exception):
         self.account = account
 
 
+class Unconfirmed(SendFailure):
+    """The final ``.`` of DATA was sent (or was about to be) and no answer came back: the
+    server may have accepted the message for ``recipients``. Sending again could deliver it
+    twice, so the caller must not retry on its own."""
+
+    def __init__(self, reply: str, recipients: list[str]) -> None:
+        super().__init__(reply)
+        self.recipients = recipients
+
+
+#: Called in the sending thread just before the final "." with the recipients the server
+#: accepted; it must return only once that fact is durable (it may raise to abort).
+FinalDotHook = Callable[[list[str]], None]
+
+
 @dataclass
 class Outcome:
     """Per-recipient replies of one attempt: accepted, refused for now, refused for good."""
@@ -280,7 +299,8 @@ class Outcome:
     reply: str = ""
 
 
-def submit(server: Server, message: Prepared, recipients: Iterable[str]) -> Outcome:
+def submit(server: Server, message: Prepared, recipients: Iterable[str],
+           before_final_dot: FinalDotHook | None = None) -> Outcome:
     """One attempt to hand ``message`` to ``server`` for ``recipients`` (blocking)."""
     try:
         conn = _connect(server)
@@ -289,7 +309,7 @@ def submit(server: Server, message: Prepared, recipients: Iterable[str]) -> Outc
     except Exception as e:
         raise _failure(e) from e
     try:
-        return _transaction(conn, message, list(recipients))
+        return _transaction(conn, message, list(recipients), before_final_dot)
     except SendFailure:
         raise
     except Exception as e:
@@ -368,7 +388,8 @@ def _login(conn: smtplib.SMTP, server: Server, encrypted: bool) -> None:
     conn.auth(mechanism, handler)
 
 
-def _transaction(conn: smtplib.SMTP, message: Prepared, recipients: list[str]) -> Outcome:
+def _transaction(conn: smtplib.SMTP, message: Prepared, recipients: list[str],
+                 before_final_dot: FinalDotHook | None = None) -> Outcome:
     options = []
     if message.utf8_addresses or message.utf8_headers:
         if conn.has_extn("smtputf8"):
@@ -401,7 +422,7 @@ def _transaction(conn: smtplib.SMTP, message: Prepared, recipients: list[str]) -
         conn.rset()
         outcome.reply = next(iter({**outcome.temporary, **outcome.permanent}.values()), "")
         return outcome
-    code, text = conn.data(payload)
+    code, text = _data(conn, payload, list(outcome.accepted), before_final_dot)
     reply = _reply(code, text)
     log.debug("DATA → %s", reply)
     outcome.reply = reply
@@ -412,3 +433,34 @@ def _transaction(conn: smtplib.SMTP, message: Prepared, recipients: list[str]) -
     else:
         outcome.accepted = dict.fromkeys(outcome.accepted, reply)
     return outcome
+
+
+_LINE_START_DOT = re.compile(rb"^\.", re.M)
+
+
+def _data(conn: smtplib.SMTP, payload: bytes, accepted: list[str],
+          before_final_dot: FinalDotHook | None) -> tuple[int, bytes]:
+    """DATA, the dot-stuffed payload, then the final "." once ``before_final_dot`` returned.
+
+    ``payload`` ends with CRLF (``wire_format``). After the hook ran, an attempt that gets no
+    reply raises ``Unconfirmed``: the server may hold the whole message by then.
+    """
+    code, text = conn.docmd("data")
+    log.debug("DATA → %d", code)
+    if code != 354:
+        raise smtplib.SMTPDataError(code, text)
+    conn.send(_LINE_START_DOT.sub(b"..", payload))
+    if before_final_dot is not None:
+        try:
+            before_final_dot(accepted)
+        except BaseException as e:  # not recorded: the server must not get the dot
+            conn.close()  # a QUIT now would be read as message text: hang up (it drops it all)
+            if isinstance(e, OSError):
+                raise SendFailure(f"cannot record the attempt locally: {e.strerror or e}") from e
+            raise
+    try:
+        conn.send(b".\r\n")
+        return conn.getreply()
+    except (OSError, smtplib.SMTPServerDisconnected) as e:
+        conn.close()
+        raise Unconfirmed(f"no answer after the end of the message was sent ({e})", accepted) from e

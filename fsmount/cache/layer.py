@@ -16,21 +16,22 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import trio
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from ..backends.base import Backend, Content, Entry, PartialListing, PartSink, Path
-from ..errors import AlreadyExists, FsError, NotADirectory, NotFound, Offline, ReadOnly
+from ..backends.decoded import decoded_text
+from ..errors import AlreadyExists, FsError, NotADirectory, NotFound, NotPermitted, Offline, ReadOnly
 from .availability import Availability, GuardedBackend, cuts_off
 from .content import BLOCK, CachedObject, ContentStore, object_key, unlink_quietly
 from .growing import GrowingListing
 from .metadata import Listing, MetadataCache
 from .prefetch import ScanPrefetcher
 from .streaming import Stream
+from .views import DecodedView, text_entry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,6 +45,7 @@ INLINE_STORE = 4 << 20
 MAX_ALIASES = 1000
 ALIAS_LIFETIME = 60.0
 MAX_KEYS = 200_000  # long enough for rsync's or an editor's rename after close
+MAX_SIZES = 200_000  # sizes learned by reading objects whose listed size was a hint
 # A listing that failed (after its retries) answers the lookups that follow with the same
 # error for this long: `ls -l` of a folder whose listing just failed would otherwise retry
 # the whole listing once per name it shows. A new readdir always tries again.
@@ -53,20 +55,24 @@ STREAM_SIZE = 64 << 20  # the default of the ``stream_size`` setting
 MAX_STREAMED = 1000  # objects remembered as streamed once: read again, they are kept on disk
 #: The account's status file in its root folder: found by name, never listed, read-only.
 STATUS_NAME = ".fsmount-status"
+STATUS_PATH: Path = (STATUS_NAME,)
 #: How long a stale listing's check may take before the cached listing is served meanwhile.
 STALE_PATIENCE = 1.0
-STATUS_PATH: Path = (STATUS_NAME,)
 
 
 class CachedBackend:
     """Wraps one account's backend. All state lives on the trio thread."""
 
     def __init__(self, backend: Backend, account: str, store: ContentStore, ttl: float,
-                 parallel: int = 4, stream_size: int = STREAM_SIZE) -> None:
+                 parallel: int = 4, stream_size: int = STREAM_SIZE,
+                 decoded_view: bool = False) -> None:
         self.availability = Availability(account, backend.probe)
+        self.bare = backend  # the protocol side itself, for what is asked of it by type (links)
         self.backend = cast(Backend, GuardedBackend(backend, self.availability))
         self.stream_size = stream_size  # 0: every file read is kept on disk
-        self._streamed: OrderedDict[str, None] = OrderedDict()  # keys, oldest first
+        # keys of objects streamed once: read again, they are kept on disk
+        self._streamed: LRUCache[str, None] = LRUCache(MAX_STREAMED)
+        self.view = DecodedView() if decoded_view else None
         self.account = account
         self.store = store
         self.capabilities = backend.capabilities
@@ -76,12 +82,13 @@ class CachedBackend:
         self._checks: dict[Path, _Check] = {}  # stale listings being confirmed
         self._failed: TTLCache[Path, FsError] = TTLCache(MAX_FAILURES, FAILURE_MEMORY)
         self._pending: dict[Path, Entry] = {}  # created locally, not committed yet
-        self._keys: dict[tuple[Path, tuple[Any, ...]], str] = {}  # hashing is per open: memoized
-        self._exact_sizes: dict[tuple[Path, tuple[Any, ...]], int] = {}  # learned by downloading
-        # A name a writer used that the service replaced (an IMAP APPEND names the message
-        # itself): still resolvable, so the writer's rename or unlink of it (rsync, editors)
-        # reaches the backend instead of failing with ENOENT.
-        self._aliases: OrderedDict[Path, tuple[Entry, float]] = OrderedDict()  # → (entry, expiry)
+        # hashing is per open: memoized
+        self._keys: LRUCache[tuple[Path, tuple[Any, ...]], str] = LRUCache(MAX_KEYS)
+        self._exact_sizes: LRUCache[tuple[Path, tuple[Any, ...]], int] = LRUCache(MAX_SIZES)
+        # A name a writer used that the service replaced (an IMAP APPEND or MOVE names the
+        # message itself): still resolvable, so the writer's rename or unlink of it (rsync,
+        # editors) and mv's look at what it moved reach the message instead of ENOENT.
+        self._aliases: TTLCache[Path, Entry] = TTLCache(MAX_ALIASES, ALIAS_LIFETIME)
         self._nursery: trio.Nursery | None = None
         self.prefetch = ScanPrefetcher(self, parallel)
         self._started = time.time()
@@ -251,7 +258,24 @@ class CachedBackend:
                 raise NotFound("/".join(path))
             entry = await self._once(("stat", path), lambda: self.backend.stat(path))
             self.meta.store_stat(path, entry)
+        if not entry.size_exact and self.view is not None and self.view.is_text(entry):
+            entry = await self._made(path, entry)
         return entry
+
+    async def _made(self, path: Path, entry: Entry) -> Entry:
+        """A decoded view with its exact size: made now, so that no one is ever shown a
+        size its reader will not get (rsync and tar check)."""
+        obj = self.store.open(self._key(path, entry), None)
+        try:
+            if not obj.complete:
+                await self._download_whole(path, entry, obj)
+            size = obj.size
+        finally:
+            self.store.release(obj)
+        if size is None:
+            return entry
+        self._learn_size(path, entry, size)
+        return dataclasses.replace(entry, size=size, size_exact=True)
 
     async def ensure_absent(self, path: Path) -> None:
         """Before creating ``path``: where its directory's listing was cut short, make sure
@@ -266,7 +290,10 @@ class CachedBackend:
         raise AlreadyExists(f"{'/'.join(path)} exists on the server (its folder's listing was cut short)")
 
     def _corrected(self, directory: Path, entries: list[Entry]) -> list[Entry]:
-        """Apply sizes learned from downloads to entries whose size was a hint."""
+        """The decoded views added, and sizes learned from downloads applied to entries whose
+        size was a hint."""
+        if self.view is not None:
+            entries = self.view.with_texts(entries)
         if all(e.size_exact or e.is_dir for e in entries):
             return entries
         return [e if e.size_exact or e.is_dir else self._exact(directory + (e.name,), e)
@@ -285,8 +312,6 @@ class CachedBackend:
         memo = (path, entry.identity)
         key = self._keys.get(memo)
         if key is None:
-            if len(self._keys) >= MAX_KEYS:
-                self._keys.clear()
             key = self._keys[memo] = object_key(self.account, path, entry.identity)
         return key
 
@@ -294,9 +319,6 @@ class CachedBackend:
         """``key`` streamed through to its end: a second reading is kept on disk (what is
         read again is what the disk cache is for)."""
         self._streamed[key] = None
-        self._streamed.move_to_end(key)
-        while len(self._streamed) > MAX_STREAMED:
-            self._streamed.popitem(last=False)
 
     def open_reader(self, path: Path, entry: Entry) -> Reader:
         if path == STATUS_PATH:
@@ -334,7 +356,10 @@ class CachedBackend:
             self.store.ensure_directory()
             tmp = self._download_path(obj)
             try:
-                exact = await self.backend.download(path, tmp)
+                if self.view is not None and self.view.is_text(entry):
+                    exact = await self._make_text(path, entry, tmp)
+                else:
+                    exact = await self.backend.download(path, tmp)
             except BaseException:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(unlink_quietly, tmp)
@@ -411,6 +436,29 @@ class CachedBackend:
                     flight.done.set()
                     self.store.release(obj)
 
+    async def _make_text(self, path: Path, entry: Entry, into: str) -> Entry:
+        """Decode the message behind a text (read through this cache: fetched once for
+        both files) into ``into``."""
+        text = decoded_text(await self._whole(self.view.source(path)))  # type: ignore[union-attr,arg-type]
+        await trio.to_thread.run_sync(_write_file, into, text)
+        return dataclasses.replace(entry, size=len(text), size_exact=True)
+
+    async def _whole(self, path: Path) -> bytes:
+        """All bytes of ``path`` through the cache, without counting as an open (a text's
+        source is no file the user opened: no scan is detected from it)."""
+        reader = Reader(self, path, await self.stat(path))
+        try:
+            chunks = []
+            offset = 0
+            while True:
+                data = await reader.read(offset, CHUNK)
+                chunks.append(bytes(data))
+                offset += len(data)
+                if len(data) < CHUNK or (reader.entry.size_exact and offset >= (reader.entry.size or 0)):
+                    return b"".join(chunks)
+        finally:
+            reader.close()
+
     def _download_path(self, obj: CachedObject) -> str:
         return f"{self.store.final_path(obj.key)}.dl.part"
 
@@ -428,54 +476,56 @@ class CachedBackend:
         self._pending.pop(path, None)
 
     async def commit(self, path: Path, content: Content, replacing: Entry | None) -> Entry:
-        self._not_status(path)
+        self._writable(path)
         entry = await self._change(path[:-1], self.backend.commit(path, content, replacing), gone=path)
         if entry.name != path[-1]:
-            self._aliases[path] = (entry, time.monotonic() + ALIAS_LIFETIME)
-            while len(self._aliases) > MAX_ALIASES:
-                self._aliases.popitem(last=False)
+            self._aliases[path] = entry
         return entry
 
     def _alias(self, path: Path) -> Entry | None:
-        alias = self._aliases.get(path)
-        if alias is None or alias[1] < time.monotonic():
-            self._aliases.pop(path, None)
-            return None
-        return alias[0]
+        return self._aliases.get(path)
+
+    def _writable(self, *paths: Path) -> None:
+        """Derived files are read-only: their message is what changes; so is the status."""
+        for path in paths:
+            self._not_status(path)
+        if self.view is not None and any(self.view.source(p) for p in paths):
+            raise NotPermitted("the decoded view is read-only; change the .eml file")
 
     async def remove(self, path: Path) -> None:
-        self._not_status(path)
+        self._writable(path)
         self._aliases.pop(path, None)
         await self._change(path[:-1], self.backend.remove(path), gone=path)
 
     async def rmdir(self, path: Path) -> None:
-        self._not_status(path)
+        self._writable(path)
         await self._change(path[:-1], self.backend.rmdir(path), gone=path)
 
     async def mkdir(self, path: Path) -> None:
-        self._not_status(path)
+        self._writable(path)
         await self._change(path[:-1], self.backend.mkdir(path))
         await self._refresh(path)
 
     async def rename(self, old: Path, new: Path) -> Entry | None:
-        self._not_status(old)
-        self._not_status(new)
+        self._writable(old, new)
         self._aliases.pop(old, None)
         self.meta.changed(new[:-1])
         result = await self._change(old[:-1], self.backend.rename(old, new), gone=old, into=new[:-1])
         if result is None or result.name != new[-1]:
-            self.meta.drop(new)
+            self._drop(new)
         if result is None:
             await self._refresh(new)
+        elif result.name != new[-1]:
+            self._aliases[new] = result  # the service named it (IMAP): mv looks at what it made
         return result
 
     async def set_mode(self, path: Path, mode: int) -> None:
-        self._not_status(path)
+        self._writable(path)
         await self._change(path[:-1], self.backend.set_mode(path, mode))
         await self._refresh(path)
 
     async def set_mtime(self, path: Path, mtime: float) -> None:
-        self._not_status(path)
+        self._writable(path)
         await self._change(path[:-1], self.backend.set_mtime(path, mtime))
         await self._refresh(path)
 
@@ -505,36 +555,53 @@ class CachedBackend:
             if gone is not None:
                 self._pending.pop(gone, None)
         if gone is not None:
-            self.meta.drop(gone)
+            self._drop(gone)
         if self.capabilities.coupled_names:
             self.meta.forget(directory)
         if isinstance(result, Entry):
-            self.meta.put((directory if into is None else into) + (result.name,), result)
+            self._put((directory if into is None else into) + (result.name,), result)
         return result
+
+    def _put(self, path: Path, entry: Entry) -> None:
+        """Show an entry our change made, and its decoded view beside it."""
+        self.meta.put(path, entry)
+        text = self.view.text_path(path) if self.view is not None else None
+        if text is not None and not entry.is_dir:
+            self.meta.put(text, text_entry(entry))
+
+    def _drop(self, path: Path) -> None:
+        self.meta.drop(path)
+        text = self.view.text_path(path) if self.view is not None else None
+        if text is not None:
+            self.meta.drop(text)
 
     def _forget_after_failure(self, directory: Path, gone: Path | None) -> None:
         self.meta.forget(directory)
         if gone is not None:
-            self.meta.drop(gone)
+            self._drop(gone)
 
     async def _refresh(self, path: Path) -> None:
         """Learn the entry a change left at ``path`` (one stat, not a whole listing)."""
         try:
-            self.meta.put(path, await self.backend.stat(path))
+            self._put(path, await self.backend.stat(path))
         except FsError:
             self.meta.forget(path[:-1])
 
     async def get_xattrs(self, path: Path) -> dict[str, bytes]:
+        if self.view is not None and self.view.source(path):
+            return {}
         return await self.backend.get_xattrs(path)
 
     async def xattr_names(self, path: Path) -> list[str]:
+        if self.view is not None and self.view.source(path):
+            return []
         try:
             return await self.backend.xattr_names(path)
         except Offline:  # ls -l asks for every file it shows: it shows them without
             return []
 
     async def set_xattr(self, path: Path, name: str, value: bytes) -> None:
-        self._not_status(path)
+        self._writable(path)
         await self._change(path[:-1], self.backend.set_xattr(path, name, value))
 
     async def aclose(self) -> None:
@@ -545,24 +612,36 @@ class CachedBackend:
     async def _once(self, key: Any, fetch: Callable[[], Awaitable[T]]) -> T:
         """Concurrent callers with the same key share one fetch (and its error)."""
         flight = self._inflight.get(key)
-        if flight is not None:
+        while flight is not None:
             await flight.done.wait()
+            if flight.result is _ABANDONED:  # its first caller was cancelled (Ctrl-C), not us
+                flight = self._inflight.get(key)
+                continue
             if isinstance(flight.result, BaseException):
                 raise flight.result
             return flight.result
         flight = self._inflight[key] = _Flight()
+        flight.result = _ABANDONED
         try:
             flight.result = await fetch()
             return flight.result
         except FsError as e:
             flight.result = e
             raise
-        except BaseException as e:
-            flight.result = FsError(f"interrupted: {e!r}")
+        except Exception as e:
+            flight.result = FsError(f"failed: {e!r}")
             raise
         finally:
             del self._inflight[key]
             flight.done.set()
+
+
+_ABANDONED = object()  # a flight whose caller was cancelled: the next waiter fetches anew
+
+
+def _write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 class TextReader:
@@ -611,8 +690,11 @@ class Reader:
         self.uncached = False  # the cache disk failed a write: read from the server directly
         # a big object not on disk yet is streamed while it is read from its start on
         self.stream: Stream | None = None
+        # a derived file is made whole; anything else is read in ranges where the backend can
+        self.ranged = layer.capabilities.ranged_read and not (
+            layer.view is not None and layer.view.is_text(entry))
         self.may_stream = (0 < layer.stream_size <= (entry.size or 0) and not self.obj.complete
-                           and layer.capabilities.ranged_read and layer.nursery is not None
+                           and self.ranged and layer.nursery is not None
                            and self.obj.key not in layer._streamed)
 
     @property
@@ -621,7 +703,7 @@ class Reader:
 
     async def read(self, offset: int, size: int) -> bytes | memoryview:
         if self.uncached:
-            return await self.layer.backend.read(self.path, offset, size)
+            return await self._from_server(offset, size)
         if self.may_stream:
             data = await self._from_stream(offset, size)
             if data is not None:
@@ -636,7 +718,15 @@ class Reader:
             self.uncached = True
             if self.ahead is not None:
                 self.ahead.cancel()
+            return await self._from_server(offset, size)
+
+    async def _from_server(self, offset: int, size: int) -> bytes:
+        """Bytes while the cache disk fails: a derived file is made again in memory."""
+        view = self.layer.view
+        if self.ranged or view is None:
             return await self.layer.backend.read(self.path, offset, size)
+        raw = await self.layer._whole(view.source(self.path))  # type: ignore[arg-type]
+        return (await trio.to_thread.run_sync(decoded_text, raw))[offset:offset + size]
 
     async def _from_stream(self, offset: int, size: int) -> bytes | memoryview | None:
         """The bytes from the stream; None once the reader left it (read in places)."""
@@ -655,9 +745,7 @@ class Reader:
 
     async def _read(self, offset: int, size: int) -> bytes:
         obj = self.obj
-        if not obj.complete and (
-            not self.layer.capabilities.ranged_read or ("download", obj.key) in self.layer._inflight
-        ):
+        if not obj.complete and (not self.ranged or ("download", obj.key) in self.layer._inflight):
             await self.layer._download_whole(self.path, self.entry, obj)
         elif not obj.has(offset, size):
             await self._fetch(offset, size)

@@ -18,6 +18,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ..backends.base import Entry, Path
+from .views import DecodedView
 
 if TYPE_CHECKING:
     from .layer import CachedBackend
@@ -78,6 +79,9 @@ class ScanPrefetcher:
     def opened(self, path: Path) -> None:
         if not path or self.layer.nursery is None:
             return
+        view = self.layer.view
+        if view is not None:  # a message's text is read with the message: not a step further
+            path = view.source(path) or path
         directory = path[:-1]
         found = self._order(directory)
         if found is None:
@@ -148,4 +152,6 @@ def _fetched_size(entry: Entry) -> int:
     """The bytes a scan would fetch ahead for ``entry`` (0: not fetched ahead)."""
     if entry.is_dir or entry.symlink is not None or (entry.size or 0) > MAX_SIZE:
         return 0  # a link's bytes are its target's, fetched when the target is read
+    if DecodedView.is_text(entry):
+        return 0  # made from its message, which is fetched
     return max(entry.size or 0, 1)

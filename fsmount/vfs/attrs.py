@@ -53,14 +53,20 @@ def make(inode: int, entry: Entry, caps: Capabilities, owner: Owner) -> pyfuse3.
     a.st_uid = owner.uid
     a.st_gid = owner.gid
     mtime = entry.mtime
-    a.st_mtime_ns = a.st_ctime_ns = a.st_atime_ns = int(
-        (mtime if mtime is not None else time.time()) * 1e9)
+    a.st_mtime_ns = a.st_ctime_ns = a.st_atime_ns = (
+        int(mtime * 1e9) if mtime is not None else _MOUNTED_NS)
     a.st_blksize = 1024 * 1024
     a.st_blocks = (size + 511) // 512
-    a.attr_timeout = a.entry_timeout = (
-        IMMUTABLE_TIMEOUT if caps.immutable and entry.size_exact else MUTABLE_TIMEOUT)
+    a.entry_timeout = IMMUTABLE_TIMEOUT if caps.immutable else MUTABLE_TIMEOUT
+    # a size that is only a hint is asked for again at each stat: the cache layer answers
+    # with the exact size as soon as it knows it
+    a.attr_timeout = (0 if not entry.size_exact and not is_dir
+                      else a.entry_timeout)
     return a
 
 
 _IFLNK, _IFDIR, _IFREG = stat.S_IFLNK, stat.S_IFDIR, stat.S_IFREG
+# The time shown where the server tells none (IMAP folders, NNTP groups): the same at every
+# stat, or tar reports "file changed as we read it" and exits 1.
+_MOUNTED_NS = time.time_ns()
 _NO_WRITE = ~0o222  # permission bits without any write bit

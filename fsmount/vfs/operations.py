@@ -32,6 +32,7 @@ from .tree import Tree
 log = logging.getLogger(__name__)
 XATTR_PREFIX = "user."
 DIRECT_IO_MIN = 1 << 20
+SPACE_BLOCK = 4096  # the unit of statfs counts
 
 
 def fs_op(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -54,6 +55,14 @@ def fs_op(method: Callable[..., Any]) -> Callable[..., Any]:
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper
+
+
+def _existing(path: os.PathLike[str]) -> str:
+    """``path`` or its nearest existing parent (the cache may have been removed by hand)."""
+    p = os.path.abspath(path)
+    while not os.path.isdir(p) and p != "/":
+        p = os.path.dirname(p)
+    return p
 
 
 class Operations(pyfuse3.Operations):
@@ -531,11 +540,20 @@ class Operations(pyfuse3.Operations):
 
     @fs_op
     async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        """What ``df`` shows (fsmount(1), FREE SPACE). No protocol mounted here tells
+        a server's size or use, so "used" is 0 and the free space is the one limit that is
+        real: a file written through the mount is held in the spool until it is stored, so
+        the spool's filesystem bounds what can be written at once. A mount that cannot be
+        written shows 0 free. Inode counts are unknown: 0, as btrfs reports them."""
         s = pyfuse3.StatvfsData()
-        s.f_bsize = s.f_frsize = 4096
-        s.f_blocks = s.f_bfree = s.f_bavail = 1 << 30  # remote space is unknown: never "full"
-        s.f_files = s.f_ffree = s.f_favail = 1 << 24
+        s.f_bsize = s.f_frsize = SPACE_BLOCK
         s.f_namemax = names.MAX_BYTES
+        s.f_files = s.f_ffree = s.f_favail = 0
+        free = 0
+        if self._writable_anywhere():
+            local = os.statvfs(_existing(self.spool.directory))
+            free = local.f_bavail * local.f_frsize // SPACE_BLOCK
+        s.f_blocks = s.f_bfree = s.f_bavail = free
         return s
 
     @fs_op

@@ -18,6 +18,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -74,8 +75,6 @@ class InnServer:
     def client(self, user: str | None = "alice", *, tls: bool = False) -> nntplib.NNTP:
         """A direct client (the tests' view from the server side)."""
         if tls:
-            import ssl
-
             ctx = ssl.create_default_context(cafile=str(self.ca))
             conn: nntplib.NNTP = nntplib.NNTP_SSL(HOST, self.tls_port, ssl_context=ctx, timeout=10)
         else:
@@ -349,9 +348,13 @@ def _tls_ready(port: int, proc: subprocess.Popen, deadline: float) -> bool:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
-        try:
-            with socket.create_connection((HOST, port), timeout=2):
-                return True
+        try:  # nnrpd's own greeting over TLS: a port another process took meanwhile is not it
+            ctx = ssl.create_default_context(cafile=str(certs().ca))
+            with socket.create_connection((HOST, port), timeout=2) as raw, \
+                    ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                if tls.recv(64).startswith(b"20"):
+                    return True
+                return False
         except OSError:
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
