@@ -186,3 +186,23 @@ def test_the_status_file_cannot_be_changed(server: FtpServer) -> None:
             assert run(*cmd, check=False).returncode != 0, cmd
         assert status.read_text() == "online\n"
         assert not (server.root / STATUS).exists()
+
+
+def test_a_connection_checked_before_reuse_waits_one_timeout_too(server: FtpServer) -> None:
+    """A connection is checked (NOOP) before reuse after an error reply or 15 s idle: a check
+    the paused server does not answer must not be followed by a new connection that waits as
+    long again."""
+    (server.root / "d" / "gone.txt").write_text("deleted behind the mount's back\n")
+    with mounted(account("f", server.port), source="f", expect_warnings=AWAY) as m:
+        d = m.path / "d"
+        assert "gone.txt" in os.listdir(d)
+        (server.root / "d" / "gone.txt").unlink()
+        done = run("cat", d / "gone.txt", check=False)  # 550: the connection is checked next
+        assert done.returncode != 0 and b"No such file" in done.stderr
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            took, done = timed("cat", d / "unseen.txt")
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        assert done.returncode != 0
+        assert took < 1.6 * TIMEOUT, f"cat waited {took:.1f} s for a {TIMEOUT:g} s timeout"
