@@ -65,7 +65,8 @@ class Availability:
         return self.since is not None
 
     def offline_error(self) -> Offline:
-        assert self.since is not None
+        if self.since is None:  # a call cancelled when it went offline, ending after it came back
+            return Offline(f"{self.account}: the server did not answer")
         return Offline(f"{self.account}: the server has not answered since "
                        f"{_clock(self.since)} ({self.error})")
 
