@@ -117,5 +117,13 @@ class Unreachable(Transient):
     errno = _errno.EIO
 
 
+class Offline(FsError):
+    """The account's server stopped answering a moment ago and has not answered since: an
+    operation that needs it fails at once instead of waiting for it again
+    (``cache.availability``)."""
+
+    errno = _errno.EHOSTDOWN
+
+
 class ConfigError(Exception):
     """A user mistake found before mounting; the CLI prints it as one line and exits 2."""

@@ -44,3 +44,53 @@ def cut(*socks: socket.socket) -> None:
             s.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+class OutageProxy(FaultProxy):
+    """A server that goes away and comes back, as its clients see it.
+
+    ``silence()``: it stops answering (a paused or cut-off server): connections are still
+    accepted, and what either side sends is swallowed; ``swallowed`` counts the bytes clients
+    sent meanwhile, so a test can wait until a request reached the silent server.
+    ``refuse()``: it is stopped: connections are refused and the open ones reset.
+    ``restore()``: it is back, on the same port (the connections that lost bytes to the
+    outage are as broken as a client would find them).
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.silent = False
+        self.swallowed = 0
+        super().__init__(host, port)
+
+    def serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+        threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if not self.silent:
+                    dst.sendall(data)
+                elif from_client:
+                    self.swallowed += len(data)
+        except OSError:
+            pass
+        cut(dst)
+
+    def silence(self) -> None:
+        self.swallowed = 0
+        self.silent = True
+
+    def refuse(self) -> None:
+        cut(self.listener)  # close() alone leaves the accept() under way accepting one more
+        self.listener.close()
+        cut(*self.sockets)
+        for s in self.sockets:  # so that the port can be listened on again
+            s.close()
+        self.sockets = []
+
+    def restore(self) -> None:
+        self.silent = False
+        if self.listener.fileno() == -1:
+            self.listener = socket.create_server(("127.0.0.1", self.port))
+            threading.Thread(target=self._accept, daemon=True).start()

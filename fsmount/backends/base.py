@@ -171,6 +171,11 @@ class Backend(Protocol):
     async def changed(self, path: Path) -> bool:
         """Whether a directory may have changed since it was last listed (cheap check)."""
 
+    async def probe(self) -> None:
+        """One real round trip to the server (never answered from what is known), failing
+        as the server does: how the cache layer learns that a server that stopped
+        answering is back."""
+
     async def aclose(self) -> None: ...
 
 
@@ -239,6 +244,9 @@ class BackendBase:
 
     async def changed(self, path: Path) -> bool:
         return True
+
+    async def probe(self) -> None:
+        await self.stat(())  # type: ignore[attr-defined]
 
     async def aclose(self) -> None:
         return None

@@ -591,6 +591,9 @@ class FtpBackend(BackendBase):
         await self._remove_temps(names)
         self.uploads.forget_finished_journals()
 
+    async def probe(self) -> None:
+        await self.pool.probe()
+
     async def aclose(self) -> None:
         self._closed = True
         await self.pool.aclose()

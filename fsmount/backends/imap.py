@@ -951,6 +951,9 @@ class ImapBackend(BackendBase, KeepsSentMail):
         uids = conn.search(["HEADER", "Message-ID", message_id])
         return max(uids) if uids else None
 
+    async def probe(self) -> None:
+        await self.pool.probe()
+
     async def aclose(self) -> None:
         if self._watcher is not None:
             await trio.to_thread.run_sync(self._watcher.stop)

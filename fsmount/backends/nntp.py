@@ -603,6 +603,9 @@ class NntpBackend(BackendBase, PostsNews):
         return Entry(message_name(key, article.header("Subject"), now), False, None, now,
                      (article.message_id,), size_exact=False)
 
+    async def probe(self) -> None:
+        await self.pool.probe()
+
     async def aclose(self) -> None:
         await self.pool.aclose()
 

@@ -666,6 +666,9 @@ class Pop3Backend(BackendBase):
             if sent[0]:
                 self._gone(path[0])
 
+    async def probe(self) -> None:
+        await self._session(lambda s: s.stat(), "STAT", retry=False)
+
     async def aclose(self) -> None:
         await self.pool.aclose()
 

@@ -5,6 +5,11 @@ wait on one fetch. Sequential readers get a read-ahead window that doubles up to
 ``MAX_WINDOW``, fetched by one background task per object so the backend's transfer stays open.
 A file of at least ``stream_size`` bytes read from its start streams through memory instead
 (``streaming``): only what is read in places is kept on disk.
+
+Every call that may reach the server goes through the account's ``Availability``: while the
+server does not answer, cached listings are served however old (a listing that cannot be
+checked is better than none) and what needs the server fails at once. The account root's
+``.fsmount-status`` file (looked up by name, never listed) says which.
 """
 from __future__ import annotations
 
@@ -12,17 +17,18 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import trio
 from cachetools import LRUCache, TTLCache
 
 from ..backends.base import Backend, Content, Entry, PartialListing, PartSink, Path
 from ..backends.decoded import decoded_text
-from ..errors import AlreadyExists, FsError, NotADirectory, NotFound, NotPermitted
+from ..errors import AlreadyExists, FsError, NotADirectory, NotFound, NotPermitted, Offline, ReadOnly
+from .availability import Availability, GuardedBackend, cuts_off
 from .content import BLOCK, CachedObject, ContentStore, object_key, unlink_quietly
 from .growing import GrowingListing
-from .metadata import MetadataCache
+from .metadata import Listing, MetadataCache
 from .prefetch import ScanPrefetcher
 from .streaming import Stream
 from .views import DecodedView, text_entry
@@ -47,6 +53,11 @@ FAILURE_MEMORY = 5.0
 MAX_FAILURES = 1000
 STREAM_SIZE = 64 << 20  # the default of the ``stream_size`` setting
 MAX_STREAMED = 1000  # objects remembered as streamed once: read again, they are kept on disk
+#: The account's status file in its root folder: found by name, never listed, read-only.
+STATUS_NAME = ".fsmount-status"
+STATUS_PATH: Path = (STATUS_NAME,)
+#: How long a stale listing's check may take before the cached listing is served meanwhile.
+STALE_PATIENCE = 1.0
 
 
 class CachedBackend:
@@ -55,7 +66,9 @@ class CachedBackend:
     def __init__(self, backend: Backend, account: str, store: ContentStore, ttl: float,
                  parallel: int = 4, stream_size: int = STREAM_SIZE,
                  decoded_view: bool = False) -> None:
-        self.backend = backend
+        self.availability = Availability(account, backend.probe)
+        self.bare = backend  # the protocol side itself, for what is asked of it by type (links)
+        self.backend = cast(Backend, GuardedBackend(backend, self.availability))
         self.stream_size = stream_size  # 0: every file read is kept on disk
         # keys of objects streamed once: read again, they are kept on disk
         self._streamed: LRUCache[str, None] = LRUCache(MAX_STREAMED)
@@ -66,6 +79,7 @@ class CachedBackend:
         self.meta = MetadataCache(backend.capabilities.metadata_ttl or ttl)
         self._inflight: dict[Any, _Flight] = {}
         self._growing: dict[Path, GrowingListing] = {}
+        self._checks: dict[Path, _Check] = {}  # stale listings being confirmed
         self._failed: TTLCache[Path, FsError] = TTLCache(MAX_FAILURES, FAILURE_MEMORY)
         self._pending: dict[Path, Entry] = {}  # created locally, not committed yet
         # hashing is per open: memoized
@@ -75,11 +89,21 @@ class CachedBackend:
         # message itself): still resolvable, so the writer's rename or unlink of it (rsync,
         # editors) and mv's look at what it moved reach the message instead of ENOENT.
         self._aliases: TTLCache[Path, Entry] = TTLCache(MAX_ALIASES, ALIAS_LIFETIME)
-        self.nursery: trio.Nursery | None = None  # set by the mount; runs read-ahead tasks
+        self._nursery: trio.Nursery | None = None
         self.prefetch = ScanPrefetcher(self, parallel)
+        self._started = time.time()
         # told of each object a scan fetched ahead, with its bytes (the VFS hands them to
         # the kernel's page cache)
         self.on_fetched_ahead: Callable[[Path, Entry, bytes], None] | None = None
+
+    @property
+    def nursery(self) -> trio.Nursery | None:
+        """Runs read-ahead tasks and the probes of a server gone away; set by the mount."""
+        return self._nursery
+
+    @nursery.setter
+    def nursery(self, nursery: trio.Nursery | None) -> None:
+        self._nursery = self.availability.nursery = nursery
 
     # -- metadata ------------------------------------------------------------------------
 
@@ -87,21 +111,73 @@ class CachedBackend:
         return self._with_pending(path, await self._entries(path))
 
     async def _entries(self, path: Path) -> dict[str, Entry]:
-        """The cached listing of ``path`` by name, fetched or confirmed when stale."""
+        """The cached listing of ``path`` by name: fetched when missing; when stale,
+        confirmed or fetched again — or served as it is while the server does not answer,
+        or when confirming it takes longer than ``STALE_PATIENCE`` (the check goes on, and
+        the next look sees its result): a folder seen before never waits for a server that
+        stopped answering."""
         listing = self.meta.get(path)
-        if listing is not None:
-            if not self.meta.fresh(listing) and not await self.backend.changed(path):
+        if listing is None:
+            return await self._fetch_listing(path)
+        if self.meta.fresh(listing) or self.availability.offline:
+            return listing.entries
+        if self.nursery is None:
+            return await self._revalidate(path, listing)
+        check = self._checks.get(path)
+        if check is None:
+            check = self._checks[path] = _Check()
+            self.nursery.start_soon(self._run_check, path, listing, check)
+        # once one check has waited that long, the server is slow for all of them
+        oldest = min(c.started for c in self._checks.values())
+        with trio.move_on_at(oldest + STALE_PATIENCE):
+            await check.done.wait()
+        if not check.done.is_set():
+            log.debug("%s: /%s: the server is slow to confirm it; serving the cached listing",
+                      self.account, "/".join(path))
+            return listing.entries
+        if isinstance(check.result, BaseException):
+            raise check.result
+        assert check.result is not None
+        return check.result
+
+    async def _revalidate(self, path: Path, listing: Listing) -> dict[str, Entry]:
+        try:
+            if not await self.backend.changed(path):
                 listing.checked = time.monotonic()
-            if self.meta.fresh(listing):
                 return listing.entries
+            return await self._fetch_listing(path)
+        except FsError as e:
+            if self._server_gone(e):
+                return listing.entries  # stale, but the server cannot say what changed
+            raise
+
+    async def _run_check(self, path: Path, listing: Listing, check: _Check) -> None:
+        try:
+            check.result = await self._revalidate(path, listing)
+        except FsError as e:
+            check.result = e
+        except Exception as e:  # a bug: keep the mount alive, fail the listing
+            log.exception("%s: checking the listing of /%s failed", self.account, "/".join(path))
+            check.result = FsError(f"listing failed: {e!r}")
+        finally:
+            del self._checks[path]
+            check.done.set()
+
+    async def _fetch_listing(self, path: Path) -> dict[str, Entry]:
         failed = self._failed.get(path)
         if failed is not None:
             raise failed
         try:
             return await self._once(("list", path), lambda: self._fetch_list(path))
         except FsError as e:
-            self._failed[path] = e
+            if not self._server_gone(e):
+                self._failed[path] = e
             raise
+
+    def _server_gone(self, error: FsError) -> bool:
+        """Whether ``error`` came from the server not answering (then a cached answer is
+        served, and the error is not remembered: the next try after it is back succeeds)."""
+        return isinstance(error, Offline) or cuts_off(error)
 
     async def list_growing(self, path: Path) -> GrowingListing:
         """The listing of ``path``: whole when cached, else growing while the backend lists
@@ -120,7 +196,8 @@ class CachedBackend:
             entries = await self._once(("list", path), lambda: self._fetch_list(path, growing))
             growing.finish(self._with_pending(path, entries))
         except FsError as e:
-            self._failed[path] = e
+            if not self._server_gone(e):
+                self._failed[path] = e
             growing.fail(e)
         except Exception as e:
             log.exception("%s: listing /%s failed", self.account, "/".join(path))
@@ -162,6 +239,8 @@ class CachedBackend:
         return [*entries.values(), *extra]
 
     async def stat(self, path: Path) -> Entry:
+        if path == STATUS_PATH:
+            return self._status_entry()
         if path in self._pending:
             return self._pending[path]
         if not path:
@@ -201,6 +280,7 @@ class CachedBackend:
     async def ensure_absent(self, path: Path) -> None:
         """Before creating ``path``: where its directory's listing was cut short, make sure
         the server holds no such object, which creating would silently replace."""
+        self._not_status(path)
         if path in self._pending or self.meta.complete(path[:-1]) or not path:
             return
         try:
@@ -241,8 +321,25 @@ class CachedBackend:
         self._streamed[key] = None
 
     def open_reader(self, path: Path, entry: Entry) -> Reader:
+        if path == STATUS_PATH:
+            return TextReader(self.availability.status().encode())  # type: ignore[return-value]
         self.prefetch.opened(path)
         return Reader(self, path, entry)
+
+    def _status_entry(self) -> Entry:
+        text = self.availability.status().encode()
+        return Entry(STATUS_NAME, False, len(text), self.availability.since or self._started,
+                     identity=("status", self.availability.changes), mode=0o444)
+
+    def ensure_changeable(self, path: Path) -> None:
+        """Before opening ``path`` for writing: what this layer makes up (the status file)
+        cannot be written, and saying so at open() is what a shell sees (it ignores close())."""
+        self._not_status(path)
+
+    @staticmethod
+    def _not_status(path: Path) -> None:
+        if path == STATUS_PATH:
+            raise ReadOnly(f"{STATUS_NAME} says how the account is; it cannot be changed")
 
     async def read(self, path: Path, offset: int, size: int) -> bytes:
         reader = self.open_reader(path, await self.stat(path))
@@ -389,7 +486,9 @@ class CachedBackend:
         return self._aliases.get(path)
 
     def _writable(self, *paths: Path) -> None:
-        """Derived files are read-only: their message is what changes."""
+        """Derived files are read-only: their message is what changes; so is the status."""
+        for path in paths:
+            self._not_status(path)
         if self.view is not None and any(self.view.source(p) for p in paths):
             raise NotPermitted("the decoded view is read-only; change the .eml file")
 
@@ -399,9 +498,11 @@ class CachedBackend:
         await self._change(path[:-1], self.backend.remove(path), gone=path)
 
     async def rmdir(self, path: Path) -> None:
+        self._writable(path)
         await self._change(path[:-1], self.backend.rmdir(path), gone=path)
 
     async def mkdir(self, path: Path) -> None:
+        self._writable(path)
         await self._change(path[:-1], self.backend.mkdir(path))
         await self._refresh(path)
 
@@ -433,19 +534,28 @@ class CachedBackend:
         """Run a change and show its result at once, without relisting the directory.
 
         Listings of ``directory`` that started before the change ended are void; after a
-        failure the directory is relisted, since its state is unknown.
+        failure the directory is relisted, since its state is unknown — except when the
+        server did not answer: then its old listing stays, to serve until the server is
+        back (the change never reached the server, or nobody can tell yet).
         """
         self.meta.changed(directory)
         try:
             result = await call
+        except FsError as e:
+            if self._server_gone(e):
+                self.meta.expire(directory)
+            else:
+                self._forget_after_failure(directory, gone)
+            raise
         except BaseException:
-            self.meta.forget(directory)
+            self._forget_after_failure(directory, gone)
             raise
         finally:
             self.meta.changed(directory)
             if gone is not None:
-                self._drop(gone)
                 self._pending.pop(gone, None)
+        if gone is not None:
+            self._drop(gone)
         if self.capabilities.coupled_names:
             self.meta.forget(directory)
         if isinstance(result, Entry):
@@ -465,6 +575,11 @@ class CachedBackend:
         if text is not None:
             self.meta.drop(text)
 
+    def _forget_after_failure(self, directory: Path, gone: Path | None) -> None:
+        self.meta.forget(directory)
+        if gone is not None:
+            self._drop(gone)
+
     async def _refresh(self, path: Path) -> None:
         """Learn the entry a change left at ``path`` (one stat, not a whole listing)."""
         try:
@@ -480,7 +595,10 @@ class CachedBackend:
     async def xattr_names(self, path: Path) -> list[str]:
         if self.view is not None and self.view.source(path):
             return []
-        return await self.backend.xattr_names(path)
+        try:
+            return await self.backend.xattr_names(path)
+        except Offline:  # ls -l asks for every file it shows: it shows them without
+            return []
 
     async def set_xattr(self, path: Path, name: str, value: bytes) -> None:
         self._writable(path)
@@ -524,6 +642,30 @@ _ABANDONED = object()  # a flight whose caller was cancelled: the next waiter fe
 def _write_file(path: str, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
+
+
+class TextReader:
+    """A ``Reader`` of bytes made here (the status file)."""
+
+    complete = True
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def read(self, offset: int, size: int) -> bytes:
+        return self.data[offset:offset + size]
+
+    def close(self) -> None:
+        pass
+
+
+class _Check:
+    """A stale listing being confirmed with the server, in a task of its own."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.started = trio.current_time()
+        self.result: dict[str, Entry] | BaseException | None = None
 
 
 class _Flight:

@@ -49,4 +49,4 @@ class Links:
 
 def _protocol_side(account: Backend | CachedBackend | None) -> object:
     """The backend that speaks the account's protocol (asked what it can do)."""
-    return account.backend if isinstance(account, CachedBackend) else account
+    return account.bare if isinstance(account, CachedBackend) else account

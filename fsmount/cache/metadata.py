@@ -86,6 +86,14 @@ class MetadataCache:
         for cached in [p for p in self._dirs if p[:n] == path]:
             del self._dirs[cached]
 
+    def expire(self, directory: Path) -> None:
+        """Check ``directory`` with the server before its listing is trusted again (a change
+        to it failed: its state is unknown); until then it is there to serve if the server
+        does not answer."""
+        listing = self._dirs.get(directory)
+        if listing is not None:
+            listing.fetched = listing.checked = float("-inf")
+
     def forget(self, directory: Path) -> None:
         """Relist ``directory`` next time (the backend said it changed)."""
         self._dirs.pop(directory, None)

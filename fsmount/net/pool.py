@@ -7,6 +7,7 @@ threads (not trio's shared default of 40), so one busy account cannot starve ano
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -102,6 +103,10 @@ class ConnectionPool(Generic[C]):
         if conn is not None and needs_check and self._check is not None:
             try:
                 self._check(conn)
+            except (TimeoutError, socket.timeout):
+                # No answer at all: a new connection would wait as long again, so the call
+                # fails now, within one ``timeout`` (the caller discards this connection).
+                raise
             except Exception as e:
                 log.debug("%s: dropping a stale connection (%s)", self.name, e)
                 self._discard(conn)
@@ -109,6 +114,13 @@ class ConnectionPool(Generic[C]):
         if conn is None:
             conn = box[0] = self._connect()
         return fn(conn)
+
+    async def probe(self) -> None:
+        """One round trip, to learn whether a server that stopped answering is back: the
+        idle connections are checked before reuse from now on (they may have died with the
+        server), and the one taken here is checked now, or a new one is made."""
+        self._idle = [(conn, used, True) for conn, used, _ in self._idle]
+        await self._run_once(lambda conn: None)
 
     def _discard(self, conn: C) -> None:
         try:

@@ -287,6 +287,7 @@ class Operations(pyfuse3.Operations):
             self._writable(node.vpath, "writing")
             if not backend.capabilities.overwrite:
                 raise NotPermitted("files here cannot be changed once written")
+            backend.ensure_changeable(path)
             await self._start_spool(handle, truncate=bool(flags & os.O_TRUNC))
             info = pyfuse3.FileInfo(fh=self.handles.add(handle), direct_io=False, keep_cache=False)
             node.cached_identity = None
