@@ -2,8 +2,23 @@
 that subclasses make misbehave on purpose (cut a transfer, refuse a command, misreport)."""
 from __future__ import annotations
 
+import random
 import socket
 import threading
+
+#: Proxies listen below the kernel's ephemeral range (32768-60999), so that a port given up
+#: for a while (a server "stopped" and "restarted") is not taken meanwhile by the local end
+#: of some outgoing connection.
+PORTS = range(20000, 32000)
+
+
+def _listener() -> socket.socket:
+    for port in random.sample(PORTS, 50):
+        try:
+            return socket.create_server(("127.0.0.1", port))
+        except OSError:
+            continue
+    return socket.create_server(("127.0.0.1", 0))
 
 
 class FaultProxy:
@@ -12,7 +27,7 @@ class FaultProxy:
 
     def __init__(self, host: str, port: int) -> None:
         self.upstream_address = (host, port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener = _listener()
         self.port = self.listener.getsockname()[1]
         self.sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
