@@ -21,8 +21,8 @@ import trio
 from fsmount.backends import imap
 from fsmount.backends.base import Entry
 from fsmount.backends.decoded import decoded_text
-from fsmount.backends.imapfolders import FolderTree
-from fsmount.backends import imapfetch
+from fsmount.backends.imap.folders import FolderTree
+from fsmount.backends.imap import fetch as imapfetch
 from fsmount.backends.mailnames import header_date, header_timestamp, key_of, message_name
 from fsmount.config import make_account
 from fsmount.credentials import Secret
@@ -181,11 +181,11 @@ def test_listing_parser_takes_every_response_shape() -> None:
         (b"3 (" + field + b" {12}", b"Subject: y\r\n"), b" UID 7 RFC822.SIZE 12 " + date + b")",
         (b"4 (UID 8 RFC822.SIZE 3 " + field + b" {3}", b"a\r\n"), b")",
     ]
-    assert imap._parse_listing(data) == [
+    assert imap.parse._parse_listing(data) == [
         (5, 10, 1714982400.0, b"Subject: quoted"), (6, 11, 1714982400.0, b""),
         (7, 12, 1714982400.0, b"Subject: y\r\n"), (8, 3, None, b"a\r\n")]
-    assert imap._internaldate(b"17-Jul-1996 02:44:25 -0700") == 837596665.0
-    assert imap._internaldate(b"garbage") is None
+    assert imap.parse._internaldate(b"17-Jul-1996 02:44:25 -0700") == 837596665.0
+    assert imap.parse._internaldate(b"garbage") is None
 
 
 def test_wire_replies_parse_like_imaplib_items() -> None:
@@ -199,7 +199,7 @@ def test_wire_replies_parse_like_imaplib_items() -> None:
         [b"* 3 FETCH (UID 6 RFC822.SIZE 11 " + date + b" " + field + b" NIL)"],
         [b"* 1 FETCH (UID 4 FLAGS (\\Seen))"],  # unsolicited: another client read it
     ]
-    assert list(imap._listing_rows(replies)) == [
+    assert list(imap.parse._listing_rows(replies)) == [
         (4, 9, 1714982400.0, b"Subject: x\r\n"), (7, 12, 1714982400.0, b"Subject: y\r\n"),
         (6, 11, 1714982400.0, b"")]
     assert imapfetch.imaplib_shape([b"* 12 FETCH (A {1}", b"x", b" B {2}", b"yz", b")"]) == [
@@ -220,14 +220,14 @@ def test_fast_date_and_name_paths_agree_with_email_utils() -> None:
 
 
 def test_prepare_message_checks_and_normalises() -> None:
-    message, date, mid = imap.prepare_message(b"From: a@b\nSubject: x\nDate: Mon, 06 May 2024 10:00:00 +0200\n"
+    message, date, mid = imap.parse.prepare_message(b"From: a@b\nSubject: x\nDate: Mon, 06 May 2024 10:00:00 +0200\n"
                                               b"Message-ID: <m@x>\n\nline\n")
     assert message == (b"From: a@b\r\nSubject: x\r\nDate: Mon, 06 May 2024 10:00:00 +0200\r\n"
                        b"Message-ID: <m@x>\r\n\r\nline\r\n")
     assert date is not None and date.timestamp() == 1714982400 and mid == "<m@x>"
     for bad in [b"", b"   \n", b"just some text\nmore\n", b"\x7fELF\x00\x01binary", b"Foo: bar\n\nno mail headers\n"]:
         with pytest.raises(InvalidArgument):
-            imap.prepare_message(bad)
+            imap.parse.prepare_message(bad)
 
 
 # -- listing and reading ----------------------------------------------------------------------
@@ -783,7 +783,7 @@ def test_a_big_fresh_listing_comes_in_parts_and_whole(dovecot_server: Dovecot) -
     """A folder listed afresh hands its entries over while they arrive (so ``ls`` can start
     before the FETCH ends); the parts hold exactly the whole listing, subfolders first."""
     folder = unique("Parts")
-    count = imap.PARTS_FROM + imap.LIST_PART // 2
+    count = imap.listing.PARTS_FROM + imap.listing.LIST_PART // 2
     dovecot_server.create_folder(folder)  # through IMAP: Dovecot's folder list knows it
     dovecot_server.create_folder(f"{folder}/Sub")
     dovecot_server.write_maildir("alice", folder, (
@@ -804,9 +804,9 @@ def test_a_big_fresh_listing_comes_in_parts_and_whole(dovecot_server: Dovecot) -
 
 
 def test_the_collector_pause_nests_and_always_ends() -> None:
-    with imap._collector_paused():
+    with imap.parse._collector_paused():
         with pytest.raises(ValueError):
-            with imap._collector_paused():
+            with imap.parse._collector_paused():
                 raise ValueError("a listing that failed")
         assert not gc.isenabled()  # the outer listing still runs
     assert gc.isenabled()

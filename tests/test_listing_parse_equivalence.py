@@ -1,7 +1,7 @@
 """The IMAP listing parser and the name helpers give the names they always gave.
 
 Names are stable across mounts (users rely on them), so the outputs of the listing parse
-(``imap._listing_rows``, ``_entry``, ``_internaldate``, ``_header_fields``), of ``mailnames``
+(``imap.parse._listing_rows``, ``_entry``, ``_internaldate``, ``_header_fields``), of ``mailnames``
 (``header_timestamp``, ``clean``, ``decode_subject``, ``message_name``), of
 ``imapfetch.replies`` and of ``names.local_name`` are compared, case by case, with golden
 data: ``tests/data/listing_names.json.gz`` holds inputs made by the generators below (fixed
@@ -25,14 +25,14 @@ import json
 import random
 import stat
 import sys
-import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from fsmount.backends import imap, imapfetch, mailnames
+from fsmount.backends import imap, mailnames
+from fsmount.backends.imap import fetch as imapfetch
 from fsmount.backends.base import Capabilities, Entry
 from fsmount.vfs import attrs, inodes, names
 
@@ -106,7 +106,7 @@ def wire_replies(data: bytes) -> list:
 
 
 def listing_rows(replies: list) -> list:
-    return list(imap._listing_rows(replies))
+    return list(imap.parse._listing_rows(replies))
 
 
 #: Section of the golden file → the function whose outputs it holds (cases: [args, output]).
@@ -115,8 +115,8 @@ SIMPLE: dict[str, Callable] = {
     "clean": mailnames.clean,
     "decode_subject": mailnames.decode_subject,
     "message_name": mailnames.message_name,
-    "header_fields": imap._header_fields,
-    "internaldate": imap._internaldate,
+    "header_fields": imap.parse._header_fields,
+    "internaldate": imap.parse._internaldate,
     "wire_replies": wire_replies,
     "local_name": names.local_name,
 }
@@ -132,7 +132,7 @@ def recompute(section: str, case: list) -> list:
     rows = outcome(listing_rows, dec(replies))
     if isinstance(rows, dict) or len(rows) != len(uidvalidities):
         return [replies, rows, uidvalidities, []]
-    entries = [outcome(imap._entry, uv, *dec(row)) for uv, row in zip(uidvalidities, rows)]
+    entries = [outcome(imap.parse._entry, uv, *dec(row)) for uv, row in zip(uidvalidities, rows)]
     return [replies, rows, uidvalidities, entries]
 
 
@@ -369,7 +369,7 @@ def test_header_fields_match_golden() -> None:
     check("header_fields")
     for (raw,), fields in golden()["header_fields"]:
         raw, fields = dec(raw), dec(fields)
-        assert imap._subject_date(raw) == (fields.get(b"subject"), fields.get(b"date")), raw
+        assert imap.parse._subject_date(raw) == (fields.get(b"subject"), fields.get(b"date")), raw
 
 
 def test_listing_rows_and_entries_match_golden() -> None:
@@ -410,15 +410,15 @@ def test_subject_date_is_what_header_fields_say() -> None:
     rng = random.Random(4)
     for _ in range(5000):
         raw = rand_header(rng)
-        fields = imap._header_fields(raw)
-        assert imap._subject_date(raw) == (fields.get(b"subject"), fields.get(b"date")), raw
+        fields = imap.parse._header_fields(raw)
+        assert imap.parse._subject_date(raw) == (fields.get(b"subject"), fields.get(b"date")), raw
 
 
 def test_listing_fast_path_agrees_with_the_general_parse() -> None:
     rng = random.Random(6)
     for i in range(5000):
         reply = rand_reply(rng, i + 1)
-        assert listing_rows([reply]) == imap._parse_listing(imapfetch.imaplib_shape(reply)), reply
+        assert listing_rows([reply]) == imap.parse._parse_listing(imapfetch.imaplib_shape(reply)), reply
 
 
 def test_wire_replies_come_back_as_sent() -> None:
@@ -438,8 +438,7 @@ MESSAGES = Capabilities(write=True, remove=True, immutable=True)  # no overwrite
 ME = attrs.Owner(1000, 100)
 
 
-def test_attrs_of_files_directories_and_links(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(time, "time", lambda: 1714989600.5)
+def test_attrs_of_files_directories_and_links() -> None:
     a = attrs.make(7, Entry("f", False, 513, 1.5e9), ALL, ME)
     assert (a.st_ino, a.st_mode, a.st_size, a.st_blocks, a.st_nlink) == (
         7, stat.S_IFREG | 0o644, 513, 2, 1)
@@ -448,7 +447,8 @@ def test_attrs_of_files_directories_and_links(monkeypatch: pytest.MonkeyPatch) -
     assert a.attr_timeout == a.entry_timeout == attrs.MUTABLE_TIMEOUT
     a = attrs.make(8, Entry("f", False, None, None, mode=0o177777), ALL, ME)
     assert (a.st_mode, a.st_size, a.st_blocks) == (stat.S_IFREG | 0o7777, 0, 0)
-    assert a.st_mtime_ns == 1714989600_500_000_000  # no mtime: now
+    assert a.st_mtime_ns == attrs._MOUNTED_NS  # no mtime: the mount's time, the same at every stat
+    assert attrs.make(8, Entry("f", False, None, None), ALL, ME).st_mtime_ns == a.st_mtime_ns
     d = attrs.make(9, Entry("d", True, 4096, mode=0o700), ALL, ME)
     assert (d.st_mode, d.st_size, d.st_nlink, d.st_blocks) == (stat.S_IFDIR | 0o700, 0, 2, 0)
     link = attrs.make(10, Entry("l", False, 99, symlink="target/é"), ALL, ME)
@@ -461,7 +461,7 @@ def test_attrs_write_bits_and_timeouts() -> None:
     assert a.st_mode == stat.S_IFREG | 0o4555
     assert a.attr_timeout == a.entry_timeout == attrs.IMMUTABLE_TIMEOUT
     hint = Entry("m", False, 10, 0.0, size_exact=False)
-    assert attrs.make(2, hint, MESSAGES, ME).attr_timeout == attrs.MUTABLE_TIMEOUT
+    assert attrs.make(2, hint, MESSAGES, ME).attr_timeout == 0  # asked again: exact once known
     assert attrs.make(3, Entry("d", True), MESSAGES, ME).st_mode == stat.S_IFDIR | 0o755
     readonly = attrs.Owner(1000, 100, readonly=True)
     assert attrs.make(3, Entry("d", True), ALL, readonly).st_mode == stat.S_IFDIR | 0o555
