@@ -2,23 +2,18 @@
 that subclasses make misbehave on purpose (cut a transfer, refuse a command, misreport)."""
 from __future__ import annotations
 
-import random
 import socket
 import threading
 
-#: Proxies listen below the kernel's ephemeral range (32768-60999), so that a port given up
-#: for a while (a server "stopped" and "restarted") is not taken meanwhile by the local end
-#: of some outgoing connection.
-PORTS = range(20000, 32000)
+from tests.servers.ports import bound_socket
 
 
 def _listener() -> socket.socket:
-    for port in random.sample(PORTS, 50):
-        try:
-            return socket.create_server(("127.0.0.1", port))
-        except OSError:
-            continue
-    return socket.create_server(("127.0.0.1", 0))
+    """Below the ephemeral range (see servers/ports.py): a port given up for a while (a
+    server "stopped" and "restarted") is not taken meanwhile by an outgoing connection."""
+    s = bound_socket()
+    s.listen()
+    return s
 
 
 class FaultProxy:

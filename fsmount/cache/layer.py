@@ -268,6 +268,7 @@ class CachedBackend:
         obj = self.store.open(self._key(path, entry), None)
         try:
             if not obj.complete:
+                self.prefetch.opened(path)  # ls -l in listing order: messages come in batches
                 await self._download_whole(path, entry, obj)
             size = obj.size
         finally:

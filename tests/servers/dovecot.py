@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 
 from .certs import certs
+from .ports import free_ports
 
 DOVECOT = "/usr/sbin/dovecot"
 DOVEADM = "/usr/bin/doveadm"
@@ -300,19 +301,6 @@ def _quote(folder: str) -> str:
     return '"' + _mutf7(folder).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind((HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _listening(port: int) -> bool:
     try:
         with socket.create_connection((HOST, port), timeout=1):
@@ -341,7 +329,7 @@ def _wait_listening(server: Dovecot, deadline: float) -> None:
 
 def _start(d: Path) -> Dovecot:
     c = certs()
-    imap, imaps, pop3, pop3s = _free_ports(4)
+    imap, imaps, pop3, pop3s = free_ports(4, HOST)
     (d / "dovecot.conf").write_text(config_template().format(
         d=d, tag=d.name, cert=c.cert, key=c.key, imap=imap, imaps=imaps, pop3=pop3, pop3s=pop3s))
     server = Dovecot(d, imap, imaps, pop3, pop3s, c.ca, _spawn(d))

@@ -34,6 +34,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from .ports import free_port
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -366,12 +368,6 @@ class Vsftpd:
         return f"{scheme or ('ftpes' if self.tls else 'ftp')}://127.0.0.1:{self.port}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def running_vsftpd(files: dict[str, bytes], *, tls: bool = False,
                    links: dict[str, str] | None = None, modes: dict[str, int] | None = None) -> Iterator[Vsftpd]:
@@ -398,7 +394,7 @@ def running_vsftpd(files: dict[str, bytes], *, tls: bool = False,
     proc = None
     try:
         for _ in range(20):
-            port = _free_port()
+            port = free_port()
             lines = [
                 "listen=YES", "listen_ipv6=NO", "listen_address=127.0.0.1", f"listen_port={port}",
                 "background=NO", "anonymous_enable=YES", f"anon_root={root}", "no_anon_password=YES",

@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from .certs import certs
+from .ports import bound_socket, free_port
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -297,9 +298,7 @@ def _greets(port: int, pathhost: str, proc: subprocess.Popen, deadline: float) -
 
 
 def _start_innd(d: Path, pathhost: str, log: Path) -> tuple[subprocess.Popen, int]:
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((HOST, 0))
+    listener = bound_socket(HOST)
     listener.listen(64)
     port = listener.getsockname()[1]
     _set_keys(d / "etc" / "inn.conf", {"port": str(port), "nnrpdpostport": str(port)})
@@ -320,17 +319,11 @@ def _start_innd(d: Path, pathhost: str, log: Path) -> tuple[subprocess.Popen, in
     return proc, port
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def _start_nntps(d: Path, pathhost: str, log: Path) -> tuple[subprocess.Popen, int]:
     """``nnrpd -D`` binds by itself: pick a free port, retry if someone took it meanwhile."""
     env = {**os.environ, "INNCONF": str(d / "etc" / "inn.conf")}
     for _ in range(10):
-        port = _free_port()
+        port = free_port(HOST)
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 [str(BIN / "nnrpd"), "-D", "-f", "-S", "-b", HOST, "-p", str(port)],

@@ -13,9 +13,10 @@ import ftplib
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
+
+from .ports import bound_socket
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -102,13 +103,12 @@ def _config(d: Path, root: Path, ports: list[int], passive: tuple[int, int]) -> 
 
 
 def _free_ports(n: int) -> tuple[list[int], ExitStack]:
-    """``n`` ports the kernel picked, held bound until the caller lets go (just before the
-    server binds them): two servers starting at once cannot pick the same."""
+    """``n`` free ports, held bound until the caller lets go (just before the server binds
+    them): two servers starting at once cannot pick the same."""
     stack = ExitStack()
     ports = []
     for _ in range(n):
-        s = stack.enter_context(socket.socket())
-        s.bind(("127.0.0.1", 0))
+        s = stack.enter_context(bound_socket())
         ports.append(s.getsockname()[1])
     return ports, stack
 

@@ -15,7 +15,6 @@ Faults are programmable while the server runs:
 from __future__ import annotations
 
 import logging
-import socket
 import ssl
 import threading
 import time
@@ -28,6 +27,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from .certs import certs
+from .ports import free_port
 
 USERS = {"alice": "secret1", "bob": "secret2"}
 
@@ -100,16 +100,10 @@ def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth
     return AuthResult(success=ok, handled=False, auth_data=login if ok else None)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(handler: Capture, **kwargs: Any) -> Controller:
     """Pick a free port and start; another process may grab it in between, so retry."""
     for attempt in range(20):
-        controller = Controller(handler, hostname="127.0.0.1", port=_free_port(),
+        controller = Controller(handler, hostname="127.0.0.1", port=free_port(),
                                 authenticator=authenticator, auth_require_tls=False, **kwargs)
         try:
             controller.start()
