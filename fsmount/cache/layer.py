@@ -612,7 +612,11 @@ class Reader:
     async def _fetch(self, offset: int, size: int) -> None:
         ahead = self.ahead
         streaming = ahead is not None and not ahead.done and ahead.start <= offset <= ahead.target
-        sequential = offset == self.next_offset or streaming  # parallel direct-I/O parts too
+        # a reader slower than the server goes on where the stream it read from stopped (its
+        # reads in between were hits): still one sequence, whose window keeps growing
+        went_on = ahead is not None and ahead.done and ahead.start <= offset <= ahead.pos
+        # parallel direct-I/O parts too
+        sequential = offset == self.next_offset or streaming or went_on
         self.next_offset = max(self.next_offset, offset + size) if streaming else offset + size
         if sequential:
             self.window = min(self.window * 2, MAX_WINDOW)
