@@ -44,6 +44,7 @@ class MemoryBackend(BackendBase):
         self.gates: dict[str, trio.Event] = {}
         self.failures: dict[str, FsError] = {}
         self._dirty: set[Path] = set()  # folders changed since their last listing
+        self._named: dict[Path, Path] = {}  # a name the service replaced → the name it chose
         self._version = 0
         for name, data in (files or {}).items():
             self.put(name, data)
@@ -100,7 +101,18 @@ class MemoryBackend(BackendBase):
         self._dirty.add(path[:-1])
         return entry
 
+    def _resolve(self, path: Path) -> Path:
+        """A name the service replaced still reaches its object (IMAP finds the UID in it)."""
+        return self._named.get(path, path)
+
+    def _named_as(self, path: Path) -> Path:
+        final = path[:-1] + (self.naming(path[-1]),)
+        if final != path:
+            self._named[path] = final
+        return final
+
     def _entry(self, path: Path) -> Entry:
+        path = self._resolve(path)
         if not path:
             return Entry("", True, mtime=MTIME)
         try:
@@ -109,6 +121,7 @@ class MemoryBackend(BackendBase):
             raise NotFound("/".join(path)) from None
 
     def _file(self, path: Path) -> bytes:
+        path = self._resolve(path)
         data = self.data.get(path)
         if data is None:
             raise NotFound("/".join(path))
@@ -168,17 +181,18 @@ class MemoryBackend(BackendBase):
         data = await content.read_all()
         if path[:-1] not in self.data:
             raise NotFound("/".join(path[:-1]))
-        return self.put(path[:-1] + (self.naming(path[-1]),), data)
+        return self.put(self._named_as(path), data)
 
     async def remove(self, path: Path) -> None:
         await self._enter("remove", path)
         self._file(path)
-        self._drop(path)
+        self._drop(self._resolve(path))
 
     async def rename(self, old: Path, new: Path) -> Entry | None:
         await self._enter("rename", old, new)
         self._entry(old)
-        final = new[:-1] + (self.naming(new[-1]),)
+        old = self._resolve(old)
+        final = self._named_as(new)
         n = len(old)
         for p in sorted((p for p in self.data if p[:n] == old), key=len):
             moved = final + p[n:]
