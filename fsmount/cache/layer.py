@@ -395,8 +395,10 @@ class CachedBackend:
 
     async def remove(self, path: Path) -> None:
         self._writable(path)
-        self._aliases.pop(path, None)
+        alias = self._aliases.pop(path, None)
         await self._change(path[:-1], self.backend.remove(path), gone=path)
+        if alias is not None:  # removed by the name it was written under: gone by its own too
+            self._drop(path[:-1] + (alias.name,))
 
     async def rmdir(self, path: Path) -> None:
         await self._change(path[:-1], self.backend.rmdir(path), gone=path)
@@ -407,9 +409,13 @@ class CachedBackend:
 
     async def rename(self, old: Path, new: Path) -> Entry | None:
         self._writable(old, new)
-        self._aliases.pop(old, None)
+        alias = self._aliases.pop(old, None)
         self.meta.changed(new[:-1])
         result = await self._change(old[:-1], self.backend.rename(old, new), gone=old, into=new[:-1])
+        if alias is not None:  # moved by the name it was written under: gone by its own too
+            real = old[:-1] + (alias.name,)
+            if result is None or new[:-1] + (result.name,) != real:
+                self._drop(real)
         if result is None or result.name != new[-1]:
             self._drop(new)
         if result is None:
