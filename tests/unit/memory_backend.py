@@ -41,7 +41,7 @@ class MemoryBackend(BackendBase):
         self.entries: dict[Path, Entry] = {}
         self.xattrs: dict[Path, dict[str, bytes]] = {}
         self.calls: list[tuple[str, tuple]] = []
-        self.gates: dict[str, trio.Event] = {}
+        self.gates: dict[str, tuple[trio.Event, Callable[..., bool] | None]] = {}
         self.failures: dict[str, FsError] = {}
         self._dirty: set[Path] = set()  # folders changed since their last listing
         self._named: dict[Path, Path] = {}  # a name the service replaced → the name it chose
@@ -59,9 +59,11 @@ class MemoryBackend(BackendBase):
                 self._store(path[:i], None)
         return self._store(path, data, **fields)
 
-    def block(self, op: str) -> trio.Event:
-        """Calls of ``op`` wait until the returned event is set."""
-        gate = self.gates[op] = trio.Event()
+    def block(self, op: str, only: Callable[..., bool] | None = None) -> trio.Event:
+        """Calls of ``op`` (those whose arguments ``only`` accepts) wait until the returned
+        event is set."""
+        gate = trio.Event()
+        self.gates[op] = (gate, only)
         return gate
 
     def fail(self, op: str, error: FsError | None) -> None:
@@ -84,9 +86,11 @@ class MemoryBackend(BackendBase):
     # -- the backend's side --------------------------------------------------------------
 
     async def _enter(self, op: str, *args: object) -> None:
+        """Every call lets other tasks run, as a reply from a server does."""
         self.calls.append((op, args))
-        gate = self.gates.get(op)
-        if gate is not None:
+        await trio.lowlevel.checkpoint()
+        gate, only = self.gates.get(op, (None, None))
+        if gate is not None and (only is None or only(*args)):
             await gate.wait()
         error = self.failures.get(op)
         if error is not None:
