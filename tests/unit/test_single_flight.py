@@ -2,7 +2,7 @@
 first caller's cancellation (Ctrl-C in one program must not fail another's read)."""
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,7 @@ async def test_concurrent_stats_of_one_object_make_one_stat(tmp_path: Path) -> N
         assert backend.count("stat", ("c",)) == 1
 
 
-async def _collect(into: list[Any], calls: list[Callable[[], Awaitable[Any]]]) -> None:
+async def _collect(into: list[Any], calls: Sequence[Callable[[], Awaitable[Any]]]) -> None:
     into.append(await together(*calls))
 
 
