@@ -563,6 +563,19 @@ def test_rsync_and_write_then_rename_into_a_folder(dovecot_server: Dovecot, tmp_
     assert held == sorted([PLAIN, EIGHTBIT])
 
 
+def test_rm_of_a_name_just_written_removes_the_message(dovecot_server: Dovecot) -> None:
+    """A program removes the file it just wrote (vim's ``4913`` probe, an abandoned temporary
+    name): the APPEND named the message itself, yet ``rm`` of the written name reaches it."""
+    folder = unique("Probe")
+    dovecot_server.create_folder(folder)
+    with mounted(config(dovecot_server)) as m:
+        written = m.path / "mail" / folder / ".probe.tmp"
+        written.write_bytes(PLAIN)
+        run("rm", written)
+        assert emls(m.path / "mail" / folder) == []
+    assert server_messages(dovecot_server, folder) == {}
+
+
 def test_a_big_folder_shows_while_it_arrives_and_lists_whole(dovecot_server: Dovecot) -> None:
     """``ls -l`` of a folder listed afresh starts on the first part of the FETCH; what it
     shows is still the whole folder, once each, and the same as a listing from the cache."""

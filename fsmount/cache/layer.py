@@ -495,8 +495,10 @@ class CachedBackend:
 
     async def remove(self, path: Path) -> None:
         self._writable(path)
-        self._aliases.pop(path, None)
+        alias = self._aliases.pop(path, None)
         await self._change(path[:-1], self.backend.remove(path), gone=path)
+        if alias is not None:  # removed by the name it was written under: gone by its own too
+            self._drop(path[:-1] + (alias.name,))
 
     async def rmdir(self, path: Path) -> None:
         self._writable(path)
@@ -509,9 +511,13 @@ class CachedBackend:
 
     async def rename(self, old: Path, new: Path) -> Entry | None:
         self._writable(old, new)
-        self._aliases.pop(old, None)
+        alias = self._aliases.pop(old, None)
         self.meta.changed(new[:-1])
         result = await self._change(old[:-1], self.backend.rename(old, new), gone=old, into=new[:-1])
+        if alias is not None:  # moved by the name it was written under: gone by its own too
+            real = old[:-1] + (alias.name,)
+            if result is None or new[:-1] + (result.name,) != real:
+                self._drop(real)
         if result is None or result.name != new[-1]:
             self._drop(new)
         if result is None:
@@ -755,7 +761,11 @@ class Reader:
     async def _fetch(self, offset: int, size: int) -> None:
         ahead = self.ahead
         streaming = ahead is not None and not ahead.done and ahead.start <= offset <= ahead.target
-        sequential = offset == self.next_offset or streaming  # parallel direct-I/O parts too
+        # a reader slower than the server goes on where the stream it read from stopped (its
+        # reads in between were hits): still one sequence, whose window keeps growing
+        went_on = ahead is not None and ahead.done and ahead.start <= offset <= ahead.pos
+        # parallel direct-I/O parts too
+        sequential = offset == self.next_offset or streaming or went_on
         self.next_offset = max(self.next_offset, offset + size) if streaming else offset + size
         if sequential:
             self.window = min(self.window * 2, MAX_WINDOW)

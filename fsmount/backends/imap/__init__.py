@@ -290,6 +290,8 @@ class ImapBackend(ImapSession, ImapListing, ImapFlags, BackendBase, KeepsSentMai
         tree = await self._folders()
         if tree.is_dir(path):
             raise IsADirectory("/".join(path))
+        written = path
+        path = self._committed.get(path, path)  # the name a writer just used (rm of it)
         entry, folder = await self._message(path, tree)
         uid = entry.identity[1]
         trash = tree.special("\\Trash")
@@ -306,6 +308,7 @@ class ImapBackend(ImapSession, ImapListing, ImapFlags, BackendBase, KeepsSentMai
                 self._expunge_one(conn, uid)
 
         await self._run(delete, f"delete {uid} from {folder.name}", retry=False)
+        self._committed.pop(written, None)
         state = self._states.get(path[:-1])
         if state is not None:
             state.drop(uid)
