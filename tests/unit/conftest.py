@@ -1,6 +1,7 @@
 """Fixtures of the unit tier."""
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -14,7 +15,7 @@ from .harness import Clock
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """A monotonic clock for the metadata cache and the prefetcher that only the test moves."""
     c = Clock()
-    fake = SimpleNamespace(monotonic=c)
+    fake = SimpleNamespace(monotonic=c, time=time.time)  # wall-clock stamps stay real
     for module in (metadata, layer, prefetch):
         monkeypatch.setattr(module, "time", fake)
     return c
