@@ -46,6 +46,8 @@ MAX_ALIASES = 1000
 ALIAS_LIFETIME = 60.0
 MAX_KEYS = 200_000  # long enough for rsync's or an editor's rename after close
 MAX_SIZES = 200_000  # sizes learned by reading objects whose listed size was a hint
+XATTR_MEMORY = 2.0  # seconds extended attributes (IMAP flags) are answered from memory
+MAX_XATTRS = 10_000
 # A listing that failed (after its retries) answers the lookups that follow with the same
 # error for this long: `ls -l` of a folder whose listing just failed would otherwise retry
 # the whole listing once per name it shows. A new readdir always tries again.
@@ -85,6 +87,7 @@ class CachedBackend:
         # hashing is per open: memoized
         self._keys: LRUCache[tuple[Path, tuple[Any, ...]], str] = LRUCache(MAX_KEYS)
         self._exact_sizes: LRUCache[tuple[Path, tuple[Any, ...]], int] = LRUCache(MAX_SIZES)
+        self._xattrs: TTLCache[Path, dict[str, bytes]] = TTLCache(MAX_XATTRS, XATTR_MEMORY)
         # A name a writer used that the service replaced (an IMAP APPEND or MOVE names the
         # message itself): still resolvable, so the writer's rename or unlink of it (rsync,
         # editors) and mv's look at what it moved reach the message instead of ENOENT.
@@ -493,12 +496,19 @@ class CachedBackend:
         if self.view is not None and any(self.view.source(p) for p in paths):
             raise NotPermitted("the decoded view is read-only; change the .eml file")
 
+    def _named(self, path: Path) -> Path:
+        """The object's own path, where ``path`` is a name the service replaced: the backend
+        is asked about what it holds, not about the name a writer used."""
+        alias = self._aliases.get(path)
+        return path[:-1] + (alias.name,) if alias is not None else path
+
     async def remove(self, path: Path) -> None:
         self._writable(path)
-        alias = self._aliases.pop(path, None)
-        await self._change(path[:-1], self.backend.remove(path), gone=path)
-        if alias is not None:  # removed by the name it was written under: gone by its own too
-            self._drop(path[:-1] + (alias.name,))
+        real = self._named(path)
+        self._aliases.pop(path, None)
+        await self._change(path[:-1], self.backend.remove(real), gone=path)
+        if real != path:  # removed by the name it was written under: gone by its own too
+            self._drop(real)
 
     async def rmdir(self, path: Path) -> None:
         self._writable(path)
@@ -511,11 +521,11 @@ class CachedBackend:
 
     async def rename(self, old: Path, new: Path) -> Entry | None:
         self._writable(old, new)
-        alias = self._aliases.pop(old, None)
+        real = self._named(old)
+        self._aliases.pop(old, None)
         self.meta.changed(new[:-1])
-        result = await self._change(old[:-1], self.backend.rename(old, new), gone=old, into=new[:-1])
-        if alias is not None:  # moved by the name it was written under: gone by its own too
-            real = old[:-1] + (alias.name,)
+        result = await self._change(old[:-1], self.backend.rename(real, new), gone=old, into=new[:-1])
+        if real != old:  # moved by the name it was written under: gone by its own too
             if result is None or new[:-1] + (result.name,) != real:
                 self._drop(real)
         if result is None or result.name != new[-1]:
@@ -578,6 +588,7 @@ class CachedBackend:
 
     def _drop(self, path: Path) -> None:
         self.meta.drop(path)
+        self._xattrs.pop(path, None)
         text = self.view.text_path(path) if self.view is not None else None
         if text is not None:
             self.meta.drop(text)
@@ -595,9 +606,14 @@ class CachedBackend:
             self.meta.forget(path[:-1])
 
     async def get_xattrs(self, path: Path) -> dict[str, bytes]:
+        """Kept for ``XATTR_MEMORY`` s: ``getfattr -d`` asks once per attribute, and one
+        question to the server (IMAP: one FETCH FLAGS) answers them all."""
         if self.view is not None and self.view.source(path):
             return {}
-        return await self.backend.get_xattrs(path)
+        values = self._xattrs.get(path)
+        if values is None:
+            values = self._xattrs[path] = await self.backend.get_xattrs(path)
+        return values
 
     async def xattr_names(self, path: Path) -> list[str]:
         if self.view is not None and self.view.source(path):
@@ -609,7 +625,11 @@ class CachedBackend:
 
     async def set_xattr(self, path: Path, name: str, value: bytes) -> None:
         self._writable(path)
-        await self._change(path[:-1], self.backend.set_xattr(path, name, value))
+        self._xattrs.pop(path, None)
+        try:
+            await self._change(path[:-1], self.backend.set_xattr(path, name, value))
+        finally:
+            self._xattrs.pop(path, None)
 
     async def aclose(self) -> None:
         await self.backend.aclose()

@@ -105,10 +105,6 @@ class ImapBackend(ImapSession, ImapListing, ImapFlags, BackendBase, KeepsSentMai
         self._tree: FolderTree | None = None
         self._tree_lock = trio.Lock()
         self._states: dict[Path, FolderState] = {}
-        self._flags: dict[tuple, tuple[float, tuple[bytes, ...]]] = {}
-        # name a file was written under → the message's name: rsync and editors write a
-        # temporary name, then rename it; that rename must find the appended message
-        self._committed: dict[Path, Path] = {}
         self._watcher: IdleWatcher | None = None
 
     # -- reading -------------------------------------------------------------------------
@@ -256,9 +252,6 @@ class ImapBackend(ImapSession, ImapListing, ImapFlags, BackendBase, KeepsSentMai
         raw = await content.read_all()
         message, date, message_id = prepare_message(raw)
         entry = await self._append(path[:-1], folder, message, date, message_id)
-        if len(self._committed) > 1000:
-            self._committed.clear()
-        self._committed[path] = path[:-1] + (entry.name,)
         return entry
 
     async def _append(self, directory: Path, folder: Folder, message: bytes, date: datetime | None,
@@ -290,8 +283,6 @@ class ImapBackend(ImapSession, ImapListing, ImapFlags, BackendBase, KeepsSentMai
         tree = await self._folders()
         if tree.is_dir(path):
             raise IsADirectory("/".join(path))
-        written = path
-        path = self._committed.get(path, path)  # the name a writer just used (rm of it)
         entry, folder = await self._message(path, tree)
         uid = entry.identity[1]
         trash = tree.special("\\Trash")
@@ -308,7 +299,6 @@ class ImapBackend(ImapSession, ImapListing, ImapFlags, BackendBase, KeepsSentMai
                 self._expunge_one(conn, uid)
 
         await self._run(delete, f"delete {uid} from {folder.name}", retry=False)
-        self._committed.pop(written, None)
         state = self._states.get(path[:-1])
         if state is not None:
             state.drop(uid)
@@ -349,7 +339,6 @@ class ImapBackend(ImapSession, ImapListing, ImapFlags, BackendBase, KeepsSentMai
             raise NotFound("/".join(new[:-1]))
         if tree.is_dir(old):
             return await self._rename_folder(tree, old, new)
-        old = self._committed.get(old, old)
         entry, folder = await self._message(old, tree)
         if old[:-1] == new[:-1]:
             return entry  # names come from the message: renaming in place keeps the name

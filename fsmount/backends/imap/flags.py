@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 
 from imapclient import IMAPClient
 
@@ -14,7 +13,6 @@ from .folders import Folder, FolderTree
 
 log = logging.getLogger(__name__)
 
-FLAGS_TTL = 2.0  # getfattr -d asks once per attribute: one FETCH FLAGS serves them all
 BOOL_FLAGS = {"seen": "\\Seen", "flagged": "\\Flagged", "answered": "\\Answered",
               "draft": "\\Draft"}
 
@@ -66,11 +64,6 @@ class ImapFlags:
         return values
 
     async def _get_flags(self, path: Path, entry: Entry, folder: Folder) -> tuple[bytes, ...]:
-        key = (path[:-1],) + entry.identity
-        cached = self._flags.get(key)
-        if cached is not None and time.monotonic() - cached[0] < FLAGS_TTL:
-            return cached[1]
-
         def fetch(conn: IMAPClient) -> tuple[bytes, ...]:
             self._check_validity(conn, folder.name, entry.identity[0], write=False)
             log.debug("%s: UID FETCH %d (FLAGS)", self.label, entry.identity[1])
@@ -79,11 +72,7 @@ class ImapFlags:
                 raise NotFound(f"message {entry.identity[1]} is no longer in {folder.name}")
             return tuple(f for f in data.get(b"FLAGS", ()) if f.lower() != b"\\recent")
 
-        flags = await self._run(fetch, f"FETCH FLAGS {entry.identity[1]}")
-        if len(self._flags) > 10_000:
-            self._flags.clear()
-        self._flags[key] = (time.monotonic(), flags)
-        return flags
+        return await self._run(fetch, f"FETCH FLAGS {entry.identity[1]}")
 
     async def set_xattr(self, path: Path, name: str, value: bytes) -> None:
         self._writable()
@@ -116,7 +105,6 @@ class ImapFlags:
             method[op]([uid], what, silent=True)
 
         await self._run(store, f"STORE {uid}")
-        self._flags.pop((path[:-1],) + entry.identity, None)
 
 
 
