@@ -19,6 +19,7 @@ from tests.mounting import mounted, run, wait_for
 from tests.servers.dovecot import (  # noqa: F401  (fixtures)
     Dovecot, _quote, available, dovecot, dovecot_server, fresh_dovecot,
 )
+from tests.servers.dovecot import version as dovecot_version
 from tests.test_imap_backend import (
     ATTACHMENT, CORPUS, EIGHTBIT, PLAIN, CuttingProxy, server_messages, unique,
 )
@@ -257,12 +258,19 @@ class CodeDroppingProxy(FaultProxy):
         cut(dst)
 
 
-ACL_CONFIG = """
-mail_plugins = $mail_plugins acl
-plugin {{
-  acl = vfile:{path}:cache_secs=0
-}}
-"""
+ACL_RIGHTS = {"Locked": "lr", "Kept": "lr", "Secret": "l"}  # read-only; unreadable
+
+
+def acl_config(srv: Dovecot) -> str:
+    """The owner's rights on a few folders, as Dovecot 2.3 (a global ACL file) or 2.4 (ACLs in
+    the configuration; 2.4 dropped global ACL files) wants them."""
+    if dovecot_version() >= (2, 4):
+        folders = "".join(f"  mailbox {name} {{\n    acl owner {{\n      rights = {rights}\n    }}\n  }}\n"
+                          for name, rights in ACL_RIGHTS.items())
+        return f"mail_plugins {{\n  acl = yes\n}}\nacl_driver = vfile\nnamespace inbox {{\n{folders}}}\n"
+    acl = srv.dir / "acl.global"
+    acl.write_text("".join(f"{name} owner {rights}\n" for name, rights in ACL_RIGHTS.items()))
+    return f"mail_plugins = $mail_plugins acl\nplugin {{\n  acl = vfile:{acl}:cache_secs=0\n}}\n"
 
 
 def test_refusals_without_response_codes_get_their_errno_from_the_words() -> None:
@@ -272,10 +280,8 @@ def test_refusals_without_response_codes_get_their_errno_from_the_words() -> Non
     if not available():
         pytest.skip("dovecot is not installed")
     with dovecot() as srv:
-        acl = srv.dir / "acl.global"
-        acl.write_text("Locked owner lr\nKept owner lr\nSecret owner l\n")  # read-only; unreadable
         with open(srv.dir / "dovecot.conf", "a") as f:
-            f.write(ACL_CONFIG.format(path=acl))
+            f.write(acl_config(srv))
         srv.restart()
         for name in ["Locked", "Kept", "Secret", "Gone"]:
             srv.create_folder(name)
