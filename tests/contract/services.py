@@ -72,6 +72,10 @@ class Area(ABC):
         """Put one object on the server, named (FTP) or titled (mail, news) ``hint``;
         returns the exact bytes the server now holds for it."""
 
+    def put_many(self, items: list[tuple[str, str]]) -> list[bytes]:
+        """``put`` of each (hint, payload)."""
+        return [self.put(hint, payload) for hint, payload in items]
+
     @abstractmethod
     def held(self) -> list[bytes]:
         """The bytes of every object the server holds here, as its own client reads them."""
@@ -83,6 +87,10 @@ class Area(ABC):
     def folders(self) -> list[str]:
         """The names of the folders in the area (services with ``mkdir``)."""
         raise NotImplementedError
+
+    def can_hold(self, hint: str) -> bool:
+        """Whether the server can hold an object named or titled ``hint`` at all."""
+        return True
 
     def writable(self, subject: str, body: str) -> bytes:
         """Bytes that ``cp`` into this area makes into one object (a message, an article)."""
@@ -127,6 +135,10 @@ class Service(ABC):
     @abstractmethod
     def new_area(self) -> Area: ...
 
+    def stock_areas(self, count: int) -> None:
+        """Make areas ahead, for a mount about to start: a folder list is cached for a moment
+        (IMAP's TREE_TTL, NNTP's group list), so areas made later would not show at once."""
+
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -138,6 +150,9 @@ def unique(prefix: str) -> str:
 class FtpArea(Area):
     """A folder of its own under the server's root, written and read on the server's disk
     (what pyftpdlib, ProFTPD and vsftpd serve)."""
+
+    def can_hold(self, hint: str) -> bool:
+        return hint not in ("", ".", "..") and "/" not in hint and len(hint.encode()) <= 255
 
     def __init__(self, root: Path) -> None:
         name = unique("t")
@@ -211,10 +226,11 @@ def vsftpd_service(server: Vsftpd) -> FtpService:
 
 
 class ImapArea(Area):
-    def __init__(self, server: Dovecot, user: str) -> None:
+    def __init__(self, server: Dovecot, user: str, folder: str | None = None) -> None:
         self.server, self.user = server, user
-        self.folder = unique("C")
-        server.create_folder(self.folder, user)
+        self.folder = folder or unique("C")
+        if folder is None:
+            server.create_folder(self.folder, user)
         self.rel = (self.folder,)
 
     def put(self, hint: str, payload: str) -> bytes:
@@ -231,9 +247,9 @@ class ImapArea(Area):
 
     def folders(self) -> list[str]:
         with self.server.imap(self.user) as conn:
-            typ, data = conn.list(_quote(self.folder), "%")
+            typ, data = conn.list('""', _quote(self.folder + "/%"))
             assert typ == "OK"
-            names = [imap_utf7.decode(line.rsplit(b" ", 1)[1].strip(b'"'))
+            names = [imap_utf7.decode(re.search(rb'"((?:[^"\\]|\\.)*)"$|(\S+)$', line).group(1) or b"")  # type: ignore[union-attr]
                      for line in data if line]
             return [n.split("/")[-1] for n in names]
 
@@ -243,6 +259,7 @@ class ImapService(Service):
     server: Dovecot | None = None
     scheme: str = "imap"
     user: str = "alice"
+    stock: list[str] = field(default_factory=list)
 
     def url(self, port: int) -> str:
         return f"{self.scheme}://{self.user}@{self.host}:{port}"
@@ -252,7 +269,12 @@ class ImapService(Service):
 
     def new_area(self) -> Area:
         assert self.server is not None
+        if self.stock:
+            return ImapArea(self.server, self.user, self.stock.pop())
         return ImapArea(self.server, self.user)
+
+    def stock_areas(self, count: int) -> None:
+        self.stock += [ImapArea(self.server, self.user).folder for _ in range(count)]  # type: ignore[arg-type]
 
 
 def imap_service(server: Dovecot, scheme: str) -> ImapService:
@@ -345,17 +367,30 @@ def pop3_service(server: Dovecot, scheme: str) -> Pop3Service:
 
 
 class NntpArea(Area):
-    """A newsgroup of its own (``ctlinnd newgroup``)."""
+    """A newsgroup of its own (``ctlinnd newgroup``), with one article in it from the start:
+    INN's nnrpd does not see the first article of a group that was empty when its session
+    opened the overview (tradindexed adds the group to its index only then), whoever asks."""
 
-    def __init__(self, server: InnServer) -> None:
+    def __init__(self, server: InnServer, group: str | None = None) -> None:
         self.server = server
-        self.group = f"contract.{unique('g').replace('-', '')}"
-        server.new_group(self.group)
+        self.group = group or f"contract.{unique('g').replace('-', '')}"
+        if group is None:
+            server.new_group(self.group)
+            server.post(self.group, "Seed", "The group's first article.\n")
         self.rel = (self.group,)
 
+    def can_hold(self, hint: str) -> bool:
+        """INN refuses an empty Subject and control characters in one (441)."""
+        return bool(hint) and not re.search(r"[\x00-\x1f\x7f]", hint)
+
     def put(self, hint: str, payload: str) -> bytes:
-        mid = self.server.post(self.group, hint, payload)
-        return self.server.article(mid)
+        return self.put_many([(hint, payload)])[0]
+
+    def put_many(self, items: list[tuple[str, str]]) -> list[bytes]:
+        """Over one connection: each of INN's costs a new nnrpd."""
+        with self.server.client() as c:
+            mids = [self.server.post(self.group, hint, payload, conn=c) for hint, payload in items]
+            return [b"".join(line + b"\r\n" for line in c.article(mid)[1].lines) for mid in mids]
 
     def held(self) -> list[bytes]:
         with self.server.client() as c:
@@ -379,6 +414,7 @@ class NntpArea(Area):
 class NntpService(Service):
     server: InnServer | None = None
     scheme: str = "nntp"
+    stock: list[str] = field(default_factory=list)
 
     def url(self, port: int) -> str:
         return f"{self.scheme}://alice@{self.host}:{port}"
@@ -388,7 +424,12 @@ class NntpService(Service):
 
     def new_area(self) -> Area:
         assert self.server is not None
+        if self.stock:
+            return NntpArea(self.server, self.stock.pop())
         return NntpArea(self.server)
+
+    def stock_areas(self, count: int) -> None:
+        self.stock += [NntpArea(self.server).group for _ in range(count)]  # type: ignore[arg-type]
 
 
 def nntp_service(server: InnServer, scheme: str) -> NntpService:
