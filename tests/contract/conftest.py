@@ -147,11 +147,11 @@ class Shared:
 
 @pytest.fixture(scope="session")
 def shared(service: sv.Service) -> Iterator[Shared]:
-    """Listings are never trusted (``metadata_ttl = 0``): each test's new area shows at once."""
+    """Listings are trusted for half a second only, so what a test puts on the server shows soon."""
     service.stock_areas(12)
     relay = Relay(service.host, service.port)
     try:
-        cfg = service.account(port=relay.port, metadata_ttl=0, poll_interval=0)
+        cfg = service.account(port=relay.port, metadata_ttl=0.5, poll_interval=0.5)
         with mounted(cfg, source=sv.ACCOUNT, expect_warnings=RECONNECT_WARNINGS) as m:
             yield Shared(m, relay)
             if os.environ.get("CS_DUMP"): print(m.log_text()[-8000:])

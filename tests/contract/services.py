@@ -132,12 +132,19 @@ class Service(ABC):
     def cleartext_url(self, port: int) -> str:
         """A URL of the plain port, for ``tls = "off"``."""
 
+    stock: list[Area] = field(default_factory=list)
+
     @abstractmethod
-    def new_area(self) -> Area: ...
+    def make_area(self) -> Area: ...
+
+    def new_area(self) -> Area:
+        return self.stock.pop() if self.stock else self.make_area()
 
     def stock_areas(self, count: int) -> None:
-        """Make areas ahead, for a mount about to start: a folder list is cached for a moment
-        (IMAP's TREE_TTL, NNTP's group list), so areas made later would not show at once."""
+        """Make areas ahead, for a mount about to start: its listing of their parent is
+        trusted for a moment (``metadata_ttl``, IMAP's folder list, NNTP's group list), so
+        an area made later would not show at once."""
+        self.stock += [self.make_area() for _ in range(count)]
 
 
 def unique(prefix: str) -> str:
@@ -193,7 +200,7 @@ class FtpService(Service):
         who = f"{self.user}@" if self.user else ""
         return f"ftp://{who}{self.host}:{port}"
 
-    def new_area(self) -> Area:
+    def make_area(self) -> Area:
         return FtpArea(self.root)
 
 
@@ -226,11 +233,10 @@ def vsftpd_service(server: Vsftpd) -> FtpService:
 
 
 class ImapArea(Area):
-    def __init__(self, server: Dovecot, user: str, folder: str | None = None) -> None:
+    def __init__(self, server: Dovecot, user: str) -> None:
         self.server, self.user = server, user
-        self.folder = folder or unique("C")
-        if folder is None:
-            server.create_folder(self.folder, user)
+        self.folder = unique("C")
+        server.create_folder(self.folder, user)
         self.rel = (self.folder,)
 
     def put(self, hint: str, payload: str) -> bytes:
@@ -259,7 +265,6 @@ class ImapService(Service):
     server: Dovecot | None = None
     scheme: str = "imap"
     user: str = "alice"
-    stock: list[str] = field(default_factory=list)
 
     def url(self, port: int) -> str:
         return f"{self.scheme}://{self.user}@{self.host}:{port}"
@@ -267,14 +272,9 @@ class ImapService(Service):
     def cleartext_url(self, port: int) -> str:
         return f"imap://{self.user}@{self.host}:{port}"
 
-    def new_area(self) -> Area:
+    def make_area(self) -> Area:
         assert self.server is not None
-        if self.stock:
-            return ImapArea(self.server, self.user, self.stock.pop())
         return ImapArea(self.server, self.user)
-
-    def stock_areas(self, count: int) -> None:
-        self.stock += [ImapArea(self.server, self.user).folder for _ in range(count)]  # type: ignore[arg-type]
 
 
 def imap_service(server: Dovecot, scheme: str) -> ImapService:
@@ -347,9 +347,12 @@ class Pop3Service(Service):
     def cleartext_url(self, port: int) -> str:
         return f"pop3://{self.user}@{self.host}:{port}"
 
-    def new_area(self) -> Area:
+    def make_area(self) -> Area:
         assert self.server is not None
         return Pop3Area(self.server, self.user)
+
+    def stock_areas(self, count: int) -> None:
+        """The maildrop is the one area, emptied when a test takes it."""
 
 
 def pop3_service(server: Dovecot, scheme: str) -> Pop3Service:
@@ -371,12 +374,11 @@ class NntpArea(Area):
     INN's nnrpd does not see the first article of a group that was empty when its session
     opened the overview (tradindexed adds the group to its index only then), whoever asks."""
 
-    def __init__(self, server: InnServer, group: str | None = None) -> None:
+    def __init__(self, server: InnServer) -> None:
         self.server = server
-        self.group = group or f"contract.{unique('g').replace('-', '')}"
-        if group is None:
-            server.new_group(self.group)
-            server.post(self.group, "Seed", "The group's first article.\n")
+        self.group = f"contract.{unique('g').replace('-', '')}"
+        server.new_group(self.group)
+        server.post(self.group, "Seed", "The group's first article.\n")
         self.rel = (self.group,)
 
     def can_hold(self, hint: str) -> bool:
@@ -414,7 +416,6 @@ class NntpArea(Area):
 class NntpService(Service):
     server: InnServer | None = None
     scheme: str = "nntp"
-    stock: list[str] = field(default_factory=list)
 
     def url(self, port: int) -> str:
         return f"{self.scheme}://alice@{self.host}:{port}"
@@ -422,14 +423,9 @@ class NntpService(Service):
     def cleartext_url(self, port: int) -> str:
         return f"nntp://alice@{self.host}:{port}"
 
-    def new_area(self) -> Area:
+    def make_area(self) -> Area:
         assert self.server is not None
-        if self.stock:
-            return NntpArea(self.server, self.stock.pop())
         return NntpArea(self.server)
-
-    def stock_areas(self, count: int) -> None:
-        self.stock += [NntpArea(self.server).group for _ in range(count)]  # type: ignore[arg-type]
 
 
 def nntp_service(server: InnServer, scheme: str) -> NntpService:
@@ -479,9 +475,12 @@ class SmtpService(Service):
     def cleartext_url(self, port: int) -> str:
         return f"smtp://alice@{self.host}:{port}"
 
-    def new_area(self) -> Area:
+    def make_area(self) -> Area:
         assert self.server is not None
         return OutboxArea(self.server)
+
+    def stock_areas(self, count: int) -> None:
+        """The outbox is the one area."""
 
 
 def smtp_service(server: SmtpServer, scheme: str) -> SmtpService:
