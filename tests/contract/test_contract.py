@@ -92,8 +92,9 @@ def test_no_password_in_clear_without_plaintext_auth(service: Service, area: Are
             before = area.held()
             data = area.writable("Never in clear", "body\n")
             (tmp_path / "m.eml").write_bytes(data)
-            with mounted(cfg, source="acct",
-                         expect_warnings=[r"WARNING fsmount\.backends\.outbox: .*unencrypted"]) as m:
+            with mounted(cfg, source="acct", expect_warnings=[
+                    r"WARNING fsmount\.backends\.outbox: acct: cannot send: refusing to send the "
+                    r"password over an unencrypted connection"]) as m:
                 run("cp", tmp_path / "m.eml", m.path / "m.eml")
                 status = m.path / "m.eml.status"
                 wait_for(lambda: "unencrypted" in status.read_text(), what="the refusal in the status")
