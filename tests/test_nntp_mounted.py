@@ -129,7 +129,6 @@ def test_refused_posts_fail_at_close(inn: InnServer, tmp_path: Path) -> None:
         group = m.path / "news" / "local.test"
         done = run("cp", src, group, check=False)
         assert done.returncode != 0 and b"Operation not permitted" in done.stderr
-        assert "Posting not allowed" in m.log_text() or "440" in m.log_text()
         done = run("cp", wrong, group, check=False)
         assert done.returncode != 0 and b"Invalid argument" in done.stderr
     assert inn.group_high("local.test") == 0 and inn.group_high("comp.lang.c") == 0
