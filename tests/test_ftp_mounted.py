@@ -207,7 +207,7 @@ def test_cp_fails_when_the_server_dies_mid_upload() -> None:
         local = Path(tempfile.mkdtemp(prefix="ftp-in-"))
         (local / "big.bin").write_bytes(os.urandom(48 << 20))
         try:
-            with mounted(ftpes(server, timeout=3), source="f", expect_warnings=[".*"]) as m:
+            with mounted(ftpes(server, timeout=3), source="f") as m:
                 os.listdir(m.path)
                 cp = subprocess.Popen(["cp", str(local / "big.bin"), str(m.path / "big.bin")],
                                       stderr=subprocess.PIPE)
@@ -219,16 +219,6 @@ def test_cp_fails_when_the_server_dies_mid_upload() -> None:
                 assert not (server.root / "big.bin").exists()
         finally:
             shutil.rmtree(local)
-
-
-def test_mount_errors_are_one_line() -> None:
-    with running_ftp() as server:
-        with pytest.raises(RuntimeError, match="login failed"):
-            with mounted(config(server.url("ftpes"), server.ca, password="wrong"), source="f"):
-                pass
-    with pytest.raises(RuntimeError, match="cannot use|did not answer"):  # the server is gone now
-        with mounted(config(server.url("ftpes"), server.ca), source="f"):
-            pass
 
 
 def test_vsftpd_over_tls_with_session_reuse() -> None:
@@ -259,7 +249,7 @@ def test_hostile_names_and_lines_from_the_server(server: FtpServer) -> None:
 def test_a_server_that_stops_answering_fails_operations_and_unmounts(server: FtpServer) -> None:
     (server.root / "d").mkdir()
     (server.root / "d" / "f.txt").write_text("x")
-    with mounted(ftpes(server, timeout=2), source="f", expect_warnings=[".*"]) as m:
+    with mounted(ftpes(server, timeout=2), source="f") as m:
         assert os.listdir(m.path) == ["d"]
         server.set_faults(hang=True)
         start = time.monotonic()
@@ -274,7 +264,7 @@ def test_an_interrupted_read_resumes_where_it_stopped() -> None:
         blob = os.urandom(24 << 20)
         (server.root / "f.bin").write_bytes(blob)
         server.set_faults(drop_after=5 << 20, times=2)  # two transfers die mid-way
-        with mounted(ftpes(server), source="f", expect_warnings=[".*"]) as m:
+        with mounted(ftpes(server), source="f") as m:
             assert run("cat", m.path / "f.bin").stdout == blob
 
 
@@ -282,8 +272,7 @@ def test_an_interrupted_read_resumes_where_it_stopped() -> None:
 def test_a_server_killed_mid_read_fails_the_read(stream_size: int, tmp_path: Path) -> None:
     with running_ftp(throttle=8_000_000) as server:
         (server.root / "f.bin").write_bytes(os.urandom(64 << 20))
-        with mounted(f"stream_size = {stream_size}\n" + ftpes(server, timeout=3), source="f",
-                     expect_warnings=[".*"]) as m:
+        with mounted(f"stream_size = {stream_size}\n" + ftpes(server, timeout=3), source="f") as m:
             out = tmp_path / "out"
             dd = subprocess.Popen(["dd", f"if={m.path / 'f.bin'}", f"of={out}", "bs=1M"],
                                   stderr=subprocess.PIPE)

@@ -159,13 +159,6 @@ def test_a_multi_account_mount_where_none_works(ftp: FtpServer, home: Path, down
     assert not is_mounted(mnt)
 
 
-def test_a_refused_login_has_its_own_status(ftp: FtpServer, home: Path) -> None:
-    (home / "mnt").mkdir()
-    done = fsmount(home, "-o", "plaintext_auth,tls=off", ftp.url("ftp"), home / "mnt",
-                   env={"FSMOUNT_PASSWORD": "wrong"})
-    one_line(done, Exit.REFUSED, "login failed")
-
-
 # -- what the kernel says, and where fsmount keeps its files ---------------------------------
 
 

@@ -17,8 +17,8 @@ from fsmount.backends.mailnames import key_of
 from fsmount.config import make_account
 from fsmount.credentials import Secret
 from fsmount.errors import (
-    AlreadyExists, AuthenticationFailed, InvalidArgument, NotFound, NotPermitted, PermissionDenied, ReadOnly,
-    SizeMismatch, TooLarge, Unreachable,
+    AlreadyExists, InvalidArgument, NotFound, NotPermitted, PermissionDenied, ReadOnly, SizeMismatch,
+    TooLarge,
 )
 from tests.faultproxy import FaultProxy, cut
 from tests.servers.inn import USERS, InnServer, inn, inn_without_tls  # noqa: F401  (fixtures)
@@ -40,7 +40,6 @@ def backend_for(server: InnServer | None, *, user: str | None = "alice", port: i
     account = make_account("news", table, where="test")
     secret = Secret(password if password is not None else USERS.get(user or "", None))
     return nntp.create(account, secret, None)
-
 
 
 def names(entries: list[Entry]) -> list[str]:
@@ -336,17 +335,6 @@ def test_duplicate_message_id_is_refused(inn: InnServer) -> None:
     run(backend_for(inn, scheme="nntps"), scenario)
 
 
-def test_readonly_account_does_not_write(inn: InnServer) -> None:
-    b = backend_for(inn, scheme="nntps", readonly=True)
-    assert not b.capabilities.write
-
-    async def scenario(b: nntp.NntpBackend) -> None:
-        with pytest.raises(ReadOnly):
-            await b.commit(("local.test", "x.eml"), spool(ARTICLE), None)
-
-    run(b, scenario)
-
-
 # -- connections and errors ----------------------------------------------------------------
 
 
@@ -398,23 +386,6 @@ def test_untrusted_certificate_fails(inn: InnServer) -> None:
         run(b, lambda b: b.list(()))
     unverified = backend_for(None, scheme="nntps", port=inn.tls_port, tls_verify=False)
     assert names(run(unverified, lambda b: b.list(()))) == ALL_GROUPS
-
-
-def test_wrong_password(inn: InnServer) -> None:
-    b = backend_for(inn, scheme="nntps", password="wrong")
-    with pytest.raises(AuthenticationFailed):
-        run(b, lambda b: b.stat(()))
-
-
-def test_server_down() -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # bound but not listening: connections are refused
-        b = backend_for(None, user=None, port=port, tls="off", timeout=5)
-        with pytest.raises(Unreachable):
-            run(b, lambda b: b.stat(()))
 
 
 def test_dropped_connections_are_replaced_and_posts_not_doubled(inn: InnServer) -> None:

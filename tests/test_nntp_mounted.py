@@ -129,7 +129,6 @@ def test_refused_posts_fail_at_close(inn: InnServer, tmp_path: Path) -> None:
         group = m.path / "news" / "local.test"
         done = run("cp", src, group, check=False)
         assert done.returncode != 0 and b"Permission denied" in done.stderr  # INN: 480
-        assert "Posting not allowed" in m.log_text() or "480" in m.log_text()
         done = run("cp", wrong, group, check=False)
         assert done.returncode != 0 and b"Invalid argument" in done.stderr
     assert inn.group_high("local.test") == 0 and inn.group_high("comp.lang.c") == 0
@@ -153,14 +152,6 @@ def test_articles_are_read_only(inn: InnServer, tmp_path: Path) -> None:
         assert e.value.errno in (errno.EROFS, errno.EPERM)
         assert article_files(news / "local.test") == [art]
     assert inn.group_high("local.test") == 1
-
-
-def test_mount_fails_clearly_on_a_wrong_password(inn: InnServer) -> None:
-    bad = config(inn).replace('password = "secret1"', 'password = "wrong"')
-    with pytest.raises(RuntimeError) as e:
-        with mounted(bad):
-            pass
-    assert "481" in str(e.value) or "uthentication" in str(e.value)
 
 
 def test_new_articles_appear(inn: InnServer) -> None:

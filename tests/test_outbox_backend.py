@@ -292,21 +292,6 @@ def test_editor_files_are_kept_locally_and_never_sent(smtp_server: SmtpServer, s
     assert b"Subject: Dinner" in d.content
 
 
-def test_no_password_over_plaintext(smtp_server: SmtpServer, state: Path) -> None:
-    acc = account(smtp_server, tls="off")
-
-    async def body(b: OutboxBackend) -> None:
-        await put(b, "p.eml", MSG)
-        while not (await b.get_xattrs(("p.eml",)))["outbox.last_reply"]:
-            await b._progress.wait()
-        reply = (await b.get_xattrs(("p.eml",)))["outbox.last_reply"]
-        assert b"unencrypted" in reply
-        await b.remove(("p.eml",))
-
-    run(state, acc, body)
-    assert smtp_server.deliveries == []
-
-
 def test_plaintext_auth_when_allowed(smtp_server: SmtpServer, state: Path) -> None:
     run(state, account(smtp_server, tls="off", plaintext_auth=True),
         lambda b: _put_and_flush(b, "p.eml", MSG))

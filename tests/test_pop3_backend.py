@@ -103,7 +103,6 @@ def backend_for(server: Dovecot | None, *, scheme: str = "pop3", port: int | Non
     return pop3.create(account, Secret(password if password is not None else "secret1"), None)
 
 
-
 def message(subject: str, body: str = "Hello.\r\n", date: str = "Mon, 01 Jan 2024 10:00:00 +0000",
             extra: str = "") -> bytes:
     return (f"From: Carol <carol@example.org>\r\nTo: alice@example.org\r\nSubject: {subject}\r\n"
@@ -448,19 +447,6 @@ def test_remove_deletes_on_the_server_at_once(srv: Dovecot) -> None:
     run(backend_for(srv), scenario)
 
 
-def test_readonly_account_refuses_remove(srv: Dovecot) -> None:
-    srv.deliver("alice", message("Precious"))
-
-    async def scenario(b: pop3.Pop3Backend) -> None:
-        assert not b.capabilities.remove
-        entry = (await b.list(()))[0]
-        with pytest.raises(ReadOnly):
-            await b.remove((entry.name,))
-
-    run(backend_for(srv, readonly=True), scenario)
-    assert len(server_uidls(srv)) == 1
-
-
 def test_new_mail_and_deletions_elsewhere_show(srv: Dovecot) -> None:
     srv.append_many("alice", [message("First"), message("Second")])
 
@@ -539,17 +525,6 @@ def test_wrong_password_is_final(srv: Dovecot) -> None:
     assert time.monotonic() - start < 5
     wait_for(lambda: srv.log().count("auth failed") > before, 5, "the failed login in the log")
     assert srv.log().count("auth failed") == before + 1  # never retried
-
-
-def test_server_down_is_unreachable() -> None:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    start = time.monotonic()
-    with pytest.raises(Unreachable):
-        run(backend_for(None, port=port), lambda b: b.stat(()))
-    assert time.monotonic() - start < 10
 
 
 # -- faults from a proxy ---------------------------------------------------------------
