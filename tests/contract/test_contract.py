@@ -93,7 +93,7 @@ def test_no_password_in_clear_without_plaintext_auth(service: Service, area: Are
             data = area.writable("Never in clear", "body\n")
             (tmp_path / "m.eml").write_bytes(data)
             with mounted(cfg, source="acct", expect_warnings=[
-                    r"WARNING fsmount\.backends\.outbox: acct: cannot send: refusing to send the "
+                    r"WARNING fsmount\.backends\.outbox\.sender: acct: cannot send: refusing to send the "
                     r"password over an unencrypted connection"]) as m:
                 run("cp", tmp_path / "m.eml", m.path / "m.eml")
                 status = m.path / "m.eml.status"
