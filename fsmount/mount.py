@@ -20,6 +20,7 @@ from . import backends
 from .backends.base import Backend
 from .cache.content import ContentStore
 from .cache.layer import CachedBackend
+from .cache.metadata import ListingBudget
 from .cache.spool import Spool
 from .config import Account, xdg_dir
 from .credentials import Secret
@@ -98,10 +99,12 @@ async def serve(plan: MountPlan, ready: Callable[[], None]) -> None:
             raise MountError("; ".join(problems))
         for problem in problems:  # a multi-account mount still serves the accounts that work
             log.warning("%s", problem)
+        budget = ListingBudget(int(plan.settings["cache_entries"]))  # type: ignore[arg-type]
         cached = {
             name: CachedBackend(b, name, store, float(plan.accounts[name]["metadata_ttl"]),
                                 parallel=int(plan.accounts[name]["connections"]),
-                                stream_size=int(plan.settings["stream_size"]))  # type: ignore[arg-type]
+                                stream_size=int(plan.settings["stream_size"]),  # type: ignore[arg-type]
+                                budget=budget)
             for name, b in made.items()
         }
         for name, layer in cached.items():
@@ -109,7 +112,8 @@ async def serve(plan: MountPlan, ready: Callable[[], None]) -> None:
                 layer.capabilities = dataclasses.replace(
                     layer.capabilities, write=False, overwrite=False, mkdir=False, remove=False,
                     rename=False, set_mode=False, set_mtime=False)
-        ops = Operations(Tree(cached, plan.single), spool, plan.owner)
+        ops = Operations(Tree(cached, plan.single), spool, plan.owner,
+                         int(plan.settings["max_inodes"]))  # type: ignore[arg-type]
         try:
             pyfuse3.init(ops, plan.mountpoint, set(plan.fuse_options))
         except RuntimeError as e:

@@ -16,13 +16,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import trio
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from ..backends.base import Backend, Content, Entry, PartialListing, PartSink, Path
 from ..errors import AlreadyExists, FsError, NotADirectory, NotFound
 from .content import BLOCK, CachedObject, ContentStore, object_key, unlink_quietly
 from .growing import GrowingListing
-from .metadata import MetadataCache
+from .metadata import ListingBudget, MetadataCache
 from .prefetch import ScanPrefetcher
 from .streaming import Stream
 
@@ -51,20 +51,21 @@ class CachedBackend:
     """Wraps one account's backend. All state lives on the trio thread."""
 
     def __init__(self, backend: Backend, account: str, store: ContentStore, ttl: float,
-                 parallel: int = 4, stream_size: int = STREAM_SIZE) -> None:
+                 parallel: int = 4, stream_size: int = STREAM_SIZE,
+                 budget: ListingBudget | None = None) -> None:
         self.backend = backend
         self.stream_size = stream_size  # 0: every file read is kept on disk
         self._streamed: OrderedDict[str, None] = OrderedDict()  # keys, oldest first
         self.account = account
         self.store = store
         self.capabilities = backend.capabilities
-        self.meta = MetadataCache(backend.capabilities.metadata_ttl or ttl)
+        self.meta = MetadataCache(backend.capabilities.metadata_ttl or ttl, budget)
         self._inflight: dict[Any, _Flight] = {}
         self._growing: dict[Path, GrowingListing] = {}
         self._failed: TTLCache[Path, FsError] = TTLCache(MAX_FAILURES, FAILURE_MEMORY)
         self._pending: dict[Path, Entry] = {}  # created locally, not committed yet
         self._keys: dict[tuple[Path, tuple[Any, ...]], str] = {}  # hashing is per open: memoized
-        self._exact_sizes: dict[tuple[Path, tuple[Any, ...]], int] = {}  # learned by downloading
+        self._exact_sizes: LRUCache[tuple[Path, tuple[Any, ...]], int] = LRUCache(MAX_KEYS)  # learned by downloading
         # A name a writer used that the service replaced (an IMAP APPEND names the message
         # itself): still resolvable, so the writer's rename or unlink of it (rsync, editors)
         # reaches the backend instead of failing with ENOENT.
@@ -199,6 +200,13 @@ class CachedBackend:
 
     async def changed(self, path: Path) -> bool:
         return await self.backend.changed(path)
+
+    def trust(self, directory: Path) -> float | None:
+        """Seconds the listing of ``directory`` is still trusted (None: none is kept); a
+        listing arriving now is trusted for the whole TTL."""
+        if directory in self._growing:
+            return self.meta.ttl
+        return self.meta.trust(directory)
 
     # -- content -------------------------------------------------------------------------
 
