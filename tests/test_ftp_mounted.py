@@ -293,3 +293,116 @@ def test_a_server_killed_mid_read_fails_the_read(stream_size: int, tmp_path: Pat
             _, err = dd.communicate(timeout=60)
             assert dd.returncode != 0, err
             assert b"Input/output error" in err or b"error" in err.lower()
+
+
+def _tree(root: Path, folders: int, files: int) -> list[Path]:
+    """``folders`` folders of ``files`` files each (and one sub-folder holding one file)."""
+    made = []
+    for d in range(folders):
+        (root / f"d{d:02d}" / "sub").mkdir(parents=True)
+        (root / f"d{d:02d}" / "sub" / "deep.txt").write_text("deep\n")
+        for f in range(files):
+            p = root / f"d{d:02d}" / f"f{f:03d}.txt"
+            p.write_text("x" * f)
+            made.append(p)
+    return made
+
+
+def _listings(server: FtpServer) -> list[str]:
+    return [c for c in server.commands() if c.split()[0] in ("MLSD", "LIST", "NLST", "MLST", "STAT")]
+
+
+def test_a_warm_walk_lists_nothing_again_within_the_ttl(server: FtpServer) -> None:
+    """Within ``metadata_ttl`` a second walk, ``ls -lR`` and a ``stat`` of every file are
+    answered by the kernel and the cache: the server sees no listing beyond the first walk's."""
+    files = _tree(server.root, 5, 20)
+    with mounted(ftpes(server), source="f") as m:
+        first = run("find", m.path).stdout.decode().splitlines()
+        cold = len(_listings(server))
+        assert cold >= 11  # the root and each folder, once
+        time.sleep(1.2)  # past the kernel's old one-second timeout
+        assert run("find", m.path).stdout.decode().splitlines() == first
+        run("ls", "-lR", m.path)
+        for p in files:
+            st = (m.path / p.relative_to(server.root)).stat()
+            assert st.st_size == p.stat().st_size
+        assert _listings(server)[cold:] == []
+
+
+def test_changes_through_the_mount_show_at_once(server: FtpServer) -> None:
+    """After touch, an append, cp, rm, mv and mkdir through the mount, ``stat`` and ``ls``
+    are right at once, although the kernel holds every entry for as long as the cache trusts
+    the listing it came from (here an hour)."""
+    root = server.root
+    _tree(root, 2, 3)
+    src = Path(tempfile.mkdtemp(prefix="ftp-src-"))
+    (src / "new.txt").write_text("new content\n")
+    try:
+        with mounted(ftpes(server, metadata_ttl=3600), source="f") as m:
+            d = m.path / "d00"
+            run("ls", "-lR", m.path)  # every entry and its attributes in the kernel's cache
+            before = {p.name: p.stat() for p in d.iterdir()}
+            assert before["f002.txt"].st_size == 2
+
+            run("touch", "-d", "@1600000000", d / "f001.txt")
+            assert (d / "f001.txt").stat().st_mtime == 1_600_000_000
+            assert (root / "d00" / "f001.txt").stat().st_mtime == 1_600_000_000
+
+            with open(d / "f002.txt", "a") as f:
+                f.write("appended\n")
+            assert (d / "f002.txt").stat().st_size == 11 == (root / "d00" / "f002.txt").stat().st_size
+            assert run("stat", "-c", "%s", d / "f002.txt").stdout.strip() == b"11"
+
+            run("cp", src / "new.txt", d / "new.txt")
+            assert (d / "new.txt").stat().st_size == 12
+            assert "new.txt" in os.listdir(d)
+
+            run("rm", d / "f000.txt")
+            assert not (root / "d00" / "f000.txt").exists()
+            assert "f000.txt" not in os.listdir(d)
+            with pytest.raises(FileNotFoundError):
+                (d / "f000.txt").stat()
+
+            run("mv", d / "f001.txt", d / "renamed.txt")
+            assert (d / "renamed.txt").stat().st_mtime == 1_600_000_000
+            with pytest.raises(FileNotFoundError):
+                (d / "f001.txt").stat()
+            assert sorted(os.listdir(d)) == ["f002.txt", "new.txt", "renamed.txt", "sub"]
+
+            run("mkdir", d / "made")
+            assert (d / "made").is_dir() and (root / "d00" / "made").is_dir()
+            run("mv", d / "sub", m.path / "d01" / "moved")
+            assert (m.path / "d01" / "moved" / "deep.txt").read_text() == "deep\n"
+            assert sorted(os.listdir(d)) == ["f002.txt", "made", "new.txt", "renamed.txt"]
+            assert run("ls", m.path / "d01" / "moved").stdout == b"deep.txt\n"
+    finally:
+        shutil.rmtree(src)
+
+
+def test_listings_kept_are_bounded_by_their_entries(server: FtpServer) -> None:
+    """``cache_entries`` bounds the listings kept, counted in entries: a walk bigger than it
+    lists again what was evicted (the server sees it), one within it lists nothing again."""
+    _tree(server.root, 10, 10)  # 10 listings of 11 entries, 10 of 1, the root's 10
+    with mounted("cache_entries = 60\n" + ftpes(server), source="f") as m:
+        run("find", m.path)
+        cold = len(_listings(server))
+        run("find", m.path)
+        again = len(_listings(server)) - cold
+        assert again >= 10
+    with mounted(ftpes(server), source="f") as m:
+        run("find", m.path)
+        cold = len(_listings(server))
+        run("find", m.path)
+        assert len(_listings(server)) == cold
+
+
+def test_the_kernel_is_made_to_forget_past_max_inodes(server: FtpServer) -> None:
+    """Past ``max_inodes`` the kernel is asked to drop the files looked up first, and fsmount
+    their nodes once it did: such a file, looked up again, has a new inode number."""
+    files = _tree(server.root, 10, 30)
+    with mounted("max_inodes = 100\n" + ftpes(server), source="f") as m:
+        first = m.path / files[0].relative_to(server.root)
+        ino = first.stat().st_ino
+        run("find", m.path)
+        assert wait_for(lambda: first.stat().st_ino != ino, 10, "the first file forgotten")
+        assert first.read_text() == ""

@@ -193,12 +193,16 @@ class Operations(pyfuse3.Operations):
         assert isinstance(handle, DirHandle)
         if handle.listing is None or start_id == 0:
             handle.start(await self.tree.list_growing(handle.node.vpath))
+            trust = None if self.tree.is_top(handle.node.vpath) else self.tree.trust(handle.node.vpath + ("",))
+            handle.trusted_until = None if trust is None else time.monotonic() + trust
         if not await handle.names_beyond(start_id):
             return
         base = handle.node.vpath
         top = self.tree.is_top(base)  # account folders: each has its own capabilities
         caps = None if top else self.tree.capabilities(base + ("",))
-        trust = None if top else self.tree.trust(base + ("",))
+        # as long as the cache trusted the listing this handle took (not a newer one)
+        until = handle.trusted_until
+        trust = None if until is None else max(0.0, until - time.monotonic())
         at, ref, make, owner = self.inodes.at, self.inodes.ref, attrs.make, self.owner
         listed = handle.names
         for i in range(start_id, len(listed)):  # runs once per entry of a 10k folder: kept lean
