@@ -93,6 +93,11 @@ class InodeTable:
         log.debug("%d inodes (limit %d): the kernel is asked to forget %d files", len(self._by_inode),
                   self.limit, wanted - excess)
 
+    def crowded(self) -> bool:
+        """Well past the limit with forgets still to come: pyfuse3's notifying thread needs
+        the GIL for each entry, so while the trio thread stays busy it falls behind a walk."""
+        return len(self._by_inode) > self.limit + self.limit // 2 and bool(self._asked)
+
     def forget(self, inode: int, count: int) -> None:
         node = self._by_inode.get(inode)
         if node is None or inode == pyfuse3.ROOT_INODE:

@@ -94,6 +94,17 @@ class Operations(pyfuse3.Operations):
         name = node.vpath[-1] if self.tree.is_top(parent.vpath) else names.local_name(node.vpath[-1])
         pyfuse3.invalidate_entry_async(parent.inode, names.to_fs(name), ignore_enoent=True)
 
+    async def _let_kernel_forget(self) -> None:
+        """Hold a walk back while the kernel forgets what it was asked to (the trio thread
+        idle, pyfuse3's notifying thread gets the GIL), so that the inode table stays near its
+        limit however fast the walk; given up once no FORGET has come for a while (files in
+        use are not forgotten)."""
+        waited, size = 0, len(self.inodes)
+        while self.inodes.crowded() and waited < 20:
+            await trio.sleep(0.005)
+            waited = 0 if len(self.inodes) < size else waited + 1
+            size = min(size, len(self.inodes))
+
     def _kernel_forget_path(self, vpath: Path) -> None:
         parent, node = self.inodes.at(vpath[:-1]), self.inodes.at(vpath)
         if vpath and parent is not None and node is not None:
@@ -197,6 +208,8 @@ class Operations(pyfuse3.Operations):
             handle.trusted_until = None if trust is None else time.monotonic() + trust
         if not await handle.names_beyond(start_id):
             return
+        if self.inodes.crowded():
+            await self._let_kernel_forget()
         base = handle.node.vpath
         top = self.tree.is_top(base)  # account folders: each has its own capabilities
         caps = None if top else self.tree.capabilities(base + ("",))
