@@ -406,3 +406,26 @@ def test_the_kernel_is_made_to_forget_past_max_inodes(server: FtpServer) -> None
         run("find", m.path)
         assert wait_for(lambda: first.stat().st_ino != ino, 10, "the first file forgotten")
         assert first.read_text() == ""
+
+
+def test_a_walk_lists_subfolders_ahead(server: FtpServer) -> None:
+    """A folder read right after its parent (a walk) has its subfolders listed in the
+    background, on spare connections; ``ls`` of a single folder lists nothing ahead."""
+    for x in range(4):
+        (server.root / "a" / "s0" / f"x{x}").mkdir(parents=True)
+        (server.root / "a" / "s0" / f"x{x}" / "f.txt").write_text("f\n")
+    (server.root / "a" / "s1" / "y").mkdir(parents=True)
+    with mounted(ftpes(server), source="f") as m:
+
+        def listed(*tail: str) -> bool:
+            return any(c.startswith(("MLSD", "LIST")) and c.endswith("/".join(tail)) for c in server.commands())
+
+        assert run("ls", m.path / "a").stdout == b"s0\ns1\n"
+        assert run("ls", m.path / "a" / "s1").stdout == b"y\n"  # read after its parent: a walk
+        assert wait_for(lambda: listed("a", "s1", "y"), 10, "a/s1/y listed ahead")
+        assert not listed("a", "s0")  # ls of a/ alone listed nothing ahead
+        run("ls", m.path / "a" / "s0")
+        assert wait_for(lambda: all(listed("a", "s0", f"x{x}") for x in range(4)), 10, "a/s0/x* listed ahead")
+        before = len(_listings(server))
+        assert run("find", m.path / "a" / "s0").stdout.decode().count("f.txt") == 4
+        assert len(_listings(server)) == before  # the walker found them all listed already

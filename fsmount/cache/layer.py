@@ -25,6 +25,7 @@ from .growing import GrowingListing
 from .metadata import ListingBudget, MetadataCache
 from .prefetch import ScanPrefetcher
 from .streaming import Stream
+from .walkahead import ListingAhead
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,6 +73,7 @@ class CachedBackend:
         self._aliases: OrderedDict[Path, tuple[Entry, float]] = OrderedDict()  # → (entry, expiry)
         self.nursery: trio.Nursery | None = None  # set by the mount; runs read-ahead tasks
         self.prefetch = ScanPrefetcher(self, parallel)
+        self.ahead = ListingAhead(self, parallel - 1)  # one connection stays the walker's
         # told of each object a scan fetched ahead, with its bytes (the VFS hands them to
         # the kernel's page cache)
         self.on_fetched_ahead: Callable[[Path, Entry, bytes], None] | None = None
@@ -104,10 +106,12 @@ class CachedBackend:
         growing = self._growing.get(path)
         if growing is None:
             if self.meta.get(path) is not None or self.nursery is None:
-                return GrowingListing.whole(await self.list(path))
-            self._failed.pop(path, None)
-            growing = self._growing[path] = GrowingListing()
-            self.nursery.start_soon(self._grow, path, growing)
+                growing = GrowingListing.whole(await self.list(path))
+            else:
+                self._failed.pop(path, None)
+                growing = self._growing[path] = GrowingListing()
+                self.nursery.start_soon(self._grow, path, growing)
+        self.ahead.readdir(path, growing)  # a walk: its subfolders are listed ahead
         return growing
 
     async def _grow(self, path: Path, growing: GrowingListing) -> None:
