@@ -20,7 +20,7 @@ from cachetools import LRUCache
 from ..backends.base import Entry, Path
 
 #: Default of the ``cache_entries`` setting.
-CACHE_ENTRIES = 200_000
+CACHE_ENTRIES = 100_000
 #: Generations and stats of paths with no listing kept, per account.
 MAX_SMALL = 10_000
 _serial = itertools.count(1)  # generations, unique across directories and evictions
