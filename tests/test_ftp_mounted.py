@@ -429,3 +429,4 @@ def test_a_walk_lists_subfolders_ahead(server: FtpServer) -> None:
         before = len(_listings(server))
         assert run("find", m.path / "a" / "s0").stdout.decode().count("f.txt") == 4
         assert len(_listings(server)) == before  # the walker found them all listed already
+

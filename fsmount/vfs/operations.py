@@ -22,7 +22,7 @@ from ..backends.base import Entry, Path
 from ..cache.spool import Spool
 from ..errors import (
     AlreadyExists, FsError, InvalidArgument, IsADirectory, NoData, NotFound, NotPermitted,
-    ReadOnly, Unsupported,
+    ReadOnly, Transient, Unsupported,
 )
 from . import attrs, names
 from .handles import DirHandle, FileHandle, HandleTable
@@ -54,6 +54,13 @@ def fs_op(method: Callable[..., Any]) -> Callable[..., Any]:
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper
+
+
+def _outcome_unknown(error: BaseException) -> bool:
+    """Whether, after a change failed with ``error``, the server may hold something other
+    than what the kernel was told (a refusal changed nothing; ENOENT says the name is gone)."""
+    return (not isinstance(error, FsError) or type(error) is FsError
+            or isinstance(error, (Transient, NotFound)))
 
 
 class Operations(pyfuse3.Operations):
@@ -258,8 +265,9 @@ class Operations(pyfuse3.Operations):
             raise ReadOnly("cannot remove folders here")
         try:
             await backend.rmdir(path)
-        except BaseException:
-            self._kernel_forget_path(vpath)
+        except BaseException as e:
+            if _outcome_unknown(e):
+                self._kernel_forget_path(vpath)
             raise
         self.inodes.unlink(vpath)
 
@@ -273,8 +281,9 @@ class Operations(pyfuse3.Operations):
             raise (NotPermitted if backend.capabilities.write else ReadOnly)("cannot remove here")
         try:
             await backend.remove(path)
-        except BaseException:
-            self._kernel_forget_path(vpath)
+        except BaseException as e:
+            if _outcome_unknown(e):
+                self._kernel_forget_path(vpath)
             raise
         self.inodes.unlink(vpath)
 
@@ -302,9 +311,10 @@ class Operations(pyfuse3.Operations):
             await self._commit(handle)
         try:
             await backend.rename(path, self.tree.route(new)[1])
-        except BaseException:  # done or not on the server: the kernel must ask again
-            self._kernel_forget_path(old)
-            self._kernel_forget_path(new)
+        except BaseException as e:
+            if _outcome_unknown(e):  # done or not on the server: the kernel must ask again
+                self._kernel_forget_path(old)
+                self._kernel_forget_path(new)
             raise
         self.inodes.move(old, new)
 
