@@ -84,6 +84,8 @@ GLOBAL: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "cache_dir": (str, None),
     "cache_size": (int, 1 << 30),
     "stream_size": (int, 64 << 20),  # files this big read from the start are not cached
+    "cache_entries": (int, 100_000),  # directory entries kept in memory, all accounts together
+    "max_inodes": (int, 100_000),  # files and folders the kernel is let to hold looked up
     "state_dir": (str, None),
 }
 

@@ -25,6 +25,7 @@ from .backends.base import Backend
 from .cache.content import ContentStore
 from .cache.layer import CachedBackend
 from .cache.links import Links
+from .cache.metadata import ListingBudget
 from .cache.spool import Spool
 from .config import Account, xdg_dir
 from .credentials import Secret
@@ -153,11 +154,13 @@ async def serve(plan: MountPlan, ready: Callable[[Sequence[str]], None]) -> list
             raise _failure(problems)
         for problem in problems:  # a multi-account mount still serves the accounts that work
             log.warning("%s", problem.message)
+        budget = ListingBudget(int(plan.settings["cache_entries"]))  # type: ignore[arg-type]
         cached = {
             name: CachedBackend(b, name, store, float(plan.accounts[name]["metadata_ttl"]),
                                 parallel=int(plan.accounts[name]["connections"]),
                                 stream_size=int(plan.settings["stream_size"]),  # type: ignore[arg-type]
-                                decoded_view=bool(plan.accounts[name].options.get("decoded_view")))
+                                decoded_view=bool(plan.accounts[name].options.get("decoded_view")),
+                                budget=budget)
             for name, b in made.items()
         }
         env.links = Links(cached)  # the outbox files and posts through the cached accounts
@@ -166,7 +169,8 @@ async def serve(plan: MountPlan, ready: Callable[[Sequence[str]], None]) -> list
                 layer.capabilities = dataclasses.replace(
                     layer.capabilities, write=False, overwrite=False, mkdir=False, remove=False,
                     rename=False, set_mode=False, set_mtime=False)
-        ops = Operations(Tree(cached, plan.single), spool, plan.owner)
+        ops = Operations(Tree(cached, plan.single), spool, plan.owner,
+                         int(plan.settings["max_inodes"]))  # type: ignore[arg-type]
         _kernel_init(ops, plan)
         try:
             async with trio.open_nursery() as nursery:

@@ -2,7 +2,8 @@
 incumbent tool where there is one (rclone for FTP), and the floor of any Python FUSE
 filesystem (../shared/bench/fuse_floor.py, a bare pyfuse3 passthrough of a local copy).
 
-usage: python3 tests/bench.py [ftp-read] [ftp] [imap] [pop3] [nntp]    (default: all; loopback only)
+usage: python3 tests/bench.py [ftp-read] [ftp] [ftp-walk [--entries N] [--runs N]] [imap] [pop3] [nntp]
+       (default: all; loopback only)
 
 Each line prints what was measured, the two times and their ratio, and the target from the
 issue. Timings are wall-clock medians of a few runs where a run is cheap.
@@ -375,6 +376,131 @@ def bench_ftp_read(runs: int = 5, size: int = 256 << 20) -> None:
         RESULTS.append((f"{mib} MiB cold read: {who} vs {against}", median, against, target))
 
 
+def _make_tree(root: Path, entries: int) -> int:
+    """About ``entries`` empty files and folders: ``entries // 11`` folders of 10 files,
+    under one top-level folder per hundred. Made with bare os calls (1M in under a minute);
+    the number actually made is returned."""
+    folders = max(1, entries // 11)
+    made = 0
+    flags = os.O_CREAT | os.O_WRONLY | os.O_EXCL
+    for f in range(folders):
+        top = root / f"t{f // 100:04d}"
+        if f % 100 == 0:
+            os.mkdir(top)
+            made += 1
+        d = f"{top}/d{f % 100:02d}"
+        os.mkdir(d)
+        for i in range(10):
+            os.close(os.open(f"{d}/file-{i}.txt", flags, 0o644))
+        made += 11
+    return made
+
+
+def _mlsd_walk(server) -> int:
+    """What any FTP client walking the tree must do at least: one MLSD per folder, in turn,
+    on one connection. The number of entries seen."""
+    c = server.client()
+    seen, todo = 0, [""]
+    while todo:
+        d = todo.pop()
+        for name, facts in c.mlsd(d, facts=["type", "size", "modify"]):
+            if facts.get("type") == "dir":
+                todo.append(f"{d}/{name}" if d else name)
+            if facts.get("type") in ("dir", "file"):
+                seen += 1
+    c.quit()
+    return seen
+
+
+def _rclone_lsf(port: int) -> int:
+    secret = subprocess.run(["rclone", "obscure", "secret"], capture_output=True, text=True).stdout.strip()
+    out = subprocess.run(["rclone", "lsf", "-R", ":ftp:", "--ftp-host", "127.0.0.1", "--ftp-port", str(port),
+                          "--ftp-user", "alice", "--ftp-pass", secret, "--config", "/dev/null"],
+                         capture_output=True, check=True)
+    return out.stdout.count(b"\n")
+
+
+def _find(where: Path) -> int:
+    out = subprocess.run(["find", str(where)], capture_output=True, check=True)
+    return out.stdout.count(b"\n") - 1  # not the top itself
+
+
+def _timed(fn: Callable[[], int], want: int, what: str) -> float:
+    start = time.perf_counter()
+    got = fn()
+    took = time.perf_counter() - start
+    if got != want:
+        raise AssertionError(f"{what} saw {got} entries, not {want}")
+    return took
+
+
+def bench_ftp_walk(entries: int = 55_000, runs: int = 0) -> None:
+    """``find`` over a big FTP tree: cold (a fresh mount) against a direct recursive MLSD walk
+    and ``rclone lsf -R``, warm (within the listing TTL) against the floor over the server's
+    own directory, and the mount's peak RSS after one and after two walks.
+
+    The account's ``metadata_ttl`` is raised to an hour so that every warm round is within it
+    (at the default 30 s the later rounds of a big tree would relist: a cold walk again).
+    """
+    from tests.servers.ftp import running_ftp
+
+    runs = runs or (5 if entries <= 100_000 else 2)
+    work = scratch_dir("bench-ftp-walk-")
+    root = work / "root"
+    root.mkdir()
+    start = time.perf_counter()
+    made = _make_tree(root, entries)
+    print(f"tree of {made} entries ({made // 11} folders) made in {time.perf_counter() - start:.1f} s",
+          flush=True)
+    times: dict[str, list[float]] = {"mlsd": [], "rclone": [], "cold": [], "warm": [], "floor": []}
+    peaks: list[tuple[int, int, int]] = []  # VmHWM after the first, the second, the last walk
+    try:
+        with running_ftp(root=root) as server:
+            config = (f'[accounts.ftp]\nurl = "ftp://alice@127.0.0.1:{server.port}/"\n'
+                      'password = "secret"\nplaintext_auth = true\ntls = "off"\nmetadata_ttl = 3600\n')
+            _mlsd_walk(server)  # the server's directories into its dentry cache, for all alike
+            for i in range(min(runs, 3)):
+                order = ["mlsd", "rclone", "cold"]
+                for what in order[i % 3:] + order[:i % 3]:
+                    if what == "mlsd":
+                        times["mlsd"].append(_timed(lambda: _mlsd_walk(server), made, "MLSD walk"))
+                    elif what == "rclone":
+                        times["rclone"].append(_timed(lambda: _rclone_lsf(server.port), made, "rclone lsf"))
+                    else:
+                        with mounted(config, source="ftp", debug=False) as m:
+                            times["cold"].append(_timed(lambda: _find(m.path), made, "cold find"))
+                            first = rss_peak(m.proc.pid)
+                            if i == 0:
+                                _find(m.path)
+                                peaks.append((first, rss_peak(m.proc.pid), 0))
+            with mounted(config, source="ftp", debug=False) as m, floor_mount(root) as fl:
+                _find(m.path)
+                _find(fl)
+                for i in range(runs):
+                    pair = [("warm", m.path), ("floor", fl)]
+                    for what, where in pair if i % 2 == 0 else pair[::-1]:
+                        times[what].append(_timed(lambda: _find(where), made, f"{what} find"))
+                peaks.append((0, 0, rss_peak(m.proc.pid)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    label = f"find over {made} FTP entries"
+    for what, t in times.items():
+        print(f"{label}: {what:<6} {spread(t)}", flush=True)
+    for ours, theirs, target in (("cold", "mlsd", "<= 2.00x"), ("cold", "rclone", "(rclone)"),
+                                 ("warm", "floor", "<= 1.20x")):
+        n = min(len(times[ours]), len(times[theirs]))
+        ratios = sorted(a / b for a, b in zip(times[ours][:n], times[theirs][:n]))
+        median = f"{ratios[len(ratios) // 2]:.2f}x"
+        print(f"{label}: {ours} fsmount vs {theirs}: min {ratios[0]:.2f}x median {median} "
+              f"max {ratios[-1]:.2f}x (target {target})", flush=True)
+        RESULTS.append((f"{label}: {ours} vs {theirs}", median, theirs, target))
+    first, second = peaks[0][:2]
+    last = peaks[-1][2]
+    print(f"{label}: fsmount peak RSS (VmHWM) after one walk {first / 2**20:.0f} MiB, after two "
+          f"{second / 2**20:.0f} MiB; a mount after {runs + 1} warm walks {last / 2**20:.0f} MiB "
+          f"(target < 200 MiB at 1,000,000 entries)", flush=True)
+
+
 # -- NNTP ---------------------------------------------------------------------------------
 
 
@@ -446,14 +572,22 @@ def bench_imap() -> None:
     bench_imap_memory(100_000)
 
 
-SECTIONS = {"ftp-read": bench_ftp_read, "ftp": bench_ftp, "imap": bench_imap, "pop3": bench_pop3, "nntp": bench_nntp}
+SECTIONS = {"ftp-read": bench_ftp_read, "ftp-walk": bench_ftp_walk, "ftp": bench_ftp, "imap": bench_imap, "pop3": bench_pop3, "nntp": bench_nntp}
 
 
 def main(argv: list[str]) -> int:
-    chosen = argv or list(SECTIONS)
-    for name in chosen:
+    """Sections in the order given; ``--key value`` after a section are its keyword
+    arguments (integers), e.g. ``ftp-walk --entries 1000000``."""
+    chosen: list[tuple[str, dict[str, int]]] = []
+    args = iter(argv)
+    for arg in args:
+        if arg.startswith("--") and chosen:
+            chosen[-1][1][arg[2:].replace("-", "_")] = int(next(args))
+        else:
+            chosen.append((arg, {}))
+    for name, kwargs in chosen or [(name, {}) for name in SECTIONS]:
         print(f"== {name}", flush=True)
-        SECTIONS[name]()
+        SECTIONS[name](**kwargs)
     return 0
 
 

@@ -18,6 +18,10 @@ from tests.servers.ftp import FtpServer, running_ftp, running_vsftpd
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no FUSE")
 
 
+# the availability WARNING when a killed server stops answering (the tests kill it)
+SERVER_GONE = [r"the server does not answer"]
+
+
 @pytest.fixture
 def server() -> Iterator[FtpServer]:
     with running_ftp() as s:
@@ -207,7 +211,7 @@ def test_cp_fails_when_the_server_dies_mid_upload() -> None:
         local = Path(tempfile.mkdtemp(prefix="ftp-in-"))
         (local / "big.bin").write_bytes(os.urandom(48 << 20))
         try:
-            with mounted(ftpes(server, timeout=3), source="f") as m:
+            with mounted(ftpes(server, timeout=3), source="f", expect_warnings=SERVER_GONE) as m:
                 os.listdir(m.path)
                 cp = subprocess.Popen(["cp", str(local / "big.bin"), str(m.path / "big.bin")],
                                       stderr=subprocess.PIPE)
@@ -249,7 +253,7 @@ def test_hostile_names_and_lines_from_the_server(server: FtpServer) -> None:
 def test_a_server_that_stops_answering_fails_operations_and_unmounts(server: FtpServer) -> None:
     (server.root / "d").mkdir()
     (server.root / "d" / "f.txt").write_text("x")
-    with mounted(ftpes(server, timeout=2), source="f") as m:
+    with mounted(ftpes(server, timeout=2), source="f", expect_warnings=SERVER_GONE) as m:
         assert os.listdir(m.path) == ["d"]
         server.set_faults(hang=True)
         start = time.monotonic()
@@ -272,7 +276,7 @@ def test_an_interrupted_read_resumes_where_it_stopped() -> None:
 def test_a_server_killed_mid_read_fails_the_read(stream_size: int, tmp_path: Path) -> None:
     with running_ftp(throttle=8_000_000) as server:
         (server.root / "f.bin").write_bytes(os.urandom(64 << 20))
-        with mounted(f"stream_size = {stream_size}\n" + ftpes(server, timeout=3), source="f") as m:
+        with mounted(f"stream_size = {stream_size}\n" + ftpes(server, timeout=3), source="f", expect_warnings=SERVER_GONE) as m:
             out = tmp_path / "out"
             dd = subprocess.Popen(["dd", f"if={m.path / 'f.bin'}", f"of={out}", "bs=1M"],
                                   stderr=subprocess.PIPE)
@@ -282,3 +286,140 @@ def test_a_server_killed_mid_read_fails_the_read(stream_size: int, tmp_path: Pat
             _, err = dd.communicate(timeout=60)
             assert dd.returncode != 0, err
             assert b"Input/output error" in err or b"error" in err.lower()
+
+
+def _tree(root: Path, folders: int, files: int) -> list[Path]:
+    """``folders`` folders of ``files`` files each (and one sub-folder holding one file)."""
+    made = []
+    for d in range(folders):
+        (root / f"d{d:02d}" / "sub").mkdir(parents=True)
+        (root / f"d{d:02d}" / "sub" / "deep.txt").write_text("deep\n")
+        for f in range(files):
+            p = root / f"d{d:02d}" / f"f{f:03d}.txt"
+            p.write_text("x" * f)
+            made.append(p)
+    return made
+
+
+def _listings(server: FtpServer) -> list[str]:
+    return [c for c in server.commands() if c.split()[0] in ("MLSD", "LIST", "NLST", "MLST", "STAT")]
+
+
+def test_a_warm_walk_lists_nothing_again_within_the_ttl(server: FtpServer) -> None:
+    """Within ``metadata_ttl`` a second walk, ``ls -lR`` and a ``stat`` of every file are
+    answered by the kernel and the cache: the server sees no listing beyond the first walk's."""
+    files = _tree(server.root, 5, 20)
+    with mounted(ftpes(server), source="f") as m:
+        first = run("find", m.path).stdout.decode().splitlines()
+        cold = len(_listings(server))
+        assert cold >= 11  # the root and each folder, once
+        time.sleep(1.2)  # past the kernel's old one-second timeout
+        assert run("find", m.path).stdout.decode().splitlines() == first
+        run("ls", "-lR", m.path)
+        for p in files:
+            st = (m.path / p.relative_to(server.root)).stat()
+            assert st.st_size == p.stat().st_size
+        assert _listings(server)[cold:] == []
+
+
+def test_changes_through_the_mount_show_at_once(server: FtpServer) -> None:
+    """After touch, an append, cp, rm, mv and mkdir through the mount, ``stat`` and ``ls``
+    are right at once, although the kernel holds every entry for as long as the cache trusts
+    the listing it came from (here an hour)."""
+    root = server.root
+    _tree(root, 2, 3)
+    src = Path(tempfile.mkdtemp(prefix="ftp-src-"))
+    (src / "new.txt").write_text("new content\n")
+    try:
+        with mounted(ftpes(server, metadata_ttl=3600), source="f") as m:
+            d = m.path / "d00"
+            run("ls", "-lR", m.path)  # every entry and its attributes in the kernel's cache
+            before = {p.name: p.stat() for p in d.iterdir()}
+            assert before["f002.txt"].st_size == 2
+
+            run("touch", "-d", "@1600000000", d / "f001.txt")
+            assert (d / "f001.txt").stat().st_mtime == 1_600_000_000
+            assert (root / "d00" / "f001.txt").stat().st_mtime == 1_600_000_000
+
+            with open(d / "f002.txt", "a") as f:
+                f.write("appended\n")
+            assert (d / "f002.txt").stat().st_size == 11 == (root / "d00" / "f002.txt").stat().st_size
+            assert run("stat", "-c", "%s", d / "f002.txt").stdout.strip() == b"11"
+
+            run("cp", src / "new.txt", d / "new.txt")
+            assert (d / "new.txt").stat().st_size == 12
+            assert "new.txt" in os.listdir(d)
+
+            run("rm", d / "f000.txt")
+            assert not (root / "d00" / "f000.txt").exists()
+            assert "f000.txt" not in os.listdir(d)
+            with pytest.raises(FileNotFoundError):
+                (d / "f000.txt").stat()
+
+            run("mv", d / "f001.txt", d / "renamed.txt")
+            assert (d / "renamed.txt").stat().st_mtime == 1_600_000_000
+            with pytest.raises(FileNotFoundError):
+                (d / "f001.txt").stat()
+            assert sorted(os.listdir(d)) == ["f002.txt", "new.txt", "renamed.txt", "sub"]
+
+            run("mkdir", d / "made")
+            assert (d / "made").is_dir() and (root / "d00" / "made").is_dir()
+            run("mv", d / "sub", m.path / "d01" / "moved")
+            assert (m.path / "d01" / "moved" / "deep.txt").read_text() == "deep\n"
+            assert sorted(os.listdir(d)) == ["f002.txt", "made", "new.txt", "renamed.txt"]
+            assert run("ls", m.path / "d01" / "moved").stdout == b"deep.txt\n"
+    finally:
+        shutil.rmtree(src)
+
+
+def test_listings_kept_are_bounded_by_their_entries(server: FtpServer) -> None:
+    """``cache_entries`` bounds the listings kept, counted in entries: a walk bigger than it
+    lists again what was evicted (the server sees it), one within it lists nothing again."""
+    _tree(server.root, 10, 10)  # 10 listings of 11 entries, 10 of 1, the root's 10
+    with mounted("cache_entries = 60\n" + ftpes(server), source="f") as m:
+        run("find", m.path)
+        cold = len(_listings(server))
+        run("find", m.path)
+        again = len(_listings(server)) - cold
+        assert again >= 10
+    with mounted(ftpes(server), source="f") as m:
+        run("find", m.path)
+        cold = len(_listings(server))
+        run("find", m.path)
+        assert len(_listings(server)) == cold
+
+
+def test_the_kernel_is_made_to_forget_past_max_inodes(server: FtpServer) -> None:
+    """Past ``max_inodes`` the kernel is asked to drop the files looked up first, and fsmount
+    their nodes once it did: such a file, looked up again, has a new inode number."""
+    files = _tree(server.root, 10, 30)
+    with mounted("max_inodes = 100\n" + ftpes(server), source="f") as m:
+        first = m.path / files[0].relative_to(server.root)
+        ino = first.stat().st_ino
+        run("find", m.path)
+        assert wait_for(lambda: first.stat().st_ino != ino, 10, "the first file forgotten")
+        assert first.read_text() == ""
+
+
+def test_a_walk_lists_subfolders_ahead(server: FtpServer) -> None:
+    """A folder read right after its parent (a walk) has its subfolders listed in the
+    background, on spare connections; ``ls`` of a single folder lists nothing ahead."""
+    for x in range(4):
+        (server.root / "a" / "s0" / f"x{x}").mkdir(parents=True)
+        (server.root / "a" / "s0" / f"x{x}" / "f.txt").write_text("f\n")
+    (server.root / "a" / "s1" / "y").mkdir(parents=True)
+    with mounted(ftpes(server), source="f") as m:
+
+        def listed(*tail: str) -> bool:
+            return any(c.startswith(("MLSD", "LIST")) and c.endswith("/".join(tail)) for c in server.commands())
+
+        assert run("ls", m.path / "a").stdout == b"s0\ns1\n"
+        assert run("ls", m.path / "a" / "s1").stdout == b"y\n"  # read after its parent: a walk
+        assert wait_for(lambda: listed("a", "s1", "y"), 10, "a/s1/y listed ahead")
+        assert not listed("a", "s0")  # ls of a/ alone listed nothing ahead
+        run("ls", m.path / "a" / "s0")
+        assert wait_for(lambda: all(listed("a", "s0", f"x{x}") for x in range(4)), 10, "a/s0/x* listed ahead")
+        before = len(_listings(server))
+        assert run("find", m.path / "a" / "s0").stdout.decode().count("f.txt") == 4
+        assert len(_listings(server)) == before  # the walker found them all listed already
+

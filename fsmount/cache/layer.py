@@ -28,10 +28,11 @@ from ..errors import AlreadyExists, FsError, NotADirectory, NotFound, NotPermitt
 from .availability import Availability, GuardedBackend, cuts_off
 from .content import BLOCK, CachedObject, ContentStore, object_key, unlink_quietly
 from .growing import GrowingListing
-from .metadata import Listing, MetadataCache
+from .metadata import Listing, ListingBudget, MetadataCache
 from .prefetch import ScanPrefetcher
 from .streaming import Stream
 from .views import DecodedView, text_entry
+from .walkahead import ListingAhead
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,7 +68,7 @@ class CachedBackend:
 
     def __init__(self, backend: Backend, account: str, store: ContentStore, ttl: float,
                  parallel: int = 4, stream_size: int = STREAM_SIZE,
-                 decoded_view: bool = False) -> None:
+                 decoded_view: bool = False, budget: ListingBudget | None = None) -> None:
         self.availability = Availability(account, backend.probe)
         self.bare = backend  # the protocol side itself, for what is asked of it by type (links)
         self.backend = cast(Backend, GuardedBackend(backend, self.availability))
@@ -78,7 +79,7 @@ class CachedBackend:
         self.account = account
         self.store = store
         self.capabilities = backend.capabilities
-        self.meta = MetadataCache(backend.capabilities.metadata_ttl or ttl)
+        self.meta = MetadataCache(backend.capabilities.metadata_ttl or ttl, budget)
         self._inflight: dict[Any, _Flight] = {}
         self._growing: dict[Path, GrowingListing] = {}
         self._checks: dict[Path, _Check] = {}  # stale listings being confirmed
@@ -95,6 +96,7 @@ class CachedBackend:
         self._nursery: trio.Nursery | None = None
         self.prefetch = ScanPrefetcher(self, parallel)
         self._started = time.time()
+        self.ahead = ListingAhead(self, parallel - 1)  # one connection stays the walker's
         # told of each object a scan fetched ahead, with its bytes (the VFS hands them to
         # the kernel's page cache)
         self.on_fetched_ahead: Callable[[Path, Entry, bytes], None] | None = None
@@ -188,10 +190,12 @@ class CachedBackend:
         growing = self._growing.get(path)
         if growing is None:
             if self.meta.get(path) is not None or self.nursery is None:
-                return GrowingListing.whole(await self.list(path))
-            self._failed.pop(path, None)
-            growing = self._growing[path] = GrowingListing()
-            self.nursery.start_soon(self._grow, path, growing)
+                growing = GrowingListing.whole(await self.list(path))
+            else:
+                self._failed.pop(path, None)
+                growing = self._growing[path] = GrowingListing()
+                self.nursery.start_soon(self._grow, path, growing)
+        self.ahead.readdir(path, growing)  # a walk: its subfolders are listed ahead
         return growing
 
     async def _grow(self, path: Path, growing: GrowingListing) -> None:
@@ -309,6 +313,13 @@ class CachedBackend:
 
     async def changed(self, path: Path) -> bool:
         return await self.backend.changed(path)
+
+    def trust(self, directory: Path) -> float | None:
+        """Seconds the listing of ``directory`` is still trusted (None: none is kept); a
+        listing arriving now is trusted for the whole TTL."""
+        if directory in self._growing:
+            return self.meta.ttl
+        return self.meta.trust(directory)
 
     # -- content -------------------------------------------------------------------------
 

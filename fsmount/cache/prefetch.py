@@ -18,6 +18,7 @@ from collections import deque
 from typing import Protocol
 
 import trio
+from cachetools import LRUCache
 
 from ..backends.base import Capabilities, Entry, Path
 from .metadata import MetadataCache
@@ -39,6 +40,10 @@ FIRST_BYTES = 1 << 20
 #: a news or mail server may fork a process per connection, and logging in costs more than
 #: fetching a few MiB of small articles on the connection already open.
 PARALLEL_BYTES = 4 << 20
+#: Folders whose scan position is remembered, and whose name order is kept (a copy of the
+#: listing's names each).
+MAX_DIRS = 1000
+MAX_ORDERS = 16
 
 
 class Fetcher(Protocol):
@@ -61,11 +66,13 @@ class ScanPrefetcher:
         self._queue: deque[list[tuple[Path, Entry]]] = deque()  # batches, in reading order
         self._queued = 0  # their (hinted) bytes
         self._workers = 0
-        self._last: dict[Path, int] = {}  # directory → position of the last file opened
-        self._scheduled: dict[Path, int] = {}  # directory → first position not yet scheduled
+        # bounded: a scan reads on in a few folders at a time, and a tree-wide grep must not
+        # keep a copy of every folder's names
+        self._last: LRUCache[Path, int] = LRUCache(MAX_DIRS)  # directory → last file opened
+        self._scheduled: LRUCache[Path, int] = LRUCache(MAX_DIRS)  # → first position not scheduled
         # directory → (listing id, names in readdir order, their positions, running total
         # of their sizes)
-        self._orders: dict[Path, tuple[int, list[str], dict[str, int], list[int]]] = {}
+        self._orders: LRUCache[Path, tuple[int, list[str], dict[str, int], list[int]]] = LRUCache(MAX_ORDERS)
 
     def _order(self, directory: Path) -> tuple[list[str], dict[str, int], list[int]] | None:
         """Names in readdir order (the listing's own: the VFS shows it as it is), their

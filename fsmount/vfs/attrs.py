@@ -10,9 +10,13 @@ import pyfuse3
 
 from ..backends.base import Capabilities, Entry
 
-#: Kernel cache times. Immutable objects (messages) never change under their name.
+#: Kernel cache times. Immutable objects (messages) never change under their name; other
+#: entries are kept as long as the cache trusts the listing they came from (``trust``), or
+#: ``MUTABLE_TIMEOUT`` where nothing vouches for them: files being written, sizes that are
+#: only hints, entries of a listing that was not kept.
 IMMUTABLE_TIMEOUT = 300.0
 MUTABLE_TIMEOUT = 1.0
+PENDING = ("pending",)  # the identity of a file created here and not stored yet
 
 
 @dataclass(frozen=True)
@@ -26,9 +30,11 @@ class Owner:
         return cls(os.getuid(), os.getgid(), readonly)
 
 
-def make(inode: int, entry: Entry, caps: Capabilities, owner: Owner) -> pyfuse3.EntryAttributes:
-    """The kernel's view of ``entry``. Runs once per directory entry in a listing, so it
-    reads each field once, sets each attribute once and calls nothing it need not."""
+def make(inode: int, entry: Entry, caps: Capabilities, owner: Owner,
+         trust: float | None = None) -> pyfuse3.EntryAttributes:
+    """The kernel's view of ``entry``, which the cache trusts ``trust`` seconds more (None:
+    not at all). Runs once per directory entry in a listing, so it reads each field once,
+    sets each attribute once and calls nothing it need not."""
     a = pyfuse3.EntryAttributes()
     a.st_ino = inode
     writable = not owner.readonly and (caps.write or caps.remove or caps.mkdir)
@@ -57,11 +63,16 @@ def make(inode: int, entry: Entry, caps: Capabilities, owner: Owner) -> pyfuse3.
         int(mtime * 1e9) if mtime is not None else _MOUNTED_NS)
     a.st_blksize = 1024 * 1024
     a.st_blocks = (size + 511) // 512
-    a.entry_timeout = IMMUTABLE_TIMEOUT if caps.immutable else MUTABLE_TIMEOUT
-    # a size that is only a hint is asked for again at each stat: the cache layer answers
-    # with the exact size as soon as it knows it
-    a.attr_timeout = (0 if not entry.size_exact and not is_dir
-                      else a.entry_timeout)
+    if not entry.size_exact and not is_dir:
+        # a size that is only a hint is asked for again at each stat: the cache layer
+        # answers with the exact size as soon as it knows it
+        a.entry_timeout, a.attr_timeout = MUTABLE_TIMEOUT, 0
+    elif entry.identity == PENDING:
+        a.attr_timeout = a.entry_timeout = MUTABLE_TIMEOUT
+    elif caps.immutable:
+        a.attr_timeout = a.entry_timeout = IMMUTABLE_TIMEOUT
+    else:
+        a.attr_timeout = a.entry_timeout = MUTABLE_TIMEOUT if trust is None else trust
     return a
 
 

@@ -104,6 +104,7 @@ class DirHandle:
     node: Node
     listing: GrowingListing | None = None
     names: list[tuple[str, Entry]] = field(default_factory=list)
+    trusted_until: float | None = None  # monotonic time the cache stops trusting the listing
     _seen: set[str] = field(default_factory=set)
     _taken: int = 0
 

@@ -22,11 +22,11 @@ from ..backends.base import Entry, Path
 from ..cache.spool import Spool
 from ..errors import (
     AlreadyExists, FsError, InvalidArgument, IsADirectory, NoData, NotFound, NotPermitted,
-    ReadOnly, Unsupported,
+    ReadOnly, Transient, Unsupported,
 )
 from . import attrs, names
 from .handles import DirHandle, FileHandle, HandleTable
-from .inodes import InodeTable, Node
+from .inodes import MAX_INODES, InodeTable, Node
 from .tree import Tree
 
 log = logging.getLogger(__name__)
@@ -65,17 +65,26 @@ def _existing(path: os.PathLike[str]) -> str:
     return p
 
 
+def _outcome_unknown(error: BaseException) -> bool:
+    """Whether, after a change failed with ``error``, the server may hold something other
+    than what the kernel was told (a refusal changed nothing; ENOENT says the name is gone)."""
+    return (not isinstance(error, FsError) or type(error) is FsError
+            or isinstance(error, (Transient, NotFound)))
+
+
 class Operations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, tree: Tree, spool: Spool, owner: attrs.Owner) -> None:
+    def __init__(self, tree: Tree, spool: Spool, owner: attrs.Owner,
+                 max_inodes: int = MAX_INODES) -> None:
         super().__init__()
         self.tree = tree
         self.spool = spool
         self.owner = owner
-        self.inodes = InodeTable(Entry("", True, mtime=time.time()))
+        self.inodes = InodeTable(Entry("", True, mtime=time.time()), max_inodes,
+                                 evict=self._kernel_forget)
         self.handles = HandleTable()
         for name, backend in tree.accounts.items():
             backend.on_fetched_ahead = functools.partial(
@@ -90,7 +99,32 @@ class Operations(pyfuse3.Operations):
         return node
 
     def _attrs(self, node: Node) -> pyfuse3.EntryAttributes:
-        return attrs.make(node.inode, node.entry, self.tree.capabilities(node.vpath), self.owner)
+        return attrs.make(node.inode, node.entry, self.tree.capabilities(node.vpath), self.owner,
+                          self.tree.trust(node.vpath))
+
+    def _kernel_forget(self, parent: Node, node: Node) -> None:
+        """Ask the kernel to drop its entry for ``node``: it answered from it for as long as
+        the cache trusted the listing, and must not after a change whose outcome is unknown
+        (or when the inode table is full). Queued to pyfuse3's own thread: the kernel may hold
+        the directory locked for a request this thread is to answer."""
+        name = node.vpath[-1] if self.tree.is_top(parent.vpath) else names.local_name(node.vpath[-1])
+        pyfuse3.invalidate_entry_async(parent.inode, names.to_fs(name), ignore_enoent=True)
+
+    async def _let_kernel_forget(self) -> None:
+        """Hold a walk back while the kernel forgets what it was asked to (the trio thread
+        idle, pyfuse3's notifying thread gets the GIL), so that the inode table stays near its
+        limit however fast the walk; given up once no FORGET has come for a while (files in
+        use are not forgotten)."""
+        waited, size = 0, len(self.inodes)
+        while self.inodes.crowded() and waited < 20:
+            await trio.sleep(0.005)
+            waited = 0 if len(self.inodes) < size else waited + 1
+            size = min(size, len(self.inodes))
+
+    def _kernel_forget_path(self, vpath: Path) -> None:
+        parent, node = self.inodes.at(vpath[:-1]), self.inodes.at(vpath)
+        if vpath and parent is not None and node is not None:
+            self._kernel_forget(parent, node)
 
     async def _child(self, parent: Node, name: str) -> tuple[Path, Entry]:
         """The remote path and entry behind the local ``name`` in ``parent``."""
@@ -186,11 +220,18 @@ class Operations(pyfuse3.Operations):
         assert isinstance(handle, DirHandle)
         if handle.listing is None or start_id == 0:
             handle.start(await self.tree.list_growing(handle.node.vpath))
+            trust = None if self.tree.is_top(handle.node.vpath) else self.tree.trust(handle.node.vpath + ("",))
+            handle.trusted_until = None if trust is None else time.monotonic() + trust
         if not await handle.names_beyond(start_id):
             return
+        if self.inodes.crowded():
+            await self._let_kernel_forget()
         base = handle.node.vpath
         top = self.tree.is_top(base)  # account folders: each has its own capabilities
         caps = None if top else self.tree.capabilities(base + ("",))
+        # as long as the cache trusted the listing this handle took (not a newer one)
+        until = handle.trusted_until
+        trust = None if until is None else max(0.0, until - time.monotonic())
         at, ref, make, owner = self.inodes.at, self.inodes.ref, attrs.make, self.owner
         listed = handle.names
         for i in range(start_id, len(listed)):  # runs once per entry of a 10k folder: kept lean
@@ -203,7 +244,7 @@ class Operations(pyfuse3.Operations):
                 a = self._attrs_with_size(node, writers[0].size())
             else:
                 node = ref(vpath, entry)
-                a = make(node.inode, entry, caps or self.tree.capabilities(vpath), owner)
+                a = make(node.inode, entry, caps or self.tree.capabilities(vpath), owner, trust)
             if not pyfuse3.readdir_reply(token, local.encode("utf-8", "surrogateescape"), a, i + 1):
                 self.inodes.forget(node.inode, 1)
                 break
@@ -231,7 +272,12 @@ class Operations(pyfuse3.Operations):
         backend, path = self.tree.route(vpath)
         if self.owner.readonly or not backend.capabilities.mkdir:
             raise ReadOnly("cannot remove folders here")
-        await backend.rmdir(path)
+        try:
+            await backend.rmdir(path)
+        except BaseException as e:
+            if _outcome_unknown(e):
+                self._kernel_forget_path(vpath)
+            raise
         self.inodes.unlink(vpath)
 
     @fs_op
@@ -242,7 +288,12 @@ class Operations(pyfuse3.Operations):
             raise ReadOnly("mounted read-only")
         if not backend.capabilities.remove:
             raise (NotPermitted if backend.capabilities.write else ReadOnly)("cannot remove here")
-        await backend.remove(path)
+        try:
+            await backend.remove(path)
+        except BaseException as e:
+            if _outcome_unknown(e):
+                self._kernel_forget_path(vpath)
+            raise
         self.inodes.unlink(vpath)
 
     @fs_op
@@ -267,7 +318,13 @@ class Operations(pyfuse3.Operations):
             raise (NotPermitted if backend.capabilities.write else ReadOnly)("cannot rename here")
         for handle in self._writers_below(old):
             await self._commit(handle)
-        await backend.rename(path, self.tree.route(new)[1])
+        try:
+            await backend.rename(path, self.tree.route(new)[1])
+        except BaseException as e:
+            if _outcome_unknown(e):  # done or not on the server: the kernel must ask again
+                self._kernel_forget_path(old)
+                self._kernel_forget_path(new)
+            raise
         self.inodes.move(old, new)
 
     def _writers_below(self, vpath: Path) -> list[FileHandle]:

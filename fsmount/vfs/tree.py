@@ -42,6 +42,14 @@ class Tree:
         if self.single is None and (not a or not b or a[0] != b[0]):
             raise CrossDevice("rename across accounts")
 
+    def trust(self, vpath: Path) -> float | None:
+        """Seconds the cache still trusts the entry at ``vpath`` (the listing it came from);
+        None for what no listing vouches for (the mount's own folders, an account's root)."""
+        if self.is_top(vpath) or not vpath or (self.single is None and len(vpath) == 1):
+            return None
+        backend, path = self.route(vpath)
+        return backend.trust(path[:-1])
+
     async def list(self, vpath: Path) -> list[Entry]:
         if self.is_top(vpath):
             return [Entry(name, True, mtime=self.started) for name in self.accounts]

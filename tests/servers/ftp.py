@@ -18,6 +18,8 @@ run time by ``set_faults`` (a JSON file the server re-reads when it changes):
 - ``stor_reply``: answer every STOR with this reply instead (e.g. ``552 Quota exceeded``);
 - ``no_rename_over``: RNTO onto an existing file fails with 550, as on some servers.
 
+``FtpServer.commands()`` lists every command the server received (``PASS`` without its argument).
+
 ``running_vsftpd()`` starts a real vsftpd 3 (anonymous, read-only, LIST only — no MLSD/MFMT),
 optionally with TLS enforced and ``require_ssl_reuse=YES``.
 """
@@ -105,6 +107,14 @@ class FtpServer:
             c.connect("127.0.0.1", self.port)
             c.login(user or "anonymous", USERS.get(user or "", ""))
         return c
+
+    def commands(self) -> list[str]:
+        """Every command the server received so far, in order (``"MLSD /docs"``), from all
+        connections: what a test asserts about the requests a tool through the mount cost."""
+        try:
+            return (self.dir / "commands.log").read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -280,8 +290,12 @@ def _serve(d: Path) -> None:
                         yield line.encode("utf-8", "surrogateescape")
             yield from (lines() if one else self._capped(lines()))
 
+    commands = open(d / "commands.log", "a", buffering=1)  # a line each, as it comes
+
     class Hooks:
         def process_command(self, cmd, *args, **kwargs):  # type: ignore[no-untyped-def]
+            arg = args[0] if args and isinstance(args[0], str) and cmd != "PASS" else ""
+            commands.write(f"{cmd} {arg}".rstrip() + "\n")
             if faults().get("hang"):
                 return None
             if faults().get("no_mlst") and cmd in ("MLSD", "MLST"):
