@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+import trio
 from cachetools import TTLCache
 
-from ..backends.base import Path
+from ..backends.base import Entry, Path
 from ..errors import FsError
 from .growing import GrowingListing
-
-if TYPE_CHECKING:
-    from .layer import CachedBackend
+from .metadata import MetadataCache
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +33,18 @@ MAX_READ = 1000
 MAX_QUEUED = 256
 
 
+class Lister(Protocol):
+    """What listing ahead needs of the cache layer: its listings, and a way to fetch one."""
+
+    account: str
+    meta: MetadataCache
+    nursery: trio.Nursery | None
+
+    async def list(self, path: Path) -> list[Entry]: ...
+
+
 class ListingAhead:
-    def __init__(self, layer: CachedBackend, workers: int) -> None:
+    def __init__(self, layer: Lister, workers: int) -> None:
         self.layer = layer
         self.workers = max(0, workers)
         self._read: TTLCache[Path, bool] = TTLCache(MAX_READ, WALK_WINDOW)
