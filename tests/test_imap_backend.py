@@ -20,7 +20,7 @@ import trio
 
 from fsmount.backends import imap
 from fsmount.backends.base import Entry
-from fsmount.backends.decoded import decoded_text
+from fsmount.cache.decoded import decoded_text
 from fsmount.backends.imap.folders import FolderTree
 from fsmount.backends.imap import fetch as imapfetch
 from fsmount.backends.mailnames import header_date, header_timestamp, key_of, message_name
@@ -153,7 +153,7 @@ def test_single_part_shortcut_parses_as_the_email_parser_does() -> None:
     from email.parser import BytesParser
     from email.policy import compat32
 
-    from fsmount.backends import decoded
+    from fsmount.cache import decoded
 
     tricky = [b"A: b\r\rC: d\n\nbody", b"From x\nA: b\n\nbody\r\nmore", b"no headers at all\n\nbody",
               b"A: b\n \n\nbody", b"A: b\nContent-Type: message/rfc822\n\nB: c\n\nx", b"A: b\r\n\r\n",

@@ -23,7 +23,7 @@ import trio
 from cachetools import LRUCache, TTLCache
 
 from ..backends.base import Backend, Content, Entry, PartialListing, PartSink, Path
-from ..backends.decoded import decoded_text
+from .decoded import decoded_text
 from ..errors import AlreadyExists, FsError, NotADirectory, NotFound, NotPermitted, Offline, ReadOnly
 from .availability import Availability, GuardedBackend, cuts_off
 from .content import BLOCK, CachedObject, ContentStore, object_key, unlink_quietly

@@ -2,7 +2,7 @@
 
 With ``decoded_view`` on, every message file ``X [42].eml`` of an IMAP, POP3 or NNTP account
 has a read-only ``X [42].txt`` beside it: the message as a person reads it
-(``backends.decoded.decoded_text``), so ``grep -r`` finds words inside base64 or
+(``decoded.decoded_text``), so ``grep -r`` finds words inside base64 or
 quoted-printable bodies and RFC 2047 headers. The cache layer makes it from the message's
 bytes (fetched once, for both files) and keeps it in the content store under an identity of
 its own; no backend knows it exists.

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fsmount.backends.base import BytesContent, Capabilities
-from fsmount.backends.decoded import decoded_text
+from fsmount.cache.decoded import decoded_text
 from fsmount.errors import NotPermitted
 
 from .harness import cached, trio_test

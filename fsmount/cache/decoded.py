@@ -13,9 +13,9 @@ encoded headers. ``decoded_text(raw)`` turns the exact message bytes into plain 
     <each text/plain part, decoded to UTF-8>
     <each text/html part without a plain alternative, as text>
 
-Shared by the mail backends (IMAP, POP3, NNTP): pure function, no I/O, never raises on a
-broken message (unknown charsets fall back to Latin-1/replacement characters, a broken MIME
-structure yields whatever parts could be read).
+Made by the cache layer for the decoded view (``views``) of every mail backend: a pure
+function, no I/O, never raises on a broken message (unknown charsets fall back to
+Latin-1/replacement characters, a broken MIME structure yields whatever parts could be read).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from email.parser import BytesParser, Parser
 from email.policy import compat32
 from html.parser import HTMLParser
 
-from .mailnames import decode_subject
+from ..backends.mailnames import decode_subject
 
 HEADERS = ("From", "To", "Cc", "Reply-To", "Subject", "Date", "Newsgroups", "Message-ID")
 SUFFIX = ".txt"
