@@ -19,6 +19,7 @@ from __future__ import annotations
 import imaplib
 import itertools
 import os
+import re
 import shutil
 import signal
 import socket
@@ -245,6 +246,12 @@ class Dovecot:
             return (self.dir / "dovecot.log").read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def bodies_sent(self) -> tuple[int, int]:
+        """(message bodies, their bytes) Dovecot sent so far, from the line each IMAP session
+        logs when it ends (``body_count=``, ``body_bytes=``): what the server saw fetched."""
+        ended = re.findall(r"body_count=(\d+) body_bytes=(\d+)", self.log())
+        return sum(int(c) for c, _ in ended), sum(int(b) for _, b in ended)
 
     def stop(self) -> None:
         """SIGTERM, then wait for the master to exit (a restart before that fails)."""
