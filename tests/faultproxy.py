@@ -56,6 +56,17 @@ def cut(*socks: socket.socket) -> None:
             pass
 
 
+def relay(src: socket.socket, dst: socket.socket) -> None:
+    """Pass everything from ``src`` on to ``dst`` unchanged, then disconnect ``dst``: the
+    direction of a connection a fault proxy leaves alone."""
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    cut(dst)
+
+
 class OutageProxy(FaultProxy):
     """A server that goes away and comes back, as its clients see it.
 

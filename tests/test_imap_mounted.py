@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faultproxy import FaultProxy, Relay, cut
+from tests.faultproxy import FaultProxy, Relay, cut, relay
 from tests.mounting import mounted, run, wait_for
 from tests.servers.dovecot import (  # noqa: F401  (fixtures)
     Dovecot, _quote, available, dovecot, dovecot_server, fresh_dovecot,
@@ -182,17 +182,8 @@ class ShortLiteralProxy(FaultProxy):
     announced as such and closed with a plausible ``)`` (what RFC822.SIZE said stays)."""
 
     def serve(self, client: socket.socket, upstream: socket.socket) -> None:
-        threading.Thread(target=self._relay, args=(client, upstream), daemon=True).start()
+        threading.Thread(target=relay, args=(client, upstream), daemon=True).start()
         threading.Thread(target=self._shorten, args=(upstream, client), daemon=True).start()
-
-    @staticmethod
-    def _relay(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        cut(dst)
 
     @staticmethod
     def _shorten(src: socket.socket, dst: socket.socket) -> None:
@@ -243,7 +234,7 @@ class CodeDroppingProxy(FaultProxy):
         super().__init__(host, port)
 
     def serve(self, client: socket.socket, upstream: socket.socket) -> None:
-        threading.Thread(target=ShortLiteralProxy._relay, args=(client, upstream), daemon=True).start()
+        threading.Thread(target=relay, args=(client, upstream), daemon=True).start()
         threading.Thread(target=self._drop_codes, args=(upstream, client), daemon=True).start()
 
     def _drop_codes(self, src: socket.socket, dst: socket.socket) -> None:

@@ -20,7 +20,7 @@ from fsmount.errors import (
     AlreadyExists, InvalidArgument, NotFound, NotPermitted, PermissionDenied, ReadOnly, SizeMismatch,
     TooLarge,
 )
-from tests.faultproxy import FaultProxy, cut
+from tests.faultproxy import FaultProxy, cut, relay
 from tests.servers.inn import USERS, InnServer, inn, inn_without_tls  # noqa: F401  (fixtures)
 from tests.backend_support import remove_spools, run, spool  # noqa: F401  (autouse fixture)
 
@@ -432,17 +432,8 @@ class ShortArticleProxy(FaultProxy):
         super().__init__("127.0.0.1", server.port)
 
     def serve(self, client: socket.socket, upstream: socket.socket) -> None:
-        threading.Thread(target=self._relay, args=(client, upstream), daemon=True).start()
+        threading.Thread(target=relay, args=(client, upstream), daemon=True).start()
         threading.Thread(target=self._shorten, args=(upstream, client), daemon=True).start()
-
-    @staticmethod
-    def _relay(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        cut(dst)
 
     def _shorten(self, src: socket.socket, dst: socket.socket) -> None:
         kept: int | None = None  # lines of the ARTICLE answer relayed so far
