@@ -77,9 +77,9 @@ class InnServer:
         """A direct client (the tests' view from the server side)."""
         if tls:
             ctx = ssl.create_default_context(cafile=str(self.ca))
-            conn: nntplib.NNTP = nntplib.NNTP_SSL(HOST, self.tls_port, ssl_context=ctx, timeout=10)
+            conn: nntplib.NNTP = nntplib.NNTP_SSL(HOST, self.tls_port, ssl_context=ctx, timeout=30)
         else:
-            conn = nntplib.NNTP(HOST, self.port, timeout=10)
+            conn = nntplib.NNTP(HOST, self.port, timeout=30)
         if user is not None:
             conn.login(user, USERS[user], usenetrc=False)
         return conn
