@@ -123,7 +123,7 @@ class Service(ABC):
             table["ca_file"] = str(self.ca)
         if self.password is not None:
             table["password"] = password if password is not None else self.password
-        table.update({"timeout": 5, **self.extra, **options})
+        table.update({"timeout": 15, **self.extra, **options})  # a loaded machine greets slowly
         lines = [f"[accounts.{ACCOUNT}]"] + [f"{k} = {toml_value(v)}" for k, v in table.items()
                                               if v is not None]
         return "\n".join(lines) + "\n"
