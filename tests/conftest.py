@@ -11,9 +11,9 @@ def _uses_inn(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """INN's tests run one after the other in one test process (``--dist loadgroup``): several
-    INN servers at once slowed each other's readers past the tests' timeouts (seen in the
-    Debian 13 chroot: 4 of 60 INN tests timed out with four processes)."""
+    """With ``-n N --dist loadgroup``, INN's tests run one after the other in one test
+    process: several INN servers at once slowed each other's readers past the tests' timeouts
+    (seen in the Debian 13 chroot: 4 of 60 INN tests timed out with four processes)."""
     for item in items:
         if _uses_inn(item):
             item.add_marker(pytest.mark.xdist_group("inn"))
