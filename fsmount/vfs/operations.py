@@ -12,7 +12,8 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pyfuse3
@@ -125,6 +126,18 @@ class Operations(pyfuse3.Operations):
         parent, node = self.inodes.at(vpath[:-1]), self.inodes.at(vpath)
         if vpath and parent is not None and node is not None:
             self._kernel_forget(parent, node)
+
+    @contextmanager
+    def _forgotten_if_unknown(self, *vpaths: Path) -> Iterator[None]:
+        """A change whose outcome is unknown (done or not on the server): the kernel must
+        ask about these names again."""
+        try:
+            yield
+        except BaseException as e:
+            if _outcome_unknown(e):
+                for vpath in vpaths:
+                    self._kernel_forget_path(vpath)
+            raise
 
     async def _child(self, parent: Node, name: str) -> tuple[Path, Entry]:
         """The remote path and entry behind the local ``name`` in ``parent``."""
@@ -272,12 +285,8 @@ class Operations(pyfuse3.Operations):
         backend, path = self.tree.route(vpath)
         if self.owner.readonly or not backend.capabilities.mkdir:
             raise ReadOnly("cannot remove folders here")
-        try:
+        with self._forgotten_if_unknown(vpath):
             await backend.rmdir(path)
-        except BaseException as e:
-            if _outcome_unknown(e):
-                self._kernel_forget_path(vpath)
-            raise
         self.inodes.unlink(vpath)
 
     @fs_op
@@ -288,12 +297,8 @@ class Operations(pyfuse3.Operations):
             raise ReadOnly("mounted read-only")
         if not backend.capabilities.remove:
             raise (NotPermitted if backend.capabilities.write else ReadOnly)("cannot remove here")
-        try:
+        with self._forgotten_if_unknown(vpath):
             await backend.remove(path)
-        except BaseException as e:
-            if _outcome_unknown(e):
-                self._kernel_forget_path(vpath)
-            raise
         self.inodes.unlink(vpath)
 
     @fs_op
@@ -318,13 +323,8 @@ class Operations(pyfuse3.Operations):
             raise (NotPermitted if backend.capabilities.write else ReadOnly)("cannot rename here")
         for handle in self._writers_below(old):
             await self._commit(handle)
-        try:
+        with self._forgotten_if_unknown(old, new):
             await backend.rename(path, self.tree.route(new)[1])
-        except BaseException as e:
-            if _outcome_unknown(e):  # done or not on the server: the kernel must ask again
-                self._kernel_forget_path(old)
-                self._kernel_forget_path(new)
-            raise
         self.inodes.move(old, new)
 
     def _writers_below(self, vpath: Path) -> list[FileHandle]:
