@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from tests.servers.ports import bound_socket
 
@@ -117,17 +120,38 @@ class OutageProxy(FaultProxy):
             threading.Thread(target=self._accept, daemon=True).start()
 
 
+@dataclass(frozen=True)
+class Line:
+    """One line a client sent through a :class:`Relay`, as the server received it: on which
+    connection, and after how many of the server's answers (chunks relayed back on that
+    connection). Two lines of one connection after the same number of answers were sent
+    before the server had answered the first: pipelined, as the server saw it."""
+
+    connection: int
+    text: str
+    answers: int
+
+    @property
+    def word(self) -> str:
+        """The command's first word, upper case (of an IMAP command: its tag)."""
+        return self.text.split(" ", 1)[0].upper()
+
+
 class Relay(FaultProxy):
     """A transparent relay that keeps count: ``connections`` accepted so far, ``from_client``
     every byte a client sent (a password sent in clear shows here), and ``cut_all`` to drop
     every connection at once, as a server restart or a NAT timeout would; ``cut_after = N``
     cuts the connection that next carries N more bytes from the server, in the middle of an
     answer (``cuts`` counts those). TLS passes through untouched (the relay only moves
-    bytes), so it stands in front of any server."""
+    bytes), so it stands in front of any server.
+
+    ``lines()`` is what the server was asked, line by line, and ``batches()`` which commands
+    arrived pipelined: readable only on a connection without TLS (``tls = "off"``)."""
 
     def __init__(self, host: str, port: int) -> None:
         self.connections = 0
         self.from_client = bytearray()
+        self.sent: list[Line] = []  # every line clients sent, in the order it arrived
         self.cut_after: int | None = None
         self.cuts = 0
         self._lock = threading.Lock()
@@ -136,8 +160,44 @@ class Relay(FaultProxy):
     def serve(self, client: socket.socket, upstream: socket.socket) -> None:
         with self._lock:
             self.connections += 1
-        threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
-        threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+            conn = _Connection(self.connections)
+        threading.Thread(target=self._pipe, args=(client, upstream, conn, True), daemon=True).start()
+        threading.Thread(target=self._pipe, args=(upstream, client, conn, False), daemon=True).start()
+
+    def mark(self) -> int:
+        """Where the record stands now: pass it as ``since`` to see only what came later."""
+        with self._lock:
+            return len(self.sent)
+
+    def lines(self, since: int = 0) -> list[str]:
+        """Every line clients sent since ``mark()``, in order, without its line end."""
+        with self._lock:
+            return [line.text for line in self.sent[since:]]
+
+    def commands(self, word: str, since: int = 0) -> list[str]:
+        """The lines sent since ``mark()`` that start with the command ``word``."""
+        with self._lock:
+            return [line.text for line in self.sent[since:] if line.word == word.upper()]
+
+    def batches(self, word: str, since: int = 0) -> list[int]:
+        """How many ``word`` commands each round carried: a run of them on one connection
+        with no answer from the server in between counts as one round (``[4]``: four sent
+        before the server answered the first; ``[1, 1]``: one at a time)."""
+        with self._lock:
+            sent = self.sent[since:]
+        rounds: list[int] = []
+        open_round: dict[int, tuple[int, int]] = {}  # connection → (answers, index in rounds)
+        for line in sent:
+            if line.word != word.upper():
+                open_round.pop(line.connection, None)
+                continue
+            answers, index = open_round.get(line.connection, (-1, -1))
+            if answers == line.answers:
+                rounds[index] += 1
+            else:
+                open_round[line.connection] = (line.answers, len(rounds))
+                rounds.append(1)
+        return rounds
 
     def cut_all(self) -> int:
         """Drop every connection open now; how many there were."""
@@ -148,21 +208,48 @@ class Relay(FaultProxy):
             s.close()
         return len(socks) // 2
 
-    def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, conn: _Connection, from_client: bool) -> None:
         try:
             while data := src.recv(65536):
-                with self._lock:
+                with self._lock:  # recorded before it is passed on: the order is causal
                     if from_client:
                         self.from_client += data
-                    elif self.cut_after is not None:
-                        if len(data) >= self.cut_after:
-                            data, self.cut_after = data[:self.cut_after], None
-                            self.cuts += 1
-                            dst.sendall(data)
-                            cut(src, dst)
-                            return
-                        self.cut_after -= len(data)
+                        self.sent += conn.lines(data)
+                    else:
+                        conn.answers += 1
+                        if self.cut_after is not None:
+                            if len(data) >= self.cut_after:
+                                data, self.cut_after = data[:self.cut_after], None
+                                self.cuts += 1
+                                dst.sendall(data)
+                                cut(src, dst)
+                                return
+                            self.cut_after -= len(data)
                 dst.sendall(data)
         except OSError:
             pass
         cut(dst)
+
+
+class _Connection:
+    """A relayed connection's count of answers, and the client's unfinished line."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.answers = 0
+        self.partial = b""
+
+    def lines(self, data: bytes) -> list[Line]:
+        *done, self.partial = (self.partial + data).split(b"\n")
+        return [Line(self.number, raw.rstrip(b"\r").decode("utf-8", "replace"), self.answers)
+                for raw in done]
+
+
+@contextmanager
+def relaying(host: str, port: int) -> Iterator[Relay]:
+    """A :class:`Relay` in front of ``host:port`` for the length of a ``with`` block."""
+    relay = Relay(host, port)
+    try:
+        yield relay
+    finally:
+        relay.close()

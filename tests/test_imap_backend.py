@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import email.utils
 import gc
-import logging
 import re
 import socket
 import threading
@@ -32,20 +31,31 @@ from fsmount.errors import (
 )
 from tests.servers.dovecot import USERS, Dovecot, _quote, dovecot_server, fresh_dovecot  # noqa: F401
 from tests.backend_support import remove_spools, run, scratch, spool  # noqa: F401  (autouse fixture)
-from tests.faultproxy import FaultProxy, cut
+from tests.faultproxy import FaultProxy, Relay, cut, relaying
 
 T = TypeVar("T")
 
 
 def backend_for(server: Dovecot, *, user: str = "alice", scheme: str = "imap",
-                password: str | None = None, **options: Any) -> imap.ImapBackend:
-    port = server.imaps_port if scheme == "imaps" else server.imap_port
+                password: str | None = None, port: int | None = None, **options: Any) -> imap.ImapBackend:
+    if port is None:
+        port = server.imaps_port if scheme == "imaps" else server.imap_port
     table: dict[str, Any] = {"url": f"{scheme}://{user}@127.0.0.1:{port}", "timeout": 10,
                              "ca_file": str(server.ca)}
     table.update(options)
     account = make_account("mail", table, where="test")
     secret = Secret(password if password is not None else USERS[user], options.get("token_command"))
     return imap.create(account, secret, None)
+
+
+def through(relay: Relay, server: Dovecot, **options: Any) -> imap.ImapBackend:
+    """A backend whose commands the relay records: in clear, so that they can be read."""
+    return backend_for(server, port=relay.port, tls="off", plaintext_auth=True, **options)
+
+
+def commands(relay: Relay, since: int = 0) -> list[str]:
+    """The IMAP commands the server received since ``relay.mark()``, without their tags."""
+    return [line.split(" ", 1)[1] for line in relay.lines(since) if " " in line]
 
 
 def unique(prefix: str) -> str:
@@ -288,9 +298,7 @@ def test_names_are_stable_across_mounts(corpus: tuple[Dovecot, str, list[int]]) 
     assert sorted(e.name for e in first) == sorted(e.name for e in second)
 
 
-def test_download_many_is_one_fetch(
-        dovecot_server: Dovecot, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+def test_download_many_is_one_fetch(dovecot_server: Dovecot, monkeypatch: pytest.MonkeyPatch) -> None:
     """A scan's batch: one UID FETCH of a UID set, BODY.PEEK only; a message expunged
     meanwhile, a name never listed and an object past the limit fail alone."""
     folder = unique("Batch")
@@ -310,11 +318,10 @@ def test_download_many_is_one_fetch(
             conn.expunge()
         paths = [(folder, e.name) for e in emls]
         paths.append((folder, "2024-01-01 0000 never [999999].eml"))
-        caplog.clear()
-        with caplog.at_level(logging.DEBUG, logger="fsmount.backends.imap"):
-            got = await b.download_many(paths)
-        fetches = [r.getMessage() for r in caplog.records if "FETCH" in r.getMessage()]
-        assert len(fetches) == 1 and "UID FETCH" in fetches[0] and "BODY.PEEK[]" in fetches[0], fetches
+        mark = relay.mark()
+        got = await b.download_many(paths)
+        fetches = [c for c in commands(relay, mark) if "FETCH" in c]
+        assert len(fetches) == 1 and fetches[0].startswith("UID FETCH ") and "BODY.PEEK[]" in fetches[0], fetches
         by_uid = dict(zip([e.identity[1] for e in emls], got))
         for i, uid in enumerate(uids):
             if i == 1:
@@ -324,11 +331,12 @@ def test_download_many_is_one_fetch(
         assert isinstance(by_uid[big_uid], imap.TooLarge)
         assert isinstance(got[-1], NotFound)
 
-    run(backend_for(dovecot_server), scenario)
+    with relaying(dovecot_server.host, dovecot_server.imap_port) as relay:
+        run(through(relay, dovecot_server), scenario)
     assert all(b"\\Seen" not in flags for _, flags in server_messages(dovecot_server, folder).values())
 
 
-def test_partial_fetch_of_a_big_message(dovecot_server: Dovecot, caplog: pytest.LogCaptureFixture) -> None:
+def test_partial_fetch_of_a_big_message(dovecot_server: Dovecot) -> None:
     folder = unique("Big")
     dovecot_server.create_folder(folder)
     body = b"".join(b"line %08d of a big message\r\n" % i for i in range(400_000))  # ~12 MiB
@@ -338,16 +346,16 @@ def test_partial_fetch_of_a_big_message(dovecot_server: Dovecot, caplog: pytest.
     async def scenario(b: imap.ImapBackend) -> None:
         (entry,) = files(await b.list((folder,)))
         assert entry.size == len(big)
-        caplog.clear()
-        with caplog.at_level(logging.DEBUG, logger="fsmount.backends.imap"):
-            assert await b.read((folder, entry.name), 0, 4096) == big[:4096]
-        fetches = [r.getMessage() for r in caplog.records if "FETCH" in r.getMessage()]
+        mark = relay.mark()
+        assert await b.read((folder, entry.name), 0, 4096) == big[:4096]
+        fetches = [c for c in commands(relay, mark) if "FETCH" in c]
         assert fetches and all("BODY.PEEK[]<0.4096>" in f for f in fetches), fetches
         target = scratch()
         got = await b.download((folder, entry.name), target)
         assert got.size == len(big) and open(target, "rb").read() == big
 
-    run(backend_for(dovecot_server), scenario)
+    with relaying(dovecot_server.host, dovecot_server.imap_port) as relay:
+        run(through(relay, dovecot_server), scenario)
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -616,8 +624,7 @@ def test_hostile_subjects_make_safe_names(dovecot_server: Dovecot) -> None:
     run(backend_for(dovecot_server), scenario)
 
 
-def test_idle_reports_new_mail_without_polling(fresh_dovecot: Dovecot,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_idle_reports_new_mail_without_polling(fresh_dovecot: Dovecot) -> None:
     async def wait_until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
         with trio.fail_after(10):
             while not await condition():
@@ -634,16 +641,17 @@ def test_idle_reports_new_mail_without_polling(fresh_dovecot: Dovecot,
             return watcher.idling
 
         await wait_until(idling, "IDLE")
-        caplog.clear()
-        with caplog.at_level(logging.DEBUG, logger="fsmount.backends.imap"):
-            assert not await b.changed(("INBOX",))
-            fresh_dovecot.deliver("alice", PLAIN)
-            await wait_until(lambda: b.changed(("INBOX",)), "IDLE to report the new message")
-        assert not [r for r in caplog.records if "STATUS" in r.getMessage()]
+        mark = relay.mark()
+        assert not await b.changed(("INBOX",))
+        fresh_dovecot.deliver("alice", PLAIN)
+        await wait_until(lambda: b.changed(("INBOX",)), "IDLE to report the new message")
+        asked = commands(relay, mark)
+        assert not [c for c in asked if c.upper().startswith("STATUS")], asked
         assert len(files(await b.list(("INBOX",)))) == 1
         assert not await b.changed(("INBOX",))
 
-    run(backend_for(fresh_dovecot), scenario)
+    with relaying(fresh_dovecot.host, fresh_dovecot.imap_port) as relay:
+        run(through(relay, fresh_dovecot), scenario)
 
 
 class CuttingProxy(FaultProxy):
@@ -694,8 +702,7 @@ class CuttingProxy(FaultProxy):
         return None
 
 
-def test_move_without_the_move_extension(dovecot_server: Dovecot, monkeypatch: pytest.MonkeyPatch,
-                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_move_without_the_move_extension(dovecot_server: Dovecot, monkeypatch: pytest.MonkeyPatch) -> None:
     """A server without MOVE: COPY, then flag and UID EXPUNGE only that message."""
     from imapclient import IMAPClient
 
@@ -712,12 +719,13 @@ def test_move_without_the_move_extension(dovecot_server: Dovecot, monkeypatch: p
 
     async def scenario(b: imap.ImapBackend) -> Entry | None:
         entry = next(e for e in files(await b.list((a,))) if e.identity[1] == uid)
-        with caplog.at_level(logging.DEBUG, logger="fsmount.backends.imap"):
-            return await b.rename((a, entry.name), (z, entry.name))
+        return await b.rename((a, entry.name), (z, entry.name))
 
-    moved = run(backend_for(dovecot_server), scenario)
-    assert any("UID COPY" in r.getMessage() for r in caplog.records)
-    assert not any("UID MOVE" in r.getMessage() for r in caplog.records)
+    with relaying(dovecot_server.host, dovecot_server.imap_port) as relay:
+        moved = run(through(relay, dovecot_server), scenario)
+    asked = [c.upper() for c in commands(relay)]
+    assert any(c.startswith("UID COPY ") for c in asked), asked
+    assert not any(c.startswith(("UID MOVE ", "MOVE ")) for c in asked), asked
     assert moved is not None and server_messages(dovecot_server, z)[moved.identity[1]][0] == PLAIN
     assert list(server_messages(dovecot_server, a)) == [other]
 
