@@ -20,8 +20,8 @@ from fsmount.errors import (
     AlreadyExists, InvalidArgument, NotFound, NotPermitted, PermissionDenied, ReadOnly, SizeMismatch,
     TooLarge,
 )
-from tests.faultproxy import FaultProxy, cut, relay
-from tests.servers.inn import USERS, InnServer, inn, inn_without_tls  # noqa: F401  (fixtures)
+from tests.faultproxy import FaultProxy, Relay, cut, relay, relaying
+from tests.servers.inn import HOST, USERS, InnServer, inn, inn_without_tls  # noqa: F401  (fixtures)
 from tests.backend_support import remove_spools, run, spool  # noqa: F401  (autouse fixture)
 
 T = TypeVar("T")
@@ -40,6 +40,11 @@ def backend_for(server: InnServer | None, *, user: str | None = "alice", port: i
     account = make_account("news", table, where="test")
     secret = Secret(password if password is not None else USERS.get(user or "", None))
     return nntp.create(account, secret, None)
+
+
+def through(relay: Relay, **options: Any) -> nntp.NntpBackend:
+    """A backend whose commands the relay records: in clear, so that they can be read."""
+    return backend_for(None, port=relay.port, tls="off", plaintext_auth=True, **options)
 
 
 def names(entries: list[Entry]) -> list[str]:
@@ -121,11 +126,11 @@ def test_lists_groups_flat_without_control_and_junk(inn: InnServer) -> None:
     run(backend_for(inn, scheme="nntps"), scenario)
 
 
-def test_wildmat_filters_groups_on_the_server(inn: InnServer, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="fsmount.backends.nntp")
-    b = backend_for(inn, scheme="nntps", groups=["comp.*", "!comp.lang.c", "local.test"])
-    assert names(run(b, lambda b: b.list(()))) == ["comp.lang", "comp.lang.python", "local.test"]
-    assert "LIST ACTIVE comp.*,!comp.lang.c,local.test" in caplog.text
+def test_wildmat_filters_groups_on_the_server(inn: InnServer) -> None:
+    with relaying(HOST, inn.port) as relay:
+        b = through(relay, groups=["comp.*", "!comp.lang.c", "local.test"])
+        assert names(run(b, lambda b: b.list(()))) == ["comp.lang", "comp.lang.python", "local.test"]
+    assert relay.commands("LIST") == ["LIST ACTIVE comp.*,!comp.lang.c,local.test"]
 
 
 def test_hierarchy_mode(inn: InnServer) -> None:
@@ -191,10 +196,9 @@ def test_article_bytes_match_the_server(inn: InnServer) -> None:
 
 
 def test_download_many_pipelines_and_reports_each_item(
-        inn: InnServer, caplog: pytest.LogCaptureFixture) -> None:
+        inn: InnServer) -> None:
     """A scan's batch: the ARTICLEs in one write; an article the server lost is NotFound and
     one too big to hold is TooLarge, and the answers after them still line up."""
-    caplog.set_level(logging.DEBUG, logger="fsmount.backends.nntp")
     mids = [inn.post("local.test", f"Batch {i}", f"..dotted {i}\n" + "y" * (3000 if i == 1 else 10) + "\n")
             for i in range(4)]
 
@@ -204,17 +208,19 @@ def test_download_many_pipelines_and_reports_each_item(
         state = b._states["local.test"]
         lost = min(state.entries)  # as if expired on the server
         state.entries[lost] = dataclasses.replace(state.entries[lost], identity=("<gone@example.org>",))
-        caplog.clear()
+        mark = relay.mark()
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(nntp, "BATCH_ITEM_LIMIT", 2000)
             got = await b.download_many([("local.test", e.name) for e in entries] + [("local.test", "x.eml")])
         assert isinstance(got[0], NotFound) and isinstance(got[1], TooLarge)
         assert got[2:4] == [inn.article(mids[2]), inn.article(mids[3])]
         assert isinstance(got[4], NotFound)
-        commands = [r.getMessage() for r in caplog.records if ": ARTICLE" in r.getMessage()]
-        assert len(commands) == 1 and "(4, pipelined)" in commands[0]
+        assert relay.commands("ARTICLE", mark) == ["ARTICLE <gone@example.org>", *(
+            f"ARTICLE {e.identity[0]}" for e in entries[1:])]
+        assert relay.batches("ARTICLE", mark) == [4]  # all four before the first answer
 
-    run(backend_for(inn), scenario)
+    with relaying(HOST, inn.port) as relay:
+        run(through(relay), scenario)
 
 
 def test_new_articles_appear_and_changed_is_cheap(inn: InnServer) -> None:
@@ -232,26 +238,22 @@ def test_new_articles_appear_and_changed_is_cheap(inn: InnServer) -> None:
     run(backend_for(inn, scheme="nntps"), scenario)
 
 
-def test_only_the_newest_articles_in_batches(inn: InnServer, caplog: pytest.LogCaptureFixture,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    caplog.set_level(logging.DEBUG, logger="fsmount.backends.nntp")
+def test_only_the_newest_articles_in_batches(inn: InnServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(nntp, "BATCH", 3)
     inn.post_many("local.test", 12)
 
     async def scenario(b: nntp.NntpBackend) -> None:
         listed = await b.list(("local.test",))
         assert [key_of(n) for n in names(listed)] == [str(n) for n in range(6, 13)]
-        assert [r.message for r in caplog.records if "OVER" in r.message][-3:] == [
-            f"{b.account.label}: OVER 6-8", f"{b.account.label}: OVER 9-11",
-            f"{b.account.label}: OVER 12-12"]
-        caplog.clear()
+        assert relay.commands("OVER")[-3:] == ["OVER 6-8", "OVER 9-11", "OVER 12-12"]
+        mark = relay.mark()
         inn.post("local.test", "thirteen")
         listed = await b.list(("local.test",))  # only the new one is fetched; 6 falls out
         assert [key_of(n) for n in names(listed)] == [str(n) for n in range(7, 14)]
-        assert [r.message for r in caplog.records if "OVER" in r.message] == [
-            f"{b.account.label}: OVER 13-13"]
+        assert relay.commands("OVER", mark) == ["OVER 13-13"]
 
-    run(backend_for(inn, scheme="nntps", max_articles=7), scenario)
+    with relaying(HOST, inn.port) as relay:
+        run(through(relay, max_articles=7), scenario)
 
 
 # -- posting -------------------------------------------------------------------------------
