@@ -36,7 +36,7 @@ from fsmount.errors import (
 from tests.mounting import wait_for
 from tests.servers.dovecot import Dovecot, available, dovecot
 from tests.backend_support import run
-from tests.faultproxy import FaultProxy, cut
+from tests.faultproxy import FaultProxy, Relay, cut, relaying
 
 T = TypeVar("T")
 
@@ -101,6 +101,11 @@ def backend_for(server: Dovecot | None, *, scheme: str = "pop3", port: int | Non
     table.update(options)
     account = make_account("mail", table, where="test")
     return pop3.create(account, Secret(password if password is not None else "secret1"), None)
+
+
+def through(relay: Relay, **options: Any) -> pop3.Pop3Backend:
+    """A backend whose commands the relay records: in clear, so that they can be read."""
+    return backend_for(None, port=relay.port, tls="off", plaintext_auth=True, **options)
 
 
 def message(subject: str, body: str = "Hello.\r\n", date: str = "Mon, 01 Jan 2024 10:00:00 +0000",
@@ -251,11 +256,10 @@ def test_content_is_byte_for_byte_what_was_delivered(srv: Dovecot, monkeypatch: 
 
 
 def test_download_many_pipelines_one_session_and_reports_each_item(
-        srv: Dovecot, caplog: pytest.LogCaptureFixture) -> None:
+        srv: Dovecot) -> None:
     """A scan's batch: one UIDL, the RETRs in one write, exact bytes; a message deleted
     elsewhere is NotFound on its own; one too big to hold is TooLarge, and the rest still
     arrive in order (the pipelined answers stay in step)."""
-    caplog.set_level(logging.DEBUG, logger="fsmount.backends.pop3")
     raws = [message(f"Batch {i}", f"..dotted {i}\r\n" + ("y" * 98 + "\r\n") * (30 if i == 2 else 1)) for i in range(5)]
     srv.append_many("alice", raws)
 
@@ -268,7 +272,7 @@ def test_download_many_pipelines_one_session_and_reports_each_item(
             stored = {conn.uidl(n).split()[2].decode(): b"\r\n".join(conn.retr(n)[1]) + b"\r\n"
                       for n in range(1, 6)}
             conn.dele(4)
-        caplog.clear()
+        mark = relay.mark()
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(pop3, "BATCH_ITEM_LIMIT", 2000)
             got = await b.download_many([*paths, ("no such.eml",)])
@@ -282,34 +286,36 @@ def test_download_many_pipelines_one_session_and_reports_each_item(
             else:
                 assert isinstance(result, NotFound)  # the one deleted elsewhere
         assert sum(isinstance(r, bytes) for r in got) == 3
-        commands = [r.getMessage().split(": ", 1)[1] for r in caplog.records if "pop3" in r.name]
-        assert commands.count("UIDL") == 1
-        assert [c for c in commands if c.startswith("RETR")] == [
-            next(c for c in commands if c.startswith("RETR"))]  # one write for all
-        assert "(4, pipelined)" in next(c for c in commands if c.startswith("RETR"))
+        assert relay.commands("UIDL", mark) == ["UIDL"]
+        assert len(relay.commands("RETR", mark)) == 4
+        assert relay.batches("RETR", mark) == [4]  # all four before the first answer
 
-    run(backend_for(srv), scenario)
+    with relaying(srv.host, srv.pop3_port) as relay:
+        run(through(relay), scenario)
 
 
-def test_relisting_asks_top_only_for_new_mail(srv: Dovecot, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="fsmount.backends.pop3")
+def test_relisting_asks_top_only_for_new_mail(srv: Dovecot) -> None:
     srv.append_many("alice", [message(f"Old {i}") for i in range(5)])
+    seen = 0
 
-    def tops() -> list[str]:
-        found = [r.getMessage().split(": ", 1)[1] for r in caplog.records if ": TOP " in r.getMessage()]
-        caplog.clear()
+    def tops() -> tuple[list[str], list[int]]:
+        """The TOP commands the server got since the last call, and how they were pipelined."""
+        nonlocal seen
+        found = relay.commands("TOP", seen), relay.batches("TOP", seen)
+        seen = relay.mark()
         return found
 
     async def scenario(b: pop3.Pop3Backend) -> None:
         await b.list(())
-        assert tops() == ["TOP 1 0 … TOP 5 0 (pipelined)"]
+        assert tops() == ([f"TOP {n} 0" for n in range(1, 6)], [5])
         await b.list(())
-        assert tops() == []
+        assert tops() == ([], [])
         srv.deliver("alice", message("New"))
         assert any("New" in e.name for e in await b.list(()))
-        assert tops() == ["TOP 6 0"]
+        assert tops() == (["TOP 6 0"], [1])
 
-    run(backend_for(srv), scenario)
+    with relaying(srv.host, srv.pop3_port) as relay:
+        run(through(relay), scenario)
 
 
 def test_many_messages_list_and_read(srv: Dovecot) -> None:
@@ -348,17 +354,12 @@ def test_no_session_is_left_open_between_operations(srv: Dovecot) -> None:
     run(backend_for(srv), scenario)
 
 
-def connects(caplog: pytest.LogCaptureFixture) -> int:
-    return sum(": connecting (" in r.getMessage() for r in caplog.records)
-
-
-def test_concurrent_reads_share_one_session(srv: Dovecot, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="fsmount.backends.pop3")
+def test_concurrent_reads_share_one_session(srv: Dovecot) -> None:
     srv.append_many("alice", [message(f"Parallel {i}", f"text {i}\r\n") for i in range(8)])
 
     async def scenario(b: pop3.Pop3Backend) -> None:
         entries = await b.list(())
-        before = connects(caplog)
+        before = relay.connections
         results: dict[str, bytes] = {}
 
         async def one(e: Entry) -> None:
@@ -368,28 +369,28 @@ def test_concurrent_reads_share_one_session(srv: Dovecot, caplog: pytest.LogCapt
             for e in entries:
                 nursery.start_soon(one, e)
         assert all(f"text {i}\r\n".encode() in results[entries[i].name] for i in range(8))
-        assert connects(caplog) - before == 1  # queued reads reuse the open session
+        assert relay.connections - before == 1  # queued reads reuse the open session
         with direct(srv, timeout=3):  # and it ended with the last of them
             pass
 
-    run(backend_for(srv), scenario)
+    with relaying(srv.host, srv.pop3_port) as relay:
+        run(through(relay), scenario)
 
 
-def test_a_long_scan_ends_its_session_now_and_then(srv: Dovecot, monkeypatch: pytest.MonkeyPatch,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="fsmount.backends.pop3")
+def test_a_long_scan_ends_its_session_now_and_then(srv: Dovecot, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pop3, "MAX_SESSION", 0.0)
     srv.append_many("alice", [message(f"Scan {i}") for i in range(4)])
 
     async def scenario(b: pop3.Pop3Backend) -> None:
         entries = await b.list(())
-        before = connects(caplog)
+        before = relay.connections
         async with trio.open_nursery() as nursery:
             for e in entries:
                 nursery.start_soon(download, b, e)
-        assert connects(caplog) - before == 4  # one session per read
+        assert relay.connections - before == 4  # one session per read
 
-    run(backend_for(srv), scenario)
+    with relaying(srv.host, srv.pop3_port) as relay:
+        run(through(relay), scenario)
 
 
 def test_locked_maildrop_waits_then_works(srv: Dovecot) -> None:
