@@ -51,6 +51,12 @@ def alice(server: FtpServer, scheme: str = "ftp", **options: Any) -> ftp.FtpBack
     return backend_for(server.url(scheme), ca=server.ca, **options)
 
 
+def asked(server: FtpServer, since: int = 0) -> list[str]:
+    """The commands the server received (from every connection) after the first ``since``,
+    by their first word: ``["STOR", "RNFR", …]``."""
+    return [c.split(" ", 1)[0] for c in server.commands()[since:]]
+
+
 def no_temp_files(root: Path) -> bool:
     return not [p for p in root.rglob(".fsmount-*")]
 
@@ -129,10 +135,9 @@ def test_contract(server: FtpServer, scheme: str) -> None:
     run(alice(server, scheme), scenario)
 
 
-def test_sequential_reads_share_one_transfer(server: FtpServer, caplog: pytest.LogCaptureFixture) -> None:
+def test_sequential_reads_share_one_transfer(server: FtpServer) -> None:
     blob = os.urandom(8 << 20)
     (server.root / "seq.bin").write_bytes(blob)
-    caplog.set_level(logging.DEBUG, "fsmount.backends.ftp")
 
     async def scenario(b: ftp.FtpBackend) -> bytes:
         out = []
@@ -141,25 +146,20 @@ def test_sequential_reads_share_one_transfer(server: FtpServer, caplog: pytest.L
         return b"".join(out)
 
     assert run(alice(server), scenario) == blob
-    retrs = [r for r in caplog.messages if "> RETR" in r]
-    assert len(retrs) == 1, retrs
+    assert asked(server).count("RETR") == 1, server.commands()
 
 
 @pytest.mark.parametrize("scheme", ["ftp", "ftpes"])
 def test_uploads_in_a_row_find_their_data_connection_open(
-        server: FtpServer, scheme: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+        server: FtpServer, scheme: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each upload's last round trip also asks for the next data connection (EPSV): the next
     upload starts with STOR. One kept too long is dropped, and the next transfer asks anew."""
-    caplog.set_level(logging.DEBUG, "fsmount.backends.ftp")
-
-    def commands() -> list[str]:
-        return [m.split("> ", 1)[1].split()[0] for m in caplog.messages if " > " in m]
 
     async def scenario(b: ftp.FtpBackend) -> set[str]:
         await b.commit(("first.txt",), spool(b"1"), None)
-        before = len(commands())
+        before = len(server.commands())
         await b.commit(("second.txt",), spool(b"22"), None)
-        assert commands()[before:] == ["STOR", "RNFR", "RNTO", "MLST", "EPSV"]
+        assert asked(server, before) == ["STOR", "RNFR", "RNTO", "MLST", "EPSV"]
         monkeypatch.setattr(ftp, "READY_FOR", 0.0)  # the one opened ahead is now too old
         names = {e.name for e in await b.list(())}
         await b.commit(("third.txt",), spool(b"333"), None)
@@ -172,11 +172,9 @@ def test_uploads_in_a_row_find_their_data_connection_open(
     assert no_temp_files(server.root)
 
 
-def test_random_reads_are_correct_and_reuse_the_connection(server: FtpServer,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_random_reads_are_correct_and_reuse_the_connection(server: FtpServer) -> None:
     blob = os.urandom(4 << 20)
     (server.root / "r.bin").write_bytes(blob)
-    caplog.set_level(logging.DEBUG, "fsmount.backends.ftp")
     offsets = [(i * 7919 * 4096) % (len(blob) - 4096) for i in range(60)]
 
     async def scenario(b: ftp.FtpBackend) -> list[bytes]:
@@ -185,7 +183,7 @@ def test_random_reads_are_correct_and_reuse_the_connection(server: FtpServer,
     start = time.monotonic()
     got = run(alice(server), scenario)
     assert got == [blob[o: o + 4096] for o in offsets]
-    assert sum("> PASS" in m for m in caplog.messages) <= 4  # aborted transfers keep their connections
+    assert asked(server).count("PASS") <= 4  # aborted transfers keep their connections
     assert time.monotonic() - start < 10
 
 
@@ -259,8 +257,9 @@ def test_prefer_upgrades_to_tls_when_offered(server: FtpServer, caplog: pytest.L
     caplog.set_level(logging.DEBUG, "fsmount.backends.ftp")
     b = backend_for(server.url().replace(str(server.port), str(server.tls_port)), ca=server.ca)
     run(b, lambda b: b.list(()))
-    sent = [m for m in caplog.messages if " > " in m]
-    assert any("AUTH TLS" in m for m in sent) and any("PROT P" in m for m in sent)
+    sent = server.commands()
+    assert sent.index("AUTH TLS") < sent.index("USER alice") < sent.index("PASS")  # logged in under TLS
+    assert "PROT P" in sent  # and the listing came encrypted too
     assert not any("secret" in m for m in caplog.messages)  # the password never reaches a log
 
 
