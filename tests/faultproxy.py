@@ -142,8 +142,10 @@ class Relay(FaultProxy):
     every byte a client sent (a password sent in clear shows here), and ``cut_all`` to drop
     every connection at once, as a server restart or a NAT timeout would; ``cut_after = N``
     cuts the connection that next carries N more bytes from the server, in the middle of an
-    answer (``cuts`` counts those). TLS passes through untouched (the relay only moves
-    bytes), so it stands in front of any server.
+    answer (``cuts`` counts those); ``hold_after = N`` holds back what the server sends after
+    N more bytes until ``release()``, as a slow link would (``held`` is set once it does).
+    TLS passes through untouched (the relay only moves bytes), so it stands in front of any
+    server.
 
     ``lines()`` is what the server was asked, line by line, and ``batches()`` which commands
     arrived pipelined: readable only on a connection without TLS (``tls = "off"``)."""
@@ -154,6 +156,9 @@ class Relay(FaultProxy):
         self.sent: list[Line] = []  # every line clients sent, in the order it arrived
         self.cut_after: int | None = None
         self.cuts = 0
+        self.hold_after: int | None = None
+        self.held = threading.Event()
+        self._released = threading.Event()
         self._lock = threading.Lock()
         super().__init__(host, port)
 
@@ -163,6 +168,14 @@ class Relay(FaultProxy):
             conn = _Connection(self.connections)
         threading.Thread(target=self._pipe, args=(client, upstream, conn, True), daemon=True).start()
         threading.Thread(target=self._pipe, args=(upstream, client, conn, False), daemon=True).start()
+
+    def release(self) -> None:
+        """Let what ``hold_after`` held back go on, and all that follows."""
+        self._released.set()
+
+    def close(self) -> None:
+        self.release()
+        super().close()
 
     def mark(self) -> int:
         """Where the record stands now: pass it as ``since`` to see only what came later."""
@@ -211,12 +224,18 @@ class Relay(FaultProxy):
     def _pipe(self, src: socket.socket, dst: socket.socket, conn: _Connection, from_client: bool) -> None:
         try:
             while data := src.recv(65536):
+                rest = b""  # held back until release()
                 with self._lock:  # recorded before it is passed on: the order is causal
                     if from_client:
                         self.from_client += data
                         self.sent += conn.lines(data)
                     else:
                         conn.answers += 1
+                        if self.hold_after is not None and len(data) > self.hold_after:
+                            data, rest, self.hold_after = data[:self.hold_after], data[self.hold_after:], None
+                            self.held.set()
+                        elif self.hold_after is not None:
+                            self.hold_after -= len(data)
                         if self.cut_after is not None:
                             if len(data) >= self.cut_after:
                                 data, self.cut_after = data[:self.cut_after], None
@@ -226,6 +245,9 @@ class Relay(FaultProxy):
                                 return
                             self.cut_after -= len(data)
                 dst.sendall(data)
+                if rest:
+                    self._released.wait()
+                    dst.sendall(rest)
         except OSError:
             pass
         cut(dst)
