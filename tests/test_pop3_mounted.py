@@ -198,7 +198,7 @@ def test_many_messages_grep(srv: Dovecot) -> None:  # noqa: F811
 
 def cached_by_the_kernel(files: list[Path]) -> int:
     """How many of ``files`` have pages in the kernel's page cache (``fincore``: mincore(2),
-    which reads nothing)."""
+    which reads nothing; its open of each file may well start a scan, as any open would)."""
     out = run("fincore", "--noheadings", "--bytes", "--output", "RES", *files).stdout.split()
     return sum(int(res) > 0 for res in out)
 
@@ -214,7 +214,6 @@ def test_a_scan_hands_messages_to_the_page_cache(srv: Dovecot) -> None:  # noqa:
         box = m.path / "mail"
         run("ls", "-l", box)  # the kernel learns each file (and its size)
         listed = [box / name for name in os.listdir(box)]  # in the order readdir gives
-        assert cached_by_the_kernel(listed) == 0
         for f in listed[:5]:  # a scan begins, as grep -r reads
             f.read_bytes()
         unread = listed[5:]
