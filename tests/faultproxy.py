@@ -148,12 +148,16 @@ class Relay(FaultProxy):
     server.
 
     ``lines()`` is what the server was asked, line by line, and ``batches()`` which commands
-    arrived pipelined: readable only on a connection without TLS (``tls = "off"``)."""
+    arrived pipelined: readable only on a connection without TLS (``tls = "off"``). Once a
+    client starts a TLS handshake (STARTTLS, or TLS from the first byte) no more lines are
+    recorded on that connection: ``encrypted`` counts, per connection, the bytes the client
+    sent from then on, which no one on the wire can read."""
 
     def __init__(self, host: str, port: int) -> None:
         self.connections = 0
         self.from_client = bytearray()
         self.sent: list[Line] = []  # every line clients sent, in the order it arrived
+        self.encrypted: dict[int, int] = {}  # connection → client bytes sent inside TLS
         self.cut_after: int | None = None
         self.cuts = 0
         self.hold_after: int | None = None
@@ -229,6 +233,9 @@ class Relay(FaultProxy):
                     if from_client:
                         self.from_client += data
                         self.sent += conn.lines(data)
+                        if conn.tls:
+                            n = conn.number
+                            self.encrypted[n] = self.encrypted.get(n, 0) + len(data)
                     else:
                         conn.answers += 1
                         if self.hold_after is not None and len(data) > self.hold_after:
@@ -254,14 +261,23 @@ class Relay(FaultProxy):
 
 
 class _Connection:
-    """A relayed connection's count of answers, and the client's unfinished line."""
+    """A relayed connection's count of answers, the client's unfinished line, and whether
+    the client has started TLS on it."""
 
     def __init__(self, number: int) -> None:
         self.number = number
         self.answers = 0
         self.partial = b""
+        self.tls = False
 
     def lines(self, data: bytes) -> list[Line]:
+        """The lines ``data`` completes; none once the client started TLS: a chunk that
+        begins, at a line start, with a TLS handshake record (type 22, version 3.x), which no
+        text command does, is where the clear text ends."""
+        if not self.tls and not self.partial and data[:2] == b"\x16\x03":
+            self.tls = True
+        if self.tls:
+            return []
         *done, self.partial = (self.partial + data).split(b"\n")
         return [Line(self.number, raw.rstrip(b"\r").decode("utf-8", "replace"), self.answers)
                 for raw in done]

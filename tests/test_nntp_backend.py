@@ -340,12 +340,26 @@ def test_duplicate_message_id_is_refused(inn: InnServer) -> None:
 # -- connections and errors ----------------------------------------------------------------
 
 
-def test_starttls_then_authinfo(inn: InnServer, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="fsmount.backends.nntp")
-    b = backend_for(inn, tls="require")
-    assert names(run(b, lambda b: b.list(()))) == ALL_GROUPS
-    assert "STARTTLS" in caplog.text and "AUTHINFO" in caplog.text
-    assert USERS["alice"] not in caplog.text
+def test_starttls_then_authinfo(inn: InnServer) -> None:
+    """As the wire shows it: on every connection STARTTLS is the last command in clear, then
+    the client speaks only TLS; AUTHINFO and the password never pass in clear. That alice
+    did log in, inside TLS: INN takes her post, which it refuses anonymously."""
+    article = b"Newsgroups: local.test\n" + ARTICLE
+
+    async def scenario(b: nntp.NntpBackend) -> str:
+        assert names(await b.list(())) == ALL_GROUPS
+        return await b.post(article)
+
+    with relaying(HOST, inn.port) as relay:
+        mid = run(backend_for(inn, port=relay.port, tls="require"), scenario)
+    connections = list(range(1, relay.connections + 1))
+    assert connections and sorted(relay.encrypted) == connections  # each one went on in TLS
+    for c in connections:
+        clear = [line.word for line in relay.sent if line.connection == c]
+        assert clear[-1:] == ["STARTTLS"] and "AUTHINFO" not in clear, clear
+    assert b"AUTHINFO" not in relay.from_client.upper()
+    assert USERS["alice"].encode() not in relay.from_client
+    assert b"Hello group." in inn.article(mid) and inn.group_high("local.test") == 1
 
 
 def test_anonymous_plain_connection(inn: InnServer) -> None:
