@@ -7,6 +7,7 @@ connection cut in the middle of RETR) come from a small line proxy in front of D
 """
 from __future__ import annotations
 
+import base64
 import errno
 import io
 import logging
@@ -490,12 +491,27 @@ def test_message_deleted_elsewhere_after_listing(srv: Dovecot) -> None:
 # -- login and TLS ---------------------------------------------------------------------
 
 
-def test_stls_and_pop3s_with_verification(srv: Dovecot, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="fsmount.backends.pop3")
+def test_stls_and_pop3s_with_verification(srv: Dovecot) -> None:
+    """STLS as the wire shows it: the last command in clear on every connection, then only
+    TLS; no login command and no form of the password in clear. Dovecot logs alice's
+    logins as made inside TLS."""
     srv.deliver("alice", message("Secure"))
-    assert len(run(backend_for(srv, tls="require"), lambda b: b.list(()))) == 1
-    assert "STLS" in caplog.text and "AUTH PLAIN" in caplog.text
-    assert "secret1" not in caplog.text
+    tls_logins = re.compile(r"pop3-login: Info: Login: user=<alice>, method=PLAIN, .*, TLS, ")
+    before = len(tls_logins.findall(srv.log()))
+    with relaying(srv.host, srv.pop3_port) as relay:
+        b = backend_for(srv, port=relay.port, tls="require")
+        assert len(run(b, lambda b: b.list(()))) == 1
+    connections = list(range(1, relay.connections + 1))
+    assert connections and sorted(relay.encrypted) == connections  # each one went on in TLS
+    for c in connections:
+        clear = [line.word for line in relay.sent if line.connection == c]
+        assert clear[-1:] == ["STLS"] and not {"USER", "PASS", "AUTH", "APOP"} & set(clear), clear
+    password, plain = b"secret1", b"\0alice\0secret1"
+    for form in (password, base64.b64encode(password), base64.b64encode(plain)):
+        assert form not in relay.from_client, form
+    wait_for(lambda: len(tls_logins.findall(srv.log())) >= before + len(connections), 5,
+             "Dovecot's log of the logins inside TLS")
+    assert len(tls_logins.findall(srv.log())) == before + len(connections)
     assert len(run(backend_for(srv, scheme="pop3s"), lambda b: b.list(()))) == 1
     for scheme in ("pop3", "pop3s"):  # the system CAs do not know the test CA
         b = backend_for(None, scheme=scheme, port=srv.pop3s_port if scheme == "pop3s" else srv.pop3_port)
