@@ -134,3 +134,18 @@ def test_an_interrupted_stream_resumes_where_it_stopped() -> None:
         with mounted(config(server, 4 * MiB), source="f") as m:
             assert run("cat", m.path / "f.bin").stdout == blob
             assert content_bytes(m.home) < 1 * MiB
+
+
+def test_a_paused_reader_holds_no_connection(server: FtpServer) -> None:
+    """With one connection allowed, a reader that stops halfway (a paused video) must not
+    keep it: the stream gives it back once its window is full, so a listing elsewhere is
+    answered, and the read then goes on with the right bytes."""
+    blob = os.urandom(40 * MiB)
+    (server.root / "big.bin").write_bytes(blob)
+    (server.root / "sub").mkdir()
+    (server.root / "sub" / "note.txt").write_bytes(b"hi")
+    with mounted(config(server, 4 * MiB, connections=1), source="f") as m:
+        with open(m.path / "big.bin", "rb", buffering=0) as f:
+            assert f.read(MiB) == blob[:MiB]
+            assert run("ls", m.path / "sub", timeout=20).stdout == b"note.txt\n"
+            assert f.read() == blob[MiB:]

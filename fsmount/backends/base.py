@@ -20,6 +20,9 @@ from ..errors import FsError, NoData, TooLarge, Unsupported
 Path = tuple[str, ...]
 #: Takes a listing's entries while it arrives; called on the trio thread, must not raise.
 PartSink = Callable[[list["Entry"]], None]
+#: A blocking read for a worker thread: fill the view with the bytes from the offset; fewer
+#: bytes only at the end of the object.
+ReadAt = Callable[[int, memoryview], int]
 
 #: The most bytes one object, and one whole call, may bring into a ``download_many`` (they
 #: are held in memory; size hints may lie).
@@ -126,6 +129,11 @@ class Backend(Protocol):
         """``read`` into the caller's buffer, which a stream reuses (no allocation and no
         page faults per read); the number of bytes, fewer only at end of file."""
 
+    async def read_in_thread(self, path: Path, work: Callable[[ReadAt], None]) -> None:
+        """Run ``work`` in a worker thread with a blocking ``ReadAt`` of ``path``, until it
+        returns: a stream fills its window with consecutive reads on one connection, without
+        a hand-off to the event loop between them (each cost the reader a wait)."""
+
     async def download(self, path: Path, into: str) -> Entry:
         """Write the whole object to the file named ``into``; return its (exact) entry."""
 
@@ -193,6 +201,12 @@ class BackendBase:
         data = await self.read(path, offset, len(view))  # type: ignore[attr-defined]
         view[:len(data)] = data
         return len(data)
+
+    async def read_in_thread(self, path: Path, work: Callable[[ReadAt], None]) -> None:
+        """``read_into`` called back on the event loop for each read."""
+        def read_at(offset: int, view: memoryview) -> int:
+            return trio.from_thread.run(self.read_into, path, offset, view)
+        await trio.to_thread.run_sync(work, read_at)
 
     async def download(self, path: Path, into: str) -> Entry:
         raise Unsupported("downloading")

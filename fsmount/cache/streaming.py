@@ -17,7 +17,7 @@ from collections import deque
 
 import trio
 
-from ..backends.base import Backend, Path
+from ..backends.base import Backend, Path, ReadAt
 from ..errors import FsError
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,14 @@ BEHIND = 2 << 20  # kept behind the reader, for the kernel's parallel or repeate
 
 
 class Stream:
-    """The bytes of one object from ``start`` on, fetched ahead of one sequential reader."""
+    """The bytes of one object from ``start`` on, fetched ahead of one sequential reader.
+
+    A worker thread fills the window with consecutive reads on one backend connection and
+    hands each chunk to the event loop as it arrives; it gives the connection back whenever
+    the window is full, so a slow reader holds none. The two sides share plain attributes
+    (atomic under the GIL): the reader moves ``wanted`` on, the thread ``fetched``; a thread
+    that stops just as the reader wants more is started again by the event loop's side.
+    """
 
     def __init__(self, backend: Backend, path: Path, start: int, size: int | None = None) -> None:
         self.backend = backend
@@ -40,12 +47,14 @@ class Stream:
         self.start = start
         self.base = start  # where the first kept chunk starts
         self.pos = start  # the end of what arrived
+        self.fetched = start  # the end of what the thread read (arrives soon after)
         self.wanted = start + FIRST  # fetch up to here (grows with the reader, up to WINDOW)
         self.eof = False
         self.error: FsError | None = None
         self.done = False
+        self._stop = False
         self._changed = trio.Event()
-        self._idle = False  # the fetching task waits for the reader to want more
+        self._idle = False  # no thread runs: the event loop's side waits for the reader
         self._waiting = False  # the reader waits for bytes
         self.scope = trio.CancelScope()
 
@@ -54,30 +63,15 @@ class Stream:
         return self.base <= offset <= max(self.pos, self.wanted)
 
     async def run(self) -> None:
+        token = trio.lowlevel.current_trio_token()
         with self.scope:
             try:
-                while not self.eof:
+                while not self._over():
                     while not self._due():
                         self._idle = True
                         await self._wait()
                         self._idle = False
-                    want = min(CHUNK, max(self.wanted - self.pos, FIRST))
-                    if self.size is not None:
-                        want = min(want, self.size - self.pos)
-                        if want <= 0:
-                            self.eof = True
-                            break
-                    if want == CHUNK:
-                        buf = self._free.pop() if self._free else bytearray(CHUNK)
-                    else:
-                        buf = bytearray(want)
-                    view = memoryview(buf)[:want]
-                    got = await self.backend.read_into(self.path, self.pos, view)
-                    if got:
-                        self.chunks.append((self.pos, view[:got]))
-                        self.pos += got
-                    self.eof = got < want
-                    self._wake()
+                    await self.backend.read_in_thread(self.path, lambda read_at: self._fill(read_at, token))
             except FsError as e:
                 self.error = e
             except Exception as e:  # a bug: keep the mount alive, fail the read
@@ -86,11 +80,38 @@ class Stream:
         self.done = True
         self._wake()
 
+    def _over(self) -> bool:
+        return self._stop or self.eof or (self.size is not None and self.fetched >= self.size)
+
+    def _fill(self, read_at: ReadAt, token: trio.lowlevel.TrioToken) -> None:
+        """In a worker thread: read chunks while they are due."""
+        while self._due() and not self._over():
+            want = min(CHUNK, max(self.wanted - self.fetched, FIRST))
+            if self.size is not None:
+                want = min(want, self.size - self.fetched)
+            free = self._free
+            buf = free.pop() if want == CHUNK and free else bytearray(CHUNK if want == CHUNK else want)
+            view = memoryview(buf)[:want]
+            got = read_at(self.fetched, view)
+            self.fetched += got
+            if got < want:
+                self.size = self.fetched  # the end, wherever a hint put it
+            token.run_sync_soon(self._arrived, view[:got], got < want)
+
+    def _arrived(self, data: memoryview, eof: bool) -> None:
+        if self._stop:
+            return
+        if data:
+            self.chunks.append((self.pos, data))
+            self.pos += len(data)
+        self.eof = self.eof or eof or self.pos == self.size
+        self._wake()
+
     def _due(self) -> bool:
         """Whether to fetch now: a whole chunk fits in the window (fewer, larger backend
         reads), or the reader waits, or nothing was fetched yet."""
-        room = self.wanted - self.pos
-        return room > 0 and (room >= CHUNK or self._waiting or self.pos == self.start)
+        room = self.wanted - self.fetched
+        return room > 0 and (room >= CHUNK or self._waiting or self.fetched == self.start)
 
     async def read(self, offset: int, size: int) -> bytes | memoryview:
         """``[offset, offset+size)``, shorter at the end; a slice of the window, uncopied
@@ -148,6 +169,9 @@ class Stream:
         self._changed = trio.Event()
 
     def cancel(self) -> None:
+        """Stop: a read in progress in the thread ends first (within the backend's timeout);
+        nothing waits for it."""
+        self._stop = True
         self.scope.cancel()
         self.chunks.clear()
         self._free.clear()
