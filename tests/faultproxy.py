@@ -46,6 +46,10 @@ class FaultProxy:
             except OSError:
                 return
             upstream = socket.create_connection(self.upstream_address)
+            for s in (client, upstream):
+                # Relayed as it comes: without this, Nagle holds a reply sent right after
+                # another (FTP's 125 then 226) until the client's delayed ACK, 40 ms later
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.sockets += [client, upstream]
             self.serve(client, upstream)
 
@@ -73,17 +77,21 @@ def relay(src: socket.socket, dst: socket.socket) -> None:
 class OutageProxy(FaultProxy):
     """A server that goes away and comes back, as its clients see it.
 
-    ``silence()``: it stops answering (a paused or cut-off server): connections are still
-    accepted, and what either side sends is swallowed; ``swallowed`` counts the bytes clients
-    sent meanwhile, so a test can wait until a request reached the silent server.
+    ``silence()``: it stops answering (a paused server, a network cut off): connections are
+    still accepted, and what either side sends is held back, as a paused server's unread
+    socket or a cut link would; ``held`` counts the bytes clients sent meanwhile, so a test
+    can wait until a request reached the silent server.
     ``refuse()``: it is stopped: connections are refused and the open ones reset.
-    ``restore()``: it is back, on the same port (the connections that lost bytes to the
-    outage are as broken as a client would find them).
+    ``restore()``: it is back, on the same port; what was held back is delivered then, as a
+    resumed server answers what waited for it (a client that gave up meanwhile has closed its
+    connection). So a probe sent during the outage is answered as soon as the server is back,
+    whenever that is, and a test's timing does not decide whether it met the outage.
     """
 
     def __init__(self, host: str, port: int) -> None:
-        self.silent = False
-        self.swallowed = 0
+        self.held = 0
+        self._audible = threading.Event()
+        self._audible.set()
         super().__init__(host, port)
 
     def serve(self, client: socket.socket, upstream: socket.socket) -> None:
@@ -93,17 +101,26 @@ class OutageProxy(FaultProxy):
     def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
         try:
             while data := src.recv(65536):
-                if not self.silent:
-                    dst.sendall(data)
-                elif from_client:
-                    self.swallowed += len(data)
+                if not self._audible.is_set():
+                    if from_client:
+                        self.held += len(data)
+                    self._audible.wait()
+                dst.sendall(data)
         except OSError:
             pass
         cut(dst)
 
+    @property
+    def silent(self) -> bool:
+        return not self._audible.is_set()
+
     def silence(self) -> None:
-        self.swallowed = 0
-        self.silent = True
+        self.held = 0
+        self._audible.clear()
+
+    def close(self) -> None:
+        self._audible.set()  # let the held pipes end
+        super().close()
 
     def refuse(self) -> None:
         cut(self.listener)  # close() alone leaves the accept() under way accepting one more
@@ -114,7 +131,7 @@ class OutageProxy(FaultProxy):
         self.sockets = []
 
     def restore(self) -> None:
-        self.silent = False
+        self._audible.set()
         if self.listener.fileno() == -1:
             self.listener = socket.create_server(("127.0.0.1", self.port))
             threading.Thread(target=self._accept, daemon=True).start()

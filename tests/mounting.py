@@ -30,8 +30,10 @@ def scratch_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
-    """Poll ``condition`` until it is truthy; the poll is the wait, not a guess at a duration."""
+def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str = "condition",
+             *, poll: float = 0.1) -> object:
+    """Poll ``condition`` until it is truthy; the poll is the wait, not a guess at a duration.
+    Polls soon, then every ``poll`` s: smaller for a cheap condition waited on often."""
     deadline = time.monotonic() + timeout
     delay = 0.005
     while True:
@@ -41,7 +43,7 @@ def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str =
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(delay)
-        delay = min(delay * 2, 0.1)
+        delay = min(delay * 2, poll)
 
 
 def is_mounted(path: Path) -> bool:
@@ -111,7 +113,9 @@ def mounted(
     mount = Mount(mnt, log, home, proc, full_env)
     try:
         try:
-            wait_for(lambda: is_mounted(mnt) or proc.poll() is not None, timeout, "the mount")
+            # every test waits for this: polled often (a read of /proc/self/mounts)
+            wait_for(lambda: is_mounted(mnt) or proc.poll() is not None, timeout, "the mount",
+                     poll=0.01)
         except TimeoutError:
             proc.kill()
             raise

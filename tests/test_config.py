@@ -81,7 +81,7 @@ def fsmount(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
         (["-o", "bogus=1", "ftp://localhost/", "MNT"], "unknown mount option: bogus", 2),
         (["-c", "/nonexistent.toml", "MNT"], "no such config file", 2),
         (["ftp://alice@localhost/", "MNT"], "no password for", 2),
-        (["ftp://127.0.0.1:1/", "MNT"], "ftp://127.0.0.1:1", 1),
+        (["-o", "timeout=1", "ftp://127.0.0.1:1/", "MNT"], "ftp://127.0.0.1:1", 1),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path: Path, args: list[str], message: str, status: int) -> None:

@@ -496,7 +496,8 @@ def test_active_mode(server: FtpServer) -> None:
     assert (server.root / "b.txt").read_bytes() == b"up"
 
 
-def test_idle_paused_transfer_is_closed(server: FtpServer) -> None:
+def test_idle_paused_transfer_is_closed(server: FtpServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ftp, "PAUSE_IDLE", 0.5)  # the same, sooner (the backend's default: 2 s)
     (server.root / "big.bin").write_bytes(os.urandom(4 << 20))
 
     async def scenario(b: ftp.FtpBackend) -> None:

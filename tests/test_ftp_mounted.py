@@ -211,7 +211,7 @@ def test_cp_fails_when_the_server_dies_mid_upload() -> None:
         local = Path(tempfile.mkdtemp(prefix="ftp-in-"))
         (local / "big.bin").write_bytes(os.urandom(48 << 20))
         try:
-            with mounted(ftpes(server, timeout=3), source="f", expect_warnings=SERVER_GONE) as m:
+            with mounted(ftpes(server, timeout=2), source="f", expect_warnings=SERVER_GONE) as m:
                 os.listdir(m.path)
                 cp = subprocess.Popen(["cp", str(local / "big.bin"), str(m.path / "big.bin")],
                                       stderr=subprocess.PIPE)
@@ -276,7 +276,8 @@ def test_an_interrupted_read_resumes_where_it_stopped() -> None:
 def test_a_server_killed_mid_read_fails_the_read(stream_size: int, tmp_path: Path) -> None:
     with running_ftp(throttle=8_000_000) as server:
         (server.root / "f.bin").write_bytes(os.urandom(64 << 20))
-        with mounted(f"stream_size = {stream_size}\n" + ftpes(server, timeout=3), source="f", expect_warnings=SERVER_GONE) as m:
+        with mounted(f"stream_size = {stream_size}\n" + ftpes(server, timeout=2), source="f",
+                     expect_warnings=SERVER_GONE) as m:
             out = tmp_path / "out"
             dd = subprocess.Popen(["dd", f"if={m.path / 'f.bin'}", f"of={out}", "bs=1M"],
                                   stderr=subprocess.PIPE)

@@ -37,9 +37,10 @@ def home() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
-def account(name: str, port: int, password: str = "secret") -> str:
+def account(name: str, port: int, password: str = "secret", timeout: float | None = None) -> str:
+    """``timeout``: also how long a refused connection is retried (3 s at most by default)."""
     return (f'[accounts.{name}]\nurl = "ftp://alice@127.0.0.1:{port}/"\npassword = "{password}"\n'
-            'plaintext_auth = true\ntls = "off"\n')
+            'plaintext_auth = true\ntls = "off"\n' + (f"timeout = {timeout}\n" if timeout else ""))
 
 
 def fsmount(home: Path, *args: str | Path, env: dict[str, str] | None = None,
@@ -127,7 +128,8 @@ def test_a_missing_mountpoint(home: Path) -> None:
 def test_a_multi_account_mount_names_each_unusable_account(ftp: FtpServer, home: Path) -> None:
     mnt = home / "mnt"
     mnt.mkdir()
-    cfg = account("good", ftp.port) + account("wrongpw", ftp.port, "nope") + account("down", 1)
+    cfg = (account("good", ftp.port) + account("wrongpw", ftp.port, "nope")
+           + account("down", 1, timeout=1))
     done = fsmount(home, mnt, config=cfg)
     try:
         assert done.returncode == Exit.PARTIAL, done.stderr
@@ -152,7 +154,7 @@ def test_a_foreground_multi_account_mount_logs_each_unusable_account_and_exits_5
 def test_a_multi_account_mount_where_none_works(ftp: FtpServer, home: Path, down: bool, status: int) -> None:
     mnt = home / "mnt"
     mnt.mkdir()
-    cfg = account("one", ftp.port, "nope") + account("two", 1 if down else ftp.port, "nope")
+    cfg = account("one", ftp.port, "nope") + account("two", 1 if down else ftp.port, "nope", timeout=1)
     done = fsmount(home, mnt, config=cfg)
     assert done.returncode == status, done.stderr
     assert sorted(line.split(":")[1] for line in done.stderr.splitlines()) == [" one", " two"]
@@ -276,7 +278,7 @@ def test_df_shows_the_spools_free_space_and_nothing_used(ftp: FtpServer) -> None
 
 def test_a_refused_connection_is_eio_as_documented(ftp: FtpServer) -> None:
     (ftp.root / "sub").mkdir()
-    with mounted(account("alpha", ftp.port), source="alpha",
+    with mounted(account("alpha", ftp.port, timeout=1.5), source="alpha",
                  expect_warnings=[r"unreachable|Connection refused"]) as m:
         ftp.stop()  # its port now refuses connections
         with pytest.raises(OSError) as e:

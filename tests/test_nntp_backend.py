@@ -431,7 +431,7 @@ def test_server_killed_mid_session_is_transient(inn: InnServer) -> None:
         with pytest.raises(Transient):
             await b.list(("local.test",))
 
-    run(backend_for(inn, scheme="nntps", timeout=3), scenario)
+    run(backend_for(inn, scheme="nntps", timeout=1.5), scenario)  # refused: retried that long
 
 
 # -- articles cut short ------------------------------------------------------------------

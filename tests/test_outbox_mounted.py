@@ -93,6 +93,8 @@ def test_status_while_retrying(smtp_server: SmtpServer) -> None:
     with mounted(config(smtp_server)) as m:
         outbox = m.path / "outbox"
         (outbox / "wait.eml").write_text(MSG)
+        # asked only once the server refused: the mount keeps attributes for 2 s
+        wait_for(lambda: smtp_server.handler.data_failed, what="the server's first refusal")
         wait_for(lambda: b"451" in os.getxattr(outbox / "wait.eml", "user.outbox.last_reply"),
                  what="the first refusal")
         status = run("cat", outbox / "wait.eml.status").stdout.decode()
@@ -108,8 +110,9 @@ def test_kill_9_after_close_then_remount_delivers(smtp_server: SmtpServer) -> No
     smtp_server.fail_data(1000, "451 4.3.0 not now")  # nothing can leave before the kill
     home = Path(tempfile.mkdtemp(prefix="fsmount-test-"))
     try:
-        # the grace period keeps the sender from starting an attempt before the kill
-        with mounted(config(smtp_server, send_delay=3), home=home) as m:
+        # the grace period keeps the sender from starting an attempt before the kill (the
+        # next statement after close); the remount sends once it is over
+        with mounted(config(smtp_server, send_delay=1), home=home) as m:
             outbox = m.path / "outbox"
             with open(outbox / "urgent.eml", "w") as f:
                 f.write(MSG)
@@ -250,7 +253,7 @@ def proxied(proxy: FinalDotProxy) -> str:
         f'url = "smtp://127.0.0.1:{proxy.port}"',
         'tls = "off"',
         "retry_first = 0.1",
-        "retry_max = 0.5",
+        "retry_max = 0.2",
         "timeout = 10",
         "send_delay = 0",
     ]) + "\n"
@@ -308,9 +311,9 @@ def test_connection_lost_after_the_final_dot_is_not_retried(smtp_server: SmtpSer
                               what="the status to say it may have been sent")
             assert f"message-id: {message_id(d.content)}" in status
             assert "attempts: 1" in status
-            # retries come every 0.1-0.5 s: none may come for this message on its own
+            # retries come every 0.1-0.2 s: none may come for this message on its own
             with pytest.raises(TimeoutError):
-                smtp_server.wait_deliveries(2, timeout=2)
+                smtp_server.wait_deliveries(2, timeout=1)
             assert proxy.connections == 1 and "attempts: 1" in status_of(msg)
             run("setfattr", "-n", "user.outbox.send", "-v", "1", msg)
             smtp_server.wait_deliveries(2)
@@ -326,7 +329,7 @@ FINAL = MSG.replace("The report is attached in spirit.", "The report, final vers
 
 
 def test_successive_saves_send_the_final_content_once(smtp_server: SmtpServer) -> None:
-    with mounted(config(smtp_server, send_delay=None)) as m:  # the default grace period
+    with mounted(config(smtp_server, send_delay=2)) as m:  # a grace period (5 s by default)
         outbox = m.path / "outbox"
         msg = outbox / "draft.eml"
         msg.write_text(MSG.split("\n\n")[0] + "\n\nThe rep")  # a half-written message, closed
@@ -365,7 +368,7 @@ def test_cp_of_a_finished_message_leaves_after_the_grace_period(smtp_server: Smt
                                                                 tmp_path: Path) -> None:
     src = tmp_path / "done.eml"
     src.write_text(FINAL)
-    with mounted(config(smtp_server, send_delay=2)) as m:
+    with mounted(config(smtp_server, send_delay=1)) as m:
         outbox = m.path / "outbox"
         run("cp", src, outbox / "done.eml")
         [d] = smtp_server.wait_deliveries(1, timeout=20)

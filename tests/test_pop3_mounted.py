@@ -169,7 +169,7 @@ def test_read_only_by_nature(srv: Dovecot, tmp_path: Path) -> None:  # noqa: F81
 
 def test_new_mail_and_deletions_elsewhere_appear(srv: Dovecot) -> None:  # noqa: F811
     srv.deliver("alice", message("Old news"))
-    with mounted(config(srv, poll_interval=1)) as m:
+    with mounted(config(srv, poll_interval=0.3)) as m:
         box = m.path / "mail"
         assert len(emls(box)) == 1
         srv.deliver("alice", message("Fresh mail"))

@@ -23,7 +23,10 @@ from tests.servers.ftp import USERS, FtpServer, running_ftp
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no FUSE")
 
-TIMEOUT = 3.0
+TIMEOUT = 2.0
+#: long enough for the other operations of a test to be done while one operation hangs
+#: (a stale listing waits ``STALE_PATIENCE``, 1 s, before it is served as it is)
+HANG = 3.0
 STATUS = ".fsmount-status"
 # the mount's log says so, and the user should know: expected in these tests
 AWAY = [r"the server does not answer", r"the server answers again"]
@@ -50,9 +53,10 @@ def proxy(server: FtpServer) -> Iterator[OutageProxy]:
         p.close()
 
 
-def account(name: str, port: int, user: str = "alice", **settings: object) -> str:
+def account(name: str, port: int, user: str = "alice", timeout: float = TIMEOUT,
+            **settings: object) -> str:
     lines = [f"[accounts.{name}]", f'url = "ftp://{user}@127.0.0.1:{port}"',
-             f'password = "{USERS[user]}"', "plaintext_auth = true", f"timeout = {TIMEOUT}"]
+             f'password = "{USERS[user]}"', "plaintext_auth = true", f"timeout = {timeout}"]
     lines += [f"{key} = {value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
 
@@ -110,7 +114,8 @@ def test_cached_folders_and_other_accounts_answer_while_an_operation_hangs(
         server: FtpServer, proxy: OutageProxy) -> None:
     """A file manager's window froze for over a minute: its folders, listed before but due for
     a check (metadata_ttl = 0 here), waited for the server that had stopped answering."""
-    config = account("a", proxy.port, metadata_ttl=0) + account("b", server.port, user="bob")
+    config = (account("a", proxy.port, timeout=HANG, metadata_ttl=0)
+              + account("b", server.port, user="bob", timeout=HANG))
     with mounted(config, expect_warnings=AWAY) as m:
         a, b = m.path / "a", m.path / "b"
         assert sorted(os.listdir(a / "d")) == ["seen.txt", "unseen.txt"]
@@ -121,18 +126,18 @@ def test_cached_folders_and_other_accounts_answer_while_an_operation_hangs(
         cat = subprocess.Popen(["cat", a / "d" / "unseen.txt"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
         try:
-            wait_for(lambda: proxy.swallowed, 10, "the read to reach the silent server")
+            wait_for(lambda: proxy.held, 10, "the read to reach the silent server")
             took, done = timed("ls", "-l", a / "e")
             assert done.returncode == 0 and b"x.txt" in done.stdout
             assert sorted(os.listdir(b / "d")) == ["seen.txt", "unseen.txt"]
             assert run("cat", a / "d" / "seen.txt").stdout == b"read before\n"
             assert cat.poll() is None, "these waited for the hanging read to give up"
-            _, err = cat.communicate(timeout=4 * TIMEOUT)
+            _, err = cat.communicate(timeout=4 * HANG)
         finally:
             cat.kill()
             cat.wait()
         took = time.monotonic() - started
-        assert cat.returncode != 0 and took < 1.6 * TIMEOUT + 1, err
+        assert cat.returncode != 0 and took < 1.6 * HANG + 1, err
         assert (a / STATUS).read_text().startswith("offline since ")
         assert (b / STATUS).read_text() == "online\n"
 

@@ -71,7 +71,7 @@ class InnServer:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "INNCONF": str(self.dir / "etc" / "inn.conf")}
+        return _env(self.dir)
 
     def client(self, user: str | None = "alice", *, tls: bool = False) -> nntplib.NNTP:
         """A direct client (the tests' view from the server side)."""
@@ -202,6 +202,9 @@ def _layout(d: Path, groups: dict[str, str], pathhost: str, tls: bool) -> None:
         "bindaddress": HOST, "pathhost": pathhost, "domain": "test.invalid",
         "pgpverify": "false", "doinnwatch": "false", "htmlstatus": "false",
         "status": "0", "timer": "0", "nnrpdloadlimit": "0", "artcutoff": "0",
+        # readers at the priority of everything else the tests run: at INN's default (nice 4)
+        # an nnrpd took seconds to greet on a machine busy with other test processes
+        "nicekids": "0",
         "mta": f'"{d}/etc/fake-mta %s"',
         **({"tlscertfile": f"{d}/etc/cert.pem", "tlskeyfile": f"{d}/etc/key.pem"} if tls else {}),
     })
@@ -247,11 +250,19 @@ access "users" {{
     os.chown(d, news.pw_uid, news.pw_gid)
     if tls:
         os.chmod(d / "etc" / "key.pem", 0o600)
-    env = {**os.environ, "INNCONF": str(d / "etc" / "inn.conf")}
+    env = _env(d)
     done = subprocess.run([str(BIN / "makedbz"), "-i", "-o", "-f", "history"], cwd=d / "db",
                           env=env, capture_output=True, text=True)  # runs as news
     if done.returncode != 0:
         raise RuntimeError(f"makedbz failed: {done.stderr}")
+
+
+def _env(d: Path) -> dict[str, str]:
+    """The environment of INN's programs: its own inn.conf, and OpenSSL's default trust store
+    (which nnrpd loads for every TLS connection, to check client certificates nobody sends)
+    only the tests' CA: the system's bundle cost ~60 ms of CPU per connection."""
+    return {**os.environ, "INNCONF": str(d / "etc" / "inn.conf"),
+            "SSL_CERT_FILE": str(certs().ca), "SSL_CERT_DIR": str(d / "etc")}
 
 
 def _crypt(password: str) -> str:
@@ -277,7 +288,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def _greets(port: int, pathhost: str, proc: subprocess.Popen, deadline: float) -> bool:
-    """Poll until the server on ``port`` greets with our pathhost; False if ``proc`` died."""
+    """Poll until the server on ``port`` greets a reader (200/201) with our pathhost; False
+    if ``proc`` died or another server answers there."""
     delay = 0.005
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -287,8 +299,9 @@ def _greets(port: int, pathhost: str, proc: subprocess.Popen, deadline: float) -
                 s.settimeout(5)
                 greeting = s.recv(512)
                 if pathhost.encode() in greeting:
-                    return True
-                if greeting:  # someone else's server on this port
+                    if greeting.startswith(b"20"):  # a reader's greeting: clients are served
+                        return True
+                elif greeting:  # someone else's server on this port
                     return False
         except OSError:
             pass
@@ -302,7 +315,7 @@ def _start_innd(d: Path, pathhost: str, log: Path) -> tuple[subprocess.Popen, in
     listener.listen(64)
     port = listener.getsockname()[1]
     _set_keys(d / "etc" / "inn.conf", {"port": str(port), "nnrpdpostport": str(port)})
-    env = {**os.environ, "INNCONF": str(d / "etc" / "inn.conf"), "LISTEN_FDS": "1"}
+    env = {**_env(d), "LISTEN_FDS": "1"}
 
     def as_fd3() -> None:
         os.dup2(listener.fileno(), 3)
@@ -321,7 +334,7 @@ def _start_innd(d: Path, pathhost: str, log: Path) -> tuple[subprocess.Popen, in
 
 def _start_nntps(d: Path, pathhost: str, log: Path) -> tuple[subprocess.Popen, int]:
     """``nnrpd -D`` binds by itself: pick a free port, retry if someone took it meanwhile."""
-    env = {**os.environ, "INNCONF": str(d / "etc" / "inn.conf")}
+    env = _env(d)
     for _ in range(10):
         port = free_port(HOST)
         with open(log, "ab") as out:

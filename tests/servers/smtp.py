@@ -8,12 +8,15 @@ STARTTLS, ``tls_port`` implicit TLS (SMTPS). Both offer AUTH PLAIN and LOGIN for
 Faults are programmable while the server runs:
 - ``server.refuse("later@", "450 4.2.0 try again later", times=2)`` answers RCPT TO for
   addresses starting with the prefix (``times=None``: forever);
-- ``server.fail_data(2, "451 4.3.0 try again")`` fails the next two DATA commands.
+- ``server.fail_data(2, "451 4.3.0 try again")`` fails the next two DATA commands;
+  ``hold_failure(n, until)`` keeps the n-th failure's answer back until the wall-clock time
+  ``until`` (``math.inf``: until told otherwise), as a slow server would.
 
 ``smtp_server`` is the pytest fixture (imported by tests that want it).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import threading
@@ -59,6 +62,8 @@ class Capture:
         self.refusals: dict[str, _Refusal] = {}
         self.data_failures = 0
         self.data_reply = "451 4.3.0 Temporary failure, try again"
+        self.data_failed = 0  # DATA commands failed so far
+        self.held: dict[int, float] = {}  # n-th failure → when its answer may go
         self.rcpt_attempts: list[str] = []
         self.changed = threading.Condition()
 
@@ -79,7 +84,15 @@ class Capture:
         with self.changed:
             if self.data_failures:
                 self.data_failures -= 1
-                return self.data_reply
+                self.data_failed += 1
+                failure, reply = self.data_failed, self.data_reply
+            else:
+                failure = 0
+        if failure:
+            while time.time() < self.held.get(failure, 0.0):  # its deadline may be moved
+                await asyncio.sleep(0.01)
+            return reply
+        with self.changed:
             transport = server.transport
             encrypted = session.ssl is not None or (
                 transport is not None and transport.get_extra_info("ssl_object") is not None
@@ -160,6 +173,12 @@ class SmtpServer:
         with self.handler.changed:
             self.handler.data_failures = times
             self.handler.data_reply = reply
+
+    def hold_failure(self, n: int, until: float) -> None:
+        """Answer the ``n``-th failed DATA (counted since the server started) only once
+        ``time.time()`` reaches ``until``."""
+        with self.handler.changed:
+            self.handler.held[n] = until
 
     def stop(self) -> None:
         for controller in (self._plain, self._tls):
