@@ -15,7 +15,7 @@ fi
 need=""
 python3 -m pip --version >/dev/null 2>&1 || need="python3-pip python3-dev gcc"
 for p in fuse3 libfuse3-dev pkg-config attr rsync file vim openssl ca-certificates \
-         dovecot-imapd dovecot-pop3d vsftpd rclone isync inn2; do
+         util-linux-extra dovecot-imapd dovecot-pop3d vsftpd rclone isync inn2; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || need="$need $p"
 done
 if [ -n "$need" ]; then
