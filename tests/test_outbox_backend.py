@@ -43,7 +43,7 @@ def state() -> Iterator[Path]:
 
 def account(server: SmtpServer, scheme: str = "smtp", **options: Any):
     port = server.tls_port if scheme == "smtps" else server.port
-    table = {"url": f"{scheme}://alice@127.0.0.1:{port}", "ca_file": server.ca, "timeout": 5,
+    table = {"url": f"{scheme}://alice@127.0.0.1:{port}", "ca_file": server.ca, "timeout": 20,
              "retry_first": 0.05, "retry_max": 0.2, "send_delay": 0, **options}
     if scheme == "smtp":
         table.setdefault("tls", "require")
