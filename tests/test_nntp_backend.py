@@ -33,7 +33,7 @@ def backend_for(server: InnServer | None, *, user: str | None = "alice", port: i
     if port is None:
         assert server is not None
         port = server.tls_port if scheme == "nntps" else server.port
-    table = {"url": f"{scheme}://{who}127.0.0.1:{port}", "timeout": 10, "poll_interval": 60.0}
+    table = {"url": f"{scheme}://{who}127.0.0.1:{port}", "timeout": 30, "poll_interval": 60.0}
     if server is not None:
         table["ca_file"] = str(server.ca)
     table.update(options)
