@@ -89,8 +89,7 @@ class Stream:
             want = min(CHUNK, max(self.wanted - self.fetched, FIRST))
             if self.size is not None:
                 want = min(want, self.size - self.fetched)
-            free = self._free
-            buf = free.pop() if want == CHUNK and free else bytearray(CHUNK if want == CHUNK else want)
+            buf = self._free.pop() if want == CHUNK and self._free else bytearray(want)
             view = memoryview(buf)[:want]
             got = read_at(self.fetched, view)
             self.fetched += got
