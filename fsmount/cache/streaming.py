@@ -89,7 +89,10 @@ class Stream:
             want = min(CHUNK, max(self.wanted - self.fetched, FIRST))
             if self.size is not None:
                 want = min(want, self.size - self.fetched)
-            buf = self._free.pop() if want == CHUNK and self._free else bytearray(want)
+            try:  # one pop: the event loop's side may empty the list meanwhile (cancel)
+                buf = self._free.pop() if want == CHUNK else bytearray(want)
+            except IndexError:
+                buf = bytearray(want)
             view = memoryview(buf)[:want]
             got = read_at(self.fetched, view)
             self.fetched += got
