@@ -780,9 +780,11 @@ class FtpBackend(BackendBase):
     async def read_in_thread(self, path: Path, work: Callable[[ReadAt], None]) -> None:
         """One connection for the whole run; a retry hands ``work`` a new one (it goes on
         from where it is)."""
+        def on(c: Client) -> None:
+            work(lambda offset, view: self._read(c, path, offset, view))
+
         with _preferring(path, None):
-            await self.pool.run(lambda c: work(lambda offset, view: self._read(c, path, offset, view)),
-                                what="read")
+            await self.pool.run(on, what="read")
 
     def _read(self, c: Client, path: Path, offset: int, view: memoryview) -> int:
         rpath = c.path(path)

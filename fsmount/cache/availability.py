@@ -34,9 +34,9 @@ PROBE_FIRST = 1.0  # the first probe after the server stopped answering (a resta
 PROBE_MAX = 15.0  # then probes slow down to one every this many seconds
 #: The backend methods that may talk to the server, and so go through ``Availability.call``.
 SERVER_CALLS = frozenset({
-    "list", "list_in_parts", "stat", "read", "read_into", "read_in_thread", "download", "download_many",
-    "commit", "remove", "rename", "mkdir", "rmdir", "set_mode", "set_mtime", "get_xattrs",
-    "xattr_names", "set_xattr", "changed",
+    "list", "list_in_parts", "stat", "read", "read_into", "read_in_thread", "download",
+    "download_many", "commit", "remove", "rename", "mkdir", "rmdir", "set_mode", "set_mtime",
+    "get_xattrs", "xattr_names", "set_xattr", "changed",
 })
 
 

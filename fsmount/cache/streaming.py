@@ -71,7 +71,8 @@ class Stream:
                         self._idle = True
                         await self._wait()
                         self._idle = False
-                    await self.backend.read_in_thread(self.path, lambda read_at: self._fill(read_at, token))
+                    await self.backend.read_in_thread(
+                        self.path, lambda read_at: self._fill(read_at, token))
             except FsError as e:
                 self.error = e
             except Exception as e:  # a bug: keep the mount alive, fail the read
