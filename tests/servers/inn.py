@@ -258,11 +258,17 @@ access "users" {{
 
 
 def _env(d: Path) -> dict[str, str]:
-    """The environment of INN's programs: its own inn.conf, and OpenSSL's default trust store
+    """The environment of INN's programs: its own inn.conf; OpenSSL's default trust store
     (which nnrpd loads for every TLS connection, to check client certificates nobody sends)
-    only the tests' CA: the system's bundle cost ~60 ms of CPU per connection."""
+    only the tests' CA: the system's bundle cost ~60 ms of CPU per connection; and a fully
+    qualified host name, so that nnrpd does not ask DNS for the machine's: every nnrpd reads
+    inn.conf and canonicalizes the host name, and where /etc/hosts does not name the host
+    (the Debian 13 chroot) one greeting in twenty waited 5 s for a resolver that did not
+    answer. INN reads INN_HOSTNAME since 2.7.2 (Debian 13); Debian's installers put the
+    host's name in /etc/hosts."""
     return {**os.environ, "INNCONF": str(d / "etc" / "inn.conf"),
-            "SSL_CERT_FILE": str(certs().ca), "SSL_CERT_DIR": str(d / "etc")}
+            "SSL_CERT_FILE": str(certs().ca), "SSL_CERT_DIR": str(d / "etc"),
+            "INN_HOSTNAME": "news.test.invalid"}
 
 
 def _crypt(password: str) -> str:
