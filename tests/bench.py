@@ -425,7 +425,25 @@ def _find(where: Path) -> int:
     return out.stdout.count(b"\n") - 1  # not the top itself
 
 
+def _time_wait() -> int:
+    """Loopback TCP connections in TIME_WAIT (``/proc/net/tcp``'s state 06)."""
+    with open("/proc/net/tcp") as f:
+        return sum(1 for line in f if line.split()[3:4] == ["06"])
+
+
+def _settled(limit: int = 500, timeout: float = 120) -> None:
+    """Wait until the last walk's data connections have left TIME_WAIT: each walk leaves one
+    per folder (5,000 here), and on this machine's loopback a walk that starts while thousands
+    expire ran 2-3x slower (11 s then 27-33 s, whichever variant it was), which made a
+    round's ratio depend on its place in the order, not on the client."""
+    try:
+        wait_for(lambda: _time_wait() < limit, timeout, "TIME_WAIT to drain", poll=1)
+    except TimeoutError:
+        print(f"(TIME_WAIT still {_time_wait()} after {timeout:g} s)", flush=True)
+
+
 def _timed(fn: Callable[[], int], want: int, what: str) -> float:
+    _settled()
     start = time.perf_counter()
     got = fn()
     took = time.perf_counter() - start
