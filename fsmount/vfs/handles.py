@@ -42,6 +42,7 @@ class FileHandle:
     replacing: Entry | None = None  # the entry the new content replaces (None: a new file)
     lock: trio.Lock = field(default_factory=trio.Lock)
     failed: int | None = None  # errno of the write or truncate that poisoned this writer
+    told: bool = False  # the last commit failed and close() or fsync() returned its error
 
     @property
     def writable(self) -> bool:
@@ -60,7 +61,7 @@ class FileHandle:
     def write(self, offset: int, data: bytes) -> int:
         assert self.content is not None
         self.check()
-        self.dirty = True
+        self.dirty, self.told = True, False
         try:
             return self.content.write(offset, data)
         except OSError as e:
@@ -73,7 +74,7 @@ class FileHandle:
     def truncate(self, size: int) -> None:
         assert self.content is not None
         self.check()
-        self.dirty = True
+        self.dirty, self.told = True, False
         try:
             self.content.truncate(size)
         except OSError as e:

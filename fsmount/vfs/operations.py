@@ -460,7 +460,11 @@ class Operations(pyfuse3.Operations):
                 return
             node = handle.node
             backend, path = self.tree.route(node.vpath)
-            entry = await backend.commit(path, handle.content, handle.replacing)
+            try:
+                entry = await backend.commit(path, handle.content, handle.replacing)
+            except Exception:  # returned to close() or fsync() as its errno
+                handle.told = True
+                raise
             handle.dirty = False
             backend.drop_pending(path)
             if entry.name != path[-1]:  # the service chose the name (a message in a mailbox)
@@ -630,12 +634,14 @@ class Operations(pyfuse3.Operations):
         open for writing. Its program has not closed (or fsynced) it since its last write, so
         its content may be any prefix of what it means to write; storing that under the file's
         name would replace the server's copy with a torn one. Such a writer is poisoned (its
-        later writes and close() fail with EIO) and the server keeps what it had."""
+        later writes and close() fail with EIO) and the server keeps what it had. A writer whose
+        last commit failed was told so by close() or fsync() (its release may still be on its
+        way from the kernel): no warning repeats it."""
         for handle in self.handles.all_files():
             if not handle.writable:
                 continue
             async with handle.lock:  # a flush under way is a finished writer: it completes
-                unfinished = handle.dirty and handle.failed is None
+                unfinished = handle.dirty and handle.failed is None and not handle.told
                 handle.poison(errno.EIO)
             if unfinished:
                 log.warning("%s: still open for writing at unmount: not stored (the server "

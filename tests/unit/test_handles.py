@@ -115,3 +115,24 @@ async def test_a_writer_still_open_at_unmount_is_not_committed(tmp_path: Path) -
         assert await errno_of(ops.flush(fh)) == errno.EIO
         await ops.release(fh)
         assert backend.count("commit") == 0 and backend.bytes_of("old.txt") == OLD
+
+
+@trio_test
+async def test_a_failed_close_is_not_warned_of_again_at_unmount(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``cp`` was told by close(); its release can still be on its way from the kernel when
+    the mount goes (a cp that failed, then an unmount): the file is not "still open"."""
+    backend = server()
+    async with mounted_ops(backend, tmp_path) as ops:
+        told = await open_for_writing(ops, "new.txt")
+        await ops.write(told, 0, b"data")
+        backend.fail("commit", Transient("connection lost"))
+        assert await errno_of(ops.flush(told)) == errno.EIO
+        untold = await open_for_writing(ops, "old.txt")
+        await ops.write(untold, 0, b"torn")
+        with caplog.at_level("WARNING", logger="fsmount.vfs.operations"):
+            await ops.drain()
+        assert [r.getMessage().split(":")[0] for r in caplog.records] == ["old.txt"]
+        for fh in (told, untold):
+            await ops.release(fh)
+        assert backend.count("commit") == 1 and backend.bytes_of("old.txt") == OLD
