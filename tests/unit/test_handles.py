@@ -89,15 +89,21 @@ async def test_a_writer_commits_at_flush_once(tmp_path: Path) -> None:
         assert backend.bytes_of("old.txt") == b"x" * (2 * MEMORY_LIMIT) + b"end"
 
 
+async def closed_with_a_failed_commit(ops: Operations, backend: MemoryBackend) -> int:
+    """A new file written and closed while the server fails the commit; its handle (not
+    released yet)."""
+    fh = await open_for_writing(ops, "new.txt")
+    await ops.write(fh, 0, b"data")
+    backend.fail("commit", Transient("connection lost"))
+    assert await errno_of(ops.flush(fh)) == errno.EIO
+    return fh
+
+
 @trio_test
 async def test_a_failed_commit_is_what_close_returns(tmp_path: Path) -> None:
     backend = server()
     async with mounted_ops(backend, tmp_path) as ops:
-        fh = await open_for_writing(ops, "new.txt")
-        await ops.write(fh, 0, b"data")
-        backend.fail("commit", Transient("connection lost"))
-        assert await errno_of(ops.flush(fh)) == errno.EIO
-        await ops.release(fh)
+        await ops.release(await closed_with_a_failed_commit(ops, backend))
         assert backend.bytes_of("new.txt") is None
         with pytest.raises(pyfuse3.FUSEError):
             await ops.lookup(ROOT, b"new.txt")  # no pending file left behind
@@ -124,10 +130,7 @@ async def test_a_failed_close_is_not_warned_of_again_at_unmount(
     the mount goes (a cp that failed, then an unmount): the file is not "still open"."""
     backend = server()
     async with mounted_ops(backend, tmp_path) as ops:
-        told = await open_for_writing(ops, "new.txt")
-        await ops.write(told, 0, b"data")
-        backend.fail("commit", Transient("connection lost"))
-        assert await errno_of(ops.flush(told)) == errno.EIO
+        told = await closed_with_a_failed_commit(ops, backend)
         untold = await open_for_writing(ops, "old.txt")
         await ops.write(untold, 0, b"torn")
         with caplog.at_level("WARNING", logger="fsmount.vfs.operations"):
