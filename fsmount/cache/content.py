@@ -292,6 +292,10 @@ class ContentStore:
 
     # -- objects -------------------------------------------------------------------------
 
+    def __contains__(self, key: str) -> bool:
+        """Whether the whole object is on disk (trusted as ``open`` trusts it)."""
+        return key in self._lru
+
     def open(self, key: str, size: int | None) -> CachedObject:
         """The object for ``key``; callers pair it with ``release``."""
         obj = self._open.get(key)

@@ -330,6 +330,10 @@ class CachedBackend:
             key = self._keys[memo] = object_key(self.account, path, entry.identity)
         return key
 
+    def holds(self, path: Path, entry: Entry) -> bool:
+        """Whether ``path`` (as ``entry``) is on disk whole: nothing to fetch ahead."""
+        return self._key(path, entry) in self.store
+
     def streamed(self, key: str) -> None:
         """``key`` streamed through to its end: a second reading is kept on disk (what is
         read again is what the disk cache is for)."""
@@ -714,14 +718,15 @@ class _Flight:
 
 
 class Reader:
-    """One open file's view of the content cache; keeps the object (and its blocks) alive."""
+    """One open file's view of the content cache; from its first read on, keeps the object
+    (and its blocks) alive. An open whose reads the kernel's page cache serves (a second
+    ``grep -r``) never touches the content store."""
 
     def __init__(self, layer: CachedBackend, path: Path, entry: Entry) -> None:
         self.layer = layer
         self.path = path
         self.entry = entry
-        size = entry.size if entry.size_exact else None
-        self.obj = layer.store.open(layer._key(path, entry), size)
+        self._obj: CachedObject | None = None
         self.next_offset = 0
         self.window = FIRST_WINDOW
         self.ahead: _Stream | None = None
@@ -731,17 +736,24 @@ class Reader:
         # a derived file is made whole; anything else is read in ranges where the backend can
         self.ranged = layer.capabilities.ranged_read and not (
             layer.view is not None and layer.view.is_text(entry))
-        self.may_stream = (0 < layer.stream_size <= (entry.size or 0) and not self.obj.complete
-                           and self.ranged and layer.nursery is not None
-                           and self.obj.key not in layer._streamed)
+        self.may_stream: bool | None = None  # decided at the first read
 
     @property
-    def complete(self) -> bool:
-        return self.obj.complete
+    def obj(self) -> CachedObject:
+        if self._obj is None:
+            size = self.entry.size if self.entry.size_exact else None
+            self._obj = self.layer.store.open(self.layer._key(self.path, self.entry), size)
+        return self._obj
 
     async def read(self, offset: int, size: int) -> bytes | memoryview:
         if self.uncached:
             return await self._from_server(offset, size)
+        if self.may_stream is None:
+            layer = self.layer
+            self.may_stream = (0 < layer.stream_size <= (self.entry.size or 0)
+                               and not self.obj.complete and self.ranged
+                               and layer.nursery is not None
+                               and self.obj.key not in layer._streamed)
         if self.may_stream:
             data = await self._from_stream(offset, size)
             if data is not None:
@@ -825,7 +837,8 @@ class Reader:
                 self.layer.streamed(self.obj.key)
             self.stream.cancel()
             self.stream = None
-        self.layer.store.release(self.obj)
+        if self._obj is not None:
+            self.layer.store.release(self._obj)
 
 
 class _Stream:

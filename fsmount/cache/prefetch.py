@@ -56,6 +56,8 @@ class Fetcher(Protocol):
 
     async def fetch_ahead(self, items: list[tuple[Path, Entry]]) -> None: ...
 
+    def holds(self, path: Path, entry: Entry) -> bool: ...
+
 
 class ScanPrefetcher:
     def __init__(self, layer: Fetcher, parallel: int) -> None:
@@ -131,13 +133,14 @@ class ScanPrefetcher:
         wanted: list[tuple[Path, Entry]] = []
         size = 0
         for name in order[start:end]:
-            entry = self.layer.meta.entry(directory + (name,))
-            if entry is None or not _fetched_size(entry):
-                continue
+            path = directory + (name,)
+            entry = self.layer.meta.entry(path)
+            if entry is None or not _fetched_size(entry) or self.layer.holds(path, entry):
+                continue  # a scan read again (a second grep) fetches nothing, nor asks the store
             if len(wanted) == self.batch or size + (entry.size or 0) > BATCH_BYTES:
                 self._enqueue(wanted)
                 wanted, size = [], 0
-            wanted.append((directory + (name,), entry))
+            wanted.append((path, entry))
             size += entry.size or 0
         if wanted:
             self._enqueue(wanted)

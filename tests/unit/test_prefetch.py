@@ -54,6 +54,30 @@ async def test_files_opened_in_listing_order_come_in_batches_in_that_order(tmp_p
 
 
 @trio_test
+async def test_a_scan_read_again_asks_for_no_batch(tmp_path: Path) -> None:
+    """A second ``grep -r`` of a folder the first one put on disk: no batch is even made (each
+    would open every object in the store only to find it complete)."""
+    backend = mail()
+    async with cached(backend, tmp_path) as layer:
+        await layer.list(("F",))
+        for name in NAMES:
+            await open_and_read(layer, name)
+        fetched = len(batched(backend))
+        asked: list[object] = []
+        real = layer.fetch_ahead
+
+        async def fetch_ahead(items: list) -> None:
+            asked.append(items)
+            await real(items)
+
+        layer.fetch_ahead = fetch_ahead  # type: ignore[method-assign]
+        for name in NAMES:
+            assert await open_and_read(layer, name) == FILES[f"F/{name}"]
+        assert asked == []
+        assert len(batched(backend)) == fetched and backend.count("download") == 0
+
+
+@trio_test
 async def test_the_first_file_after_a_listing_brings_a_batch_along(tmp_path: Path) -> None:
     """A mail client's first click right after the listing: the one round trip it costs
     brings the next few messages too (and only a few)."""
