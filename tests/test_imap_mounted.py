@@ -396,7 +396,8 @@ def bench_imap(count: int = 10_000) -> None:
     import imaplib
     import time
 
-    from tests.bench import clock, floor_mount, grep_cold_warm, report
+    from tests.bench import (alternating, clock, floor_mount, grep_cold_warm, grep_time,
+                             per_round, report, spread)
     from tests.mounting import scratch_dir
     from tests.servers.dovecot import dovecot
 
@@ -412,17 +413,48 @@ def bench_imap(count: int = 10_000) -> None:
             "1:*", "(UID RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT DATE)])"), 3)
         direct = clock(lambda: conn.fetch("1:*", "(BODY.PEEK[])"), 3)
         conn.logout()
-        mbsync = mbsync_first_sync_and_grep(server, "Bench", "no-such-needle")
         local = scratch_dir("bench-imap-")
         for i, raw in enumerate(messages):
             (local / f"{i:05d}.eml").write_bytes(raw)
         os.sync()  # their write-back would otherwise run into the timings below
+
+        def config(view: bool) -> str:
+            return (f'[accounts.mail]\nurl = "imap://alice@127.0.0.1:{server.imap_port}"\n'
+                    f'password = "secret1"\nplaintext_auth = true\ntls = "off"\n'
+                    f'decoded_view = {"true" if view else "false"}\ntimeout = 120\n')
+
+        def cold_grep() -> float:  # on default settings, a fresh mount: ls -l, then grep -rl
+            with mounted(config(False), debug=False) as m:
+                folder = m.path / "mail" / "Bench"
+                subprocess.run(["ls", "-l", str(folder)], stdout=subprocess.DEVNULL, check=True)
+                return grep_time(folder)
+
+        def floor_first(flush: bool) -> float:
+            with floor_mount(local, flush=flush) as fl:
+                return grep_time(fl)
+
+        label = f"imap {count} msgs"
+        times = alternating(3, {
+            "mbsync": lambda: mbsync_first_sync_and_grep(server, "Bench", "no-such-needle"),
+            "mbsync-nofsync": lambda: mbsync_first_sync_and_grep(server, "Bench", "no-such-needle",
+                                                                 fsync=False),
+            "fsmount": cold_grep, "floor": lambda: floor_first(False),
+            "floor+FLUSH": lambda: floor_first(True)}, settle=os.sync)
+        for what, t in times.items():
+            print(f"{label}: cold grep -rl, {what:<14} {spread(t)}", flush=True)
+        per_round(f"{label}: cold grep -rl (fsmount) vs mbsync's first sync + grep", times,
+                  "fsmount", "mbsync", "<= 0.50x")
+        per_round(f"{label}: cold grep -rl (fsmount) vs mbsync's with FSync no", times,
+                  "fsmount", "mbsync-nofsync", "")
+        per_round(f"{label}: first grep -rl of a floor answering FLUSH vs mbsync's", times,
+                  "floor+FLUSH", "mbsync", "(a bound for a writable mount)")
+        per_round(f"{label}: cold grep -rl (fsmount) vs the floor answering FLUSH", times,
+                  "fsmount", "floor+FLUSH", "")
+        per_round(f"{label}: first grep -rl of the floor vs mbsync's", times, "floor", "mbsync",
+                  "(a bound)")
         for view in (False, True):
-            cfg = (f'[accounts.mail]\nurl = "imap://alice@127.0.0.1:{server.imap_port}"\n'
-                   f'password = "secret1"\nplaintext_auth = true\ntls = "off"\n'
-                   f'decoded_view = {"true" if view else "false"}\ntimeout = 120\n')
             label = f"imap {count} msgs{' +decoded view' if view else ''}"
-            with mounted(cfg, debug=False) as m:
+            with mounted(config(view), debug=False) as m:
                 folder = m.path / "mail" / "Bench"
                 start = time.perf_counter()
                 subprocess.run(["ls", "-l", str(folder)], stdout=subprocess.DEVNULL, check=True)
@@ -437,21 +469,15 @@ def bench_imap(count: int = 10_000) -> None:
                            listing, "fetch", "(a bound)")
                     report(f"{label}: cold ls -l (fsmount) vs the floor's first", ls_cold,
                            floor_ls, "floor", "")
-                if not view:  # cold, the floor's first grep (the bound), warm against the floor
-                    cold = grep_cold_warm(label, folder, local, direct, "no-such-needle")
-                    report(f"{label}: cold grep -rl (fsmount) vs mbsync's first sync + grep",
-                           cold, mbsync, "mbsync", "<= 0.50x")
+                if not view:  # cold against a direct fetch, warm against the floor
+                    grep_cold_warm(label, folder, local, direct, "no-such-needle", writable=True)
                     continue
-                cold = clock(lambda: subprocess.run(["grep", "-rl", "no-such-needle", str(folder)],
-                                                    stdout=subprocess.DEVNULL))
-                warm = clock(lambda: subprocess.run(["grep", "-rl", "no-such-needle", str(folder)],
-                                                    stdout=subprocess.DEVNULL), 3)
+                cold = grep_time(folder)
+                warm = clock(lambda: grep_time(folder), 3)
                 report(f"{label}: cold grep -rl vs direct batch FETCH", cold, direct, "direct", "<= 2.00x")
                 print(f"{label}: warm grep -rl {warm:.3f}s", flush=True)
-        cfg = (f'[accounts.mail]\nurl = "imap://alice@127.0.0.1:{server.imap_port}"\n'
-               f'password = "secret1"\nplaintext_auth = true\ntls = "off"\n'
-               f'decoded_view = false\nreadonly = true\ntimeout = 120\n')
-        with mounted(cfg, debug=False) as m:  # FLUSH refused: no request per close to answer
+        # FLUSH refused: no request per close to answer
+        with mounted(config(False) + "readonly = true\n", debug=False) as m:
             folder = m.path / "mail" / "Bench"
             subprocess.run(["ls", "-l", str(folder)], stdout=subprocess.DEVNULL, check=True)
             grep_cold_warm(f"imap {count} msgs, read-only account", folder, local, direct,
@@ -459,9 +485,11 @@ def bench_imap(count: int = 10_000) -> None:
         shutil.rmtree(local, ignore_errors=True)
 
 
-def mbsync_first_sync_and_grep(server: Dovecot, folder: str, needle: str) -> float:
+def mbsync_first_sync_and_grep(server: Dovecot, folder: str, needle: str,
+                               fsync: bool = True) -> float:
     """The incumbent's way to grep a mailbox: mbsync (isync) copies it to a local Maildir
-    first. Seconds for that first sync plus ``grep -rl`` over the copy."""
+    first. Seconds for that first sync plus ``grep -rl`` over the copy. mbsync fsyncs each
+    message by default; without (``fsync=False``) it is as fast as it gets."""
     import time
 
     from tests.mounting import scratch_dir
@@ -469,7 +497,7 @@ def mbsync_first_sync_and_grep(server: Dovecot, folder: str, needle: str) -> flo
     home = scratch_dir("bench-mbsync-")
     try:
         rc = home / "mbsyncrc"
-        rc.write_text("\n".join([
+        rc.write_text("\n".join([*([] if fsync else ["FSync no", ""]),
             "IMAPAccount bench", "Host 127.0.0.1", f"Port {server.imap_port}", "User alice",
             "Pass secret1", "SSLType None", "AuthMechs LOGIN", "",
             "IMAPStore remote", "Account bench", "",
