@@ -561,12 +561,7 @@ def bench_ftp_walk(entries: int = 55_000, runs: int = 0) -> None:
         print(f"{label}: {what:<6} {spread(t)}", flush=True)
     for ours, theirs, target in (("cold", "mlsd", "<= 2.00x"), ("cold", "rclone", "(rclone)"),
                                  ("warm", "floor", "<= 1.20x")):
-        n = min(len(times[ours]), len(times[theirs]))
-        ratios = sorted(a / b for a, b in zip(times[ours][:n], times[theirs][:n]))
-        median = f"{ratios[len(ratios) // 2]:.2f}x"
-        print(f"{label}: {ours} fsmount vs {theirs}: min {ratios[0]:.2f}x median {median} "
-              f"max {ratios[-1]:.2f}x (target {target})", flush=True)
-        RESULTS.append((f"{label}: {ours} vs {theirs}", median, theirs, target))
+        per_round(f"{label}: {ours} fsmount vs {theirs}", times, ours, theirs, target)
     first, second = peaks[0][:2]
     last = peaks[-1][2]
     print(f"{label}: fsmount peak RSS (VmHWM) after one walk {first / 2**20:.0f} MiB, after two "

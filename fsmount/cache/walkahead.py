@@ -56,12 +56,20 @@ class ListingAhead:
         """``path`` is being read (its listing is ``listing``, whole or arriving)."""
         walking = bool(path) and path[:-1] in self._read
         self._read[path] = True
-        if walking and self.workers and self.layer.nursery is not None:
+        if not walking or not self.workers or self.layer.nursery is None:
+            return
+        if listing.done:  # from the cache (a warm walk): no task to wait in
+            self._queue_subfolders(path, listing)
+        else:
             self.layer.nursery.start_soon(self._after, path, listing)
 
     async def _after(self, path: Path, listing: GrowingListing) -> None:
         while not listing.done:
             await listing.wait_beyond(len(listing.entries))
+        self._queue_subfolders(path, listing)
+
+    def _queue_subfolders(self, path: Path, listing: GrowingListing) -> None:
+        """The subfolders of ``path`` not in the cache, to be listed by the workers."""
         if listing.error is not None:
             return
         for entry in listing.entries:

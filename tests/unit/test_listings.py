@@ -175,3 +175,18 @@ async def test_a_growing_listing_shows_its_first_part_before_the_end(tmp_path: P
         assert [e.name for e in growing.entries] == [f"m{i}" for i in range(6)]
         assert names(await layer.list(("d",))) == [f"m{i}" for i in range(6)]
         assert backend.count("list", ("d",)) == 1
+
+
+@trio_test
+async def test_a_walk_through_cached_folders_lists_their_uncached_subfolders_ahead(
+        tmp_path: Path) -> None:
+    """``find`` reads ``a`` and then ``a/s``, whose listing the cache already holds: the
+    subfolder ``a/s/x``, which it does not, is listed ahead; ``a/s`` itself is not again."""
+    backend = MemoryBackend({"a/s/x/f": b"f", "a/t": b"t"})
+    async with cached(backend, tmp_path) as layer:
+        await layer.list(("a", "s"))  # in the cache, as a listing of an earlier ls left it
+        await layer.list_growing(("a",))
+        await layer.list_growing(("a", "s"))  # right after its parent: a walk
+        await settle()
+        assert [args[0] for name, args in backend.calls if name.startswith("list")] == [
+            ("a", "s"), ("a",), ("a", "s", "x")]
