@@ -34,6 +34,7 @@ class OneFile(pyfuse3.Operations):
         self.data = bytearray(size)
         self.data[::4096] = bytes(len(range(0, size, 4096)))  # its pages mapped before the read
         self.arrived = 0  # bytes of ``data`` received so far
+        self.ended = False  # the transfer is over, whole or not
         self.changed = trio.Event()
         self.receiving = False
 
@@ -64,11 +65,18 @@ class OneFile(pyfuse3.Operations):
 
     async def read(self, fh: int, off: int, size: int) -> memoryview:
         end = min(off + size, self.size)
-        while self.arrived < end:
+        while self.arrived < end and not self.ended:
             await self.changed.wait()
-        return memoryview(self.data)[off:end]
+        return memoryview(self.data)[off:min(end, self.arrived)]
 
     def _receive(self, token: trio.lowlevel.TrioToken) -> None:
+        try:
+            self._retrieve(token)
+        finally:  # a short or failed transfer ends the reads (short) instead of hanging them
+            self.ended = True
+            token.run_sync_soon(self._wake)
+
+    def _retrieve(self, token: trio.lowlevel.TrioToken) -> None:
         port, user, password = self.login
         ftp = ftplib.FTP()
         ftp.connect("127.0.0.1", port)
